@@ -1,0 +1,25 @@
+"""lapsrn: LapSRN and MS-LapSRN super-resolution that reproduces the papers.
+
+Importing this package is cheap: models, weights and inference are imported
+when first used, and training, plotting or export code never is.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+__all__ = ["load", "__version__"]
+
+
+def load(model: str | None = None, *, tile: int | None = None, max_memory: int = 2 << 30):
+    """An Upscaler for a bundled name, a .safetensors path or an official .mat (None: the default model).
+
+    >>> import lapsrn
+    >>> up = lapsrn.load()
+    >>> type(up).__name__
+    'Upscaler'
+    """
+    from .inference import Upscaler
+    from .weights import load as load_weights
+
+    net, _ = load_weights(model)
+    return Upscaler(net, tile=tile, max_memory=max_memory)

@@ -1,0 +1,7 @@
+"""``python -m lapsrn`` (also what torchrun runs)."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,261 @@
+"""The ``lapsrn`` command: upscale, evaluate, convert, train.
+
+Every user error ends as one line on stderr and a non-zero exit status; no
+traceback, and no output file is left half-written (writes are atomic).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+EXIT_USAGE, EXIT_ERROR = 2, 1
+
+
+class CLIError(Exception):
+    """A problem to report to the user in one line."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage error in one line instead of the whole usage block."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def parse_bytes(text: str) -> int:
+    """'2G', '512M', '1.5GB' or plain bytes -> bytes."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (try 2G or 512M)")
+    unit = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
+    return int(float(m.group(1)) * unit)
+
+
+def parse_scale(text: str) -> float:
+    """A finite number > 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"scale must be a number, got {text!r}") from None
+    if not (value > 1 and value < float("inf")):
+        raise argparse.ArgumentTypeError(f"scale must be greater than 1, got {text}")
+    return value
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("-m", "--model", help="bundled model name, .safetensors file or official .mat (default: bundled)")
+    p.add_argument("-t", "--tile", type=int, default=None, help="LR tile side in pixels (default: automatic)")
+    p.add_argument("--max-memory", type=parse_bytes, default="2G", help="memory for feature maps before tiling (default 2G)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """argparse tree of all subcommands."""
+    parser = Parser(prog="lapsrn", description="LapSRN / MS-LapSRN image super-resolution")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    up = sub.add_parser("upscale", help="upscale an image or a folder of images")
+    up.add_argument("-i", "--input", required=True, type=Path, help="image file or folder")
+    up.add_argument("-o", "--output", required=True, type=Path, help="output file, or folder when INPUT is a folder")
+    up.add_argument("-s", "--scale", type=parse_scale, default=4.0, help="2, 4, 8 use the pyramid directly; others resize (default 4)")
+    up.add_argument("--all-levels", action="store_true", help="write every pyramid level (x2, x4, ...) from one pass")
+    up.add_argument("--recursive", action="store_true", help="descend into sub-folders")
+    up.add_argument("--skip-existing", action="store_true", help="leave outputs that already exist")
+    _add_model_args(up)
+
+    ev = sub.add_parser("evaluate", help="PSNR/SSIM with the papers' protocol")
+    ev.add_argument("-d", "--dataset", action="append", required=True, type=Path, help="folder of HR images (repeat)")
+    ev.add_argument("-s", "--scale", action="append", type=int, help="scale (repeat; default 2, 4, 8)")
+    ev.add_argument("--json", type=Path, help="write per-image results here")
+    ev.add_argument("--no-bicubic", action="store_true", help="skip the bicubic baseline row")
+    _add_model_args(ev)
+
+    cv = sub.add_parser("convert", help="official MatConvNet .mat -> lapsrn .safetensors")
+    cv.add_argument("src", type=Path)
+    cv.add_argument("-o", "--output", required=True, type=Path)
+
+    tr = sub.add_parser("train", help="train LapSRN / MS-LapSRN (see docs/TRAINING.md)")
+    tr.add_argument("--preset", choices=["paper", "fast"], default="fast")
+    tr.add_argument("--config", help="JSON file with TrainConfig fields")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    from dataclasses import fields
+
+    from .training import TrainConfig
+
+    for f in fields(TrainConfig):
+        kind = {"int": int, "float": float, "str": str}.get(str(f.type))
+        if kind is not None:
+            tr.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
+        else:  # list fields
+            elem = int if f.name == "scales" else str
+            tr.add_argument(f"--{f.name.replace('_', '-')}", type=elem, nargs="+", default=None)
+
+    pl = sub.add_parser("plot", help="training curve PNG from a training log.csv")
+    pl.add_argument("log", type=Path)
+    pl.add_argument("-o", "--output", required=True, type=Path)
+    return parser
+
+
+def _upscaler(args: argparse.Namespace):
+    """Load the model named by -m (or the bundled default) into an Upscaler."""
+    import torch
+
+    from .inference import Upscaler
+    from .weights import load
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.tile is not None and args.tile < 8:
+        raise CLIError(f"--tile must be at least 8 pixels, got {args.tile}")
+    net, _ = load(args.model)
+    return Upscaler(net, tile=args.tile, max_memory=args.max_memory)
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """(input, output) pairs for a file or a folder input."""
+    from .io import IMAGE_SUFFIXES, output_format
+
+    src, dst = args.input, args.output
+    if not src.exists():
+        raise CLIError(f"{src}: no such file or folder")
+    if src.is_file():
+        if dst.is_dir():
+            raise CLIError(f"{dst}: is a folder; give an output file name")
+        output_format(dst)
+        return [(src, dst)]
+    pattern = "**/*" if args.recursive else "*"
+    files = sorted(p for p in src.glob(pattern) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise CLIError(f"{src}: no images found" + ("" if args.recursive else " (use --recursive for sub-folders)"))
+    if dst.exists() and not dst.is_dir():
+        raise CLIError(f"{dst}: exists and is not a folder")
+    return [(f, dst / f.relative_to(src)) for f in files]
+
+
+def _level_name(path: Path, factor: int) -> Path:
+    """photo.png -> photo_x2.png for --all-levels."""
+    return path.with_name(f"{path.stem}_x{factor}{path.suffix}")
+
+
+def cmd_upscale(args: argparse.Namespace) -> int:
+    """lapsrn upscale."""
+    from .inference import levels_for
+    from .io import ImageError
+    from .upscale import upscale_file
+
+    levels_for(args.scale)  # reject absurd scales before loading anything
+    jobs = _jobs(args)
+    upscaler = _upscaler(args)
+    failed = 0
+    progress = None
+    if len(jobs) > 1:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(jobs), unit="img", dynamic_ncols=True)
+    for src, dst in jobs:
+        targets = [_level_name(dst, 2**l) for l in range(1, levels_for(args.scale) + 1)] if args.all_levels else [dst]
+        if args.skip_existing and all(t.exists() for t in targets):
+            if progress:
+                progress.update(1)
+            continue
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            upscale_file(upscaler, src, dst, args.scale, args.all_levels)
+        except (ImageError, MemoryError, ValueError) as e:
+            if len(jobs) == 1:
+                raise
+            failed += 1
+            (progress.write if progress else print)(f"lapsrn: skipped {src}: {e}")
+        if progress:
+            progress.update(1)
+    if progress:
+        progress.close()
+    if failed:
+        print(f"lapsrn: {failed} of {len(jobs)} images failed", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """lapsrn evaluate: one row per (dataset, scale, method)."""
+    from .evaluate import run_evaluation
+
+    scales = args.scale or [2, 4, 8]
+    for s in scales:
+        if s < 2 or s > 64:
+            raise CLIError(f"evaluation scale must be an integer in 2..64, got {s}")
+    for d in args.dataset:
+        if not d.is_dir():
+            raise CLIError(f"{d}: no such folder")
+    upscaler = _upscaler(args)
+    report = run_evaluation(upscaler, Path(args.model).name if args.model else "lapsrn default", args.dataset, scales, bicubic_row=not args.no_bicubic)
+    print(report.table())
+    if args.json:
+        from .io import atomic_path
+
+        with atomic_path(args.json) as tmp:
+            tmp.write_text(json.dumps(report.to_json(), indent=2))
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    """lapsrn convert X.mat -o X.safetensors."""
+    from .weights import convert
+
+    if args.output.suffix != ".safetensors":
+        raise CLIError(f"{args.output}: output must end in .safetensors")
+    spec = convert(args.src, args.output)
+    print(f"wrote {args.output}: {spec.arch} D{spec.depth} levels {spec.levels}" + (f" R{spec.recursions} {spec.skip}" if spec.arch == "MSLapSRN" else ""))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """lapsrn train."""
+    from dataclasses import fields
+
+    from .training import TrainConfig, make_config, train
+
+    overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    cfg = make_config(args.preset, args.config, **overrides)
+    out = train(cfg, resume=args.resume, quiet=args.quiet)
+    print(f"done: {out}/model.safetensors")
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    """lapsrn plot LOG -o PNG."""
+    from .plot import plot_log
+
+    plot_log(args.log, args.output)
+    return 0
+
+
+COMMANDS = {"upscale": cmd_upscale, "evaluate": cmd_evaluate, "convert": cmd_convert, "train": cmd_train, "plot": cmd_plot}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a subcommand, turning expected failures into one line and exit 1."""
+    from .io import ImageError
+    from .weights import WeightsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CLIError, ImageError, WeightsError, ValueError, MemoryError, OSError) as e:
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if isinstance(e, MemoryError):
+            msg = f"out of memory: {msg} (try a smaller --tile or --max-memory)"
+        print(f"lapsrn: error: {msg}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        print("lapsrn: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Training data: HR folders decoded once to Y, random patches, LR and level targets by MATLAB bicubic.
+
+Sampling is a pure function of a NumPy Generator, so a run that resumes from
+a checkpoint (which stores the generator's state) sees the same patches as
+one that never stopped, and every DDP rank can draw the same global batch
+and keep its own slice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import protocol as P
+
+
+def load_y_images(folders: list[Path], min_side: int) -> list[np.ndarray]:
+    """Every image of the folders as float32 BT.601 Y in [0, 1], decoded once."""
+    from .io import read_image
+
+    images = []
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}:
+                continue
+            img = read_image(path).pixels
+            y = P.rgb2ycbcr(P.gray_to_rgb(img))[..., 0]
+            if min(y.shape) >= min_side:
+                images.append(y.astype(np.float32))
+    if not images:
+        raise ValueError(f"no training images of at least {min_side} px in {', '.join(map(str, folders))}")
+    return images
+
+
+def random_patch(img: np.ndarray, patch: int, rng: np.random.Generator, min_ratio: float = 0.5) -> np.ndarray:
+    """One augmented HR patch: random downscale in [min_ratio, 1], crop, rot90 k, h-flip p=0.5.
+
+    Only the crop's neighbourhood is resized, with a margin that covers the
+    kernel, so the cost does not grow with the image size. The sampling grid is
+    anchored at that region rather than at the image corner: a sub-pixel shift
+    of the same augmentation, equal in distribution to resizing the whole image.
+    """
+    h, w = img.shape
+    ratio = rng.uniform(min_ratio, 1.0)
+    ratio = max(ratio, (patch + 1) / min(h, w))  # the resized image must still hold a patch
+    if ratio < 1.0:
+        margin = int(np.ceil(4 / ratio)) + 2
+        src = int(np.ceil(patch / ratio)) + 2 * margin
+        top = rng.integers(0, max(h - src, 0) + 1)
+        left = rng.integers(0, max(w - src, 0) + 1)
+        region = img[top : top + src, left : left + src]
+        small = P.imresize(region, ratio)
+        oy, ox = (small.shape[0] - patch) // 2, (small.shape[1] - patch) // 2  # centre: away from the margin
+        crop = small[oy : oy + patch, ox : ox + patch]
+    else:
+        top, left = rng.integers(0, h - patch + 1), rng.integers(0, w - patch + 1)
+        crop = img[top : top + patch, left : left + patch]
+    crop = np.rot90(crop, k=int(rng.integers(0, 4)))
+    if rng.random() < 0.5:
+        crop = crop[:, ::-1]
+    return np.ascontiguousarray(crop, dtype=np.float32)
+
+
+def downscale(batch: torch.Tensor, factor: int) -> torch.Tensor:
+    """MATLAB bicubic downscale of a (N, 1, H, W) batch by an integer factor, as two matmuls."""
+    n, c, h, w = batch.shape
+    rows = torch.tensor(P.resize_matrix(h, h // factor, 1.0 / factor)).to(batch)
+    cols = torch.tensor(P.resize_matrix(w, w // factor, 1.0 / factor)).to(batch)
+    return rows @ batch @ cols.T
+
+
+@dataclass
+class PyramidBatch:
+    """LR input and the ground truth of every level for one scale's share of a batch."""
+
+    lr: torch.Tensor
+    targets: list[torch.Tensor]  # x2, x4, ... ending with the HR patch
+
+
+def make_pyramid(hr: torch.Tensor, levels: int) -> PyramidBatch:
+    """LR = HR / 2^L and level-l target = HR / 2^(L - l), all MATLAB bicubic (getBatch_MSLapSRN.m)."""
+    targets = [downscale(hr, 2 ** (levels - l)) for l in range(1, levels)] + [hr]
+    return PyramidBatch(downscale(hr, 2**levels), targets)
+
+
+class PatchSampler:
+    """Draws global batches of HR patches split over scales, from one seeded generator."""
+
+    def __init__(self, images: list[np.ndarray], patch: int, scales: list[int], seed: int) -> None:
+        self.images, self.patch, self.scales = images, patch, scales
+        self.rng = np.random.default_rng(seed)
+
+    def batch(self, size: int) -> list[tuple[int, torch.Tensor]]:
+        """[(scale, HR patches)] with the batch split evenly over the scales (getBatch_MSLapSRN.m)."""
+        patches = [random_patch(self.images[self.rng.integers(len(self.images))], self.patch, self.rng) for _ in range(size)]
+        hr = torch.from_numpy(np.stack(patches))[:, None]
+        split = -(-size // len(self.scales))
+        return [(s, hr[i * split : (i + 1) * split]) for i, s in enumerate(self.scales) if i * split < size]
+
+    def state(self) -> dict:
+        """Generator state (plain ints and strings) for a checkpoint."""
+        return self.rng.bit_generator.state
+
+    def restore(self, state: dict) -> None:
+        """Continue from a checkpoint's generator state."""
+        self.rng.bit_generator.state = state

@@ -1,0 +1,155 @@
+"""Running a model on images: Y through the network, Cb/Cr (and alpha) bicubic, as the authors do.
+
+``super_resolve`` is the single code path shared by ``lapsrn upscale``,
+``lapsrn evaluate`` and the Python API, so what you upscale is exactly what
+was scored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import protocol as P
+
+MAX_LEVELS = 6  # x64: beyond this a "scale" is a typo, not a request
+
+
+def levels_for(scale: float) -> int:
+    """Pyramid levels needed for a scale: the next power of two at or above it."""
+    if not math.isfinite(scale) or scale <= 1:
+        raise ValueError(f"scale must be a number > 1, got {scale}")
+    n = math.ceil(math.log2(scale) - 1e-9)
+    if n > MAX_LEVELS:
+        raise ValueError(f"scale {scale} is too large (at most {2 ** MAX_LEVELS})")
+    return n
+
+
+BYTES_PER_FEATURE = 4 * 64 * 4  # float32, 64 channels, about four live feature maps at once
+
+
+def feature_bytes(h: int, w: int, levels: int) -> int:
+    """Estimated peak memory of one forward pass on an h x w LR input (dominated by the last level)."""
+    return int(sum(h * w * 4**l for l in range(levels + 1)) * BYTES_PER_FEATURE)
+
+
+def receptive_margin(net: nn.Module, levels: int) -> int:
+    """LR pixels of context a tile needs so its interior equals the whole-image result.
+
+    Each 3x3 conv at level l (resolution 2^l) widens the field by 2^-l LR px;
+    the transposed convs add about one pixel of their level. Rounded up, plus two.
+    """
+    from .models import LapSRN
+
+    if isinstance(net, LapSRN):
+        convs = [net.depth] * levels
+    else:
+        convs = [net.depth * net.recursions] * levels
+    reach = 1.0  # input conv
+    for l, n in enumerate(convs):
+        reach += (n + 1) / 2**l + 2 / 2**l  # convs at this level, upsampler, residual + image branch
+    return int(math.ceil(reach)) + 2
+
+
+def _tiles(length: int, tile: int) -> list[tuple[int, int]]:
+    """Half-open core intervals covering [0, length) in steps of `tile`."""
+    return [(a, min(a + tile, length)) for a in range(0, length, tile)]
+
+
+@dataclass
+class Upscaler:
+    """A network in eval mode and how to run it: device, tile size, memory budget."""
+
+    net: nn.Module
+    device: str = "cpu"
+    tile: int | None = None  # LR tile side; None = automatic from max_memory
+    max_memory: int = 2 << 30  # bytes for feature maps before tiling turns on
+
+    @property
+    def max_levels(self) -> int | None:
+        """Levels this network can run; None when it shares weights across levels (MS-LapSRN)."""
+        from .models import LapSRN
+
+        return self.net.levels if isinstance(self.net, LapSRN) else None
+
+    def tile_size(self, h: int, w: int, levels: int) -> int | None:
+        """LR tile side to use, or None to run the whole image at once."""
+        if self.tile:
+            return self.tile if self.tile < max(h, w) else None
+        if feature_bytes(h, w, levels) <= self.max_memory:
+            return None
+        margin = receptive_margin(self.net, levels)
+        side = int(math.sqrt(self.max_memory / feature_bytes(1, 1, levels))) - 2 * margin
+        if side < 16:
+            raise MemoryError(f"--max-memory {self.max_memory >> 20} MB is too small for x{2 ** levels} (tiles < 16 px)")
+        return side
+
+    @torch.inference_mode()
+    def _run(self, y: np.ndarray, levels: int) -> list[np.ndarray]:
+        """Whole-plane forward pass."""
+        x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None, None].to(self.device)
+        return [o[0, 0].double().cpu().numpy() for o in self.net(x, levels)]
+
+    def pyramid_y(self, y: np.ndarray, levels: int) -> list[np.ndarray]:
+        """Every level's output for one luminance plane (float64 HxW in, float64 out), tiled if needed."""
+        if self.max_levels is not None and levels > self.max_levels:
+            raise ValueError(
+                f"this LapSRN has {self.max_levels} level(s) (x{2 ** self.max_levels} at most); "
+                f"x{2 ** levels} needs an MS-LapSRN model"
+            )
+        h, w = y.shape
+        tile = self.tile_size(h, w, levels)
+        if tile is None:
+            return self._run(y, levels)
+        m = receptive_margin(self.net, levels)
+        outs = [np.empty((h * 2**l, w * 2**l)) for l in range(1, levels + 1)]
+        for y0, y1 in _tiles(h, tile):
+            for x0, x1 in _tiles(w, tile):
+                py0, px0 = max(y0 - m, 0), max(x0 - m, 0)
+                part = self._run(y[py0 : min(y1 + m, h), px0 : min(x1 + m, w)], levels)
+                for l, (out, res) in enumerate(zip(outs, part), start=1):
+                    f = 2**l
+                    out[y0 * f : y1 * f, x0 * f : x1 * f] = res[(y0 - py0) * f : (y1 - py0) * f, (x0 - px0) * f : (x1 - px0) * f]
+        return outs
+
+
+def _compose(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float) -> np.ndarray:
+    """Output image from the network's Y: gray back from studio range, or Cb/Cr bicubic + BT.601 to RGB."""
+    size = (P.output_size(img.shape[0], scale), P.output_size(img.shape[1], scale))
+    if y.shape != size:
+        y = P.imresize(y, size=size)
+    if img.ndim == 2:
+        return np.clip((y - 16 / 255) * (255 / 219), 0.0, 1.0)
+    out = P.imresize(ycc, scale)
+    out[..., 0] = y
+    return P.ycbcr2rgb(out)
+
+
+def super_resolve(upscaler: Upscaler, img: np.ndarray, scale: float) -> np.ndarray:
+    """Upscale float64 HxW (gray) or HxWx3 (RGB) in [0, 1], the authors' way.
+
+    RGB: BT.601 Y through the network; Cb/Cr bicubic-upscaled; back to RGB.
+    Gray: treated as RGB with three equal channels (Y = 16/255 + 219/255 g),
+    so gray and colour images take the same path. A scale that is not a power
+    of two runs to the next level and is resized down bicubically, as the
+    official MS-LapSRN code does for x3. Output is float64, clipped to [0, 1].
+    """
+    ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
+    y = upscaler.pyramid_y(ycc[..., 0], levels_for(scale))[-1]
+    return _compose(img, ycc, y, scale)
+
+
+def super_resolve_pyramid(upscaler: Upscaler, img: np.ndarray, levels: int) -> list[np.ndarray]:
+    """x2, x4, ... x2^levels of one image from a single forward pass."""
+    ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
+    ys = upscaler.pyramid_y(ycc[..., 0], levels)
+    return [_compose(img, ycc, y, 2**l) for l, y in enumerate(ys, start=1)]
+
+
+def bicubic(img: np.ndarray, scale: float) -> np.ndarray:
+    """The papers' baseline: MATLAB bicubic upscaling of every channel, clipped to [0, 1]."""
+    return np.clip(P.imresize(img, scale), 0.0, 1.0)

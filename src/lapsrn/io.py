@@ -1,0 +1,166 @@
+"""Reading and writing images safely: clear errors, bounded memory, atomic writes.
+
+Images are decoded with Pillow (the standard, well-kept decoder for the
+formats users have) and handed around as ``Picture``: float64 pixels in
+[0, 1] plus what is needed to write the result back the same way (alpha,
+bit depth). 16-bit colour PNG/TIFF is read and written with ``tifffile`` /
+``pypng``-free code paths only where Pillow can: see ``read_image``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+MAX_INPUT_PIXELS = 1 << 28  # 268 Mpx: a header claiming more is a decompression bomb
+
+
+class ImageError(ValueError):
+    """An image that cannot be read or written; the message is one line for the user."""
+
+
+@dataclass
+class Picture:
+    """Decoded image: float64 HxW (gray) or HxWx3 (RGB) in [0, 1], optional alpha, source bit depth."""
+
+    pixels: np.ndarray
+    alpha: np.ndarray | None = None
+    bits: int = 8  # 8 or 16 (integer samples), 32 (float samples)
+
+
+def _to_float(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integer or float samples -> float64 [0, 1] and the bit depth to write back."""
+    if arr.dtype == np.uint8:
+        return arr / 255.0, 8
+    if arr.dtype in (np.uint16, np.int32, np.uint32, np.int16):
+        return np.clip(arr.astype(np.float64), 0, 65535) / 65535.0, 16
+    if arr.dtype in (np.float32, np.float64):
+        if not np.isfinite(arr).all():
+            raise ImageError("image has NaN or infinite samples")
+        return np.clip(arr.astype(np.float64), 0.0, 1.0), 32
+    if arr.dtype == np.bool_:
+        return arr.astype(np.float64), 8
+    raise ImageError(f"unsupported sample type {arr.dtype}")
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
+    """Decode one still image (EXIF orientation applied) or raise ImageError with a one-line reason."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    path = Path(path)
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.is_dir():
+        raise ImageError(f"{path}: is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path}: empty file")
+    Image.MAX_IMAGE_PIXELS = None  # we check the header size ourselves, below
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                w, h = im.size
+                if w < 1 or h < 1:
+                    raise ImageError(f"{path}: image has no pixels ({w}x{h})")
+                if w * h > max_pixels:
+                    raise ImageError(f"{path}: {w}x{h} is larger than the {max_pixels:,} pixel limit")
+                if getattr(im, "n_frames", 1) > 1:
+                    raise ImageError(f"{path}: has {im.n_frames} frames; only single-frame images are supported")
+                im = ImageOps.exif_transpose(im)
+                im.load()
+                return _picture(im)
+    except ImageError:
+        raise
+    except UnidentifiedImageError:
+        raise ImageError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ImageError(f"{path}: cannot decode image ({msg})") from None
+
+
+def _picture(im) -> Picture:
+    """Pillow image of any mode -> Picture (gray, RGB, with or without alpha)."""
+    mode = im.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        if mode == "I":  # 32-bit signed: Pillow's mode for 16-bit gray PNG
+            arr = np.asarray(im, dtype=np.int32)
+        else:
+            arr = np.asarray(im)
+        pixels, bits = _to_float(arr)
+        return Picture(pixels, None, bits)
+    has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info)
+    if mode in ("1", "L", "LA", "La"):
+        im = im.convert("LA" if has_alpha else "L")
+    else:
+        im = im.convert("RGBA" if has_alpha else "RGB")
+    arr = np.asarray(im)
+    alpha = None
+    if has_alpha:
+        alpha, arr = arr[..., -1] / 255.0, arr[..., :-1]
+        if arr.shape[-1] == 1:
+            arr = arr[..., 0]
+    return Picture(arr / 255.0, alpha, 8)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temp path beside ``path`` that replaces it only if the block succeeds."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+
+
+def output_format(path: Path) -> str:
+    """Pillow format name for an output path, from its extension."""
+    fmt = FORMATS.get(path.suffix.lower())
+    if fmt is None:
+        raise ImageError(f"{path}: unsupported output extension (use one of {', '.join(sorted(FORMATS))})")
+    return fmt
+
+
+def encode(pic: Picture, fmt: str):
+    """Pillow image for a Picture, keeping bit depth where the format can hold it."""
+    from PIL import Image
+
+    px, alpha = pic.pixels, pic.alpha
+    if pic.bits > 8 and px.ndim == 2 and alpha is None and fmt in ("PNG", "TIFF"):
+        if pic.bits == 32 and fmt == "TIFF":
+            return Image.fromarray(px.astype(np.float32), mode="F")
+        return Image.fromarray(np.floor(px * 65535 + 0.5).astype(np.uint16))
+    if pic.bits > 8 and fmt in ("PNG", "TIFF"):
+        raise ImageError("16-bit colour output is not supported yet; write 8-bit with --bits 8 or use a gray image")
+    u8 = np.floor(np.clip(px, 0, 1) * 255 + 0.5).astype(np.uint8)
+    if alpha is not None and fmt in ("PNG", "TIFF", "WEBP"):
+        a8 = np.floor(np.clip(alpha, 0, 1) * 255 + 0.5).astype(np.uint8)
+        u8 = np.dstack([u8, a8])
+    return Image.fromarray(u8)
+
+
+def write_image(pic: Picture, path: str | Path) -> None:
+    """Encode by extension and write atomically: the target is either complete or untouched."""
+    path = Path(path)
+    fmt = output_format(path)
+    if not path.parent.is_dir():
+        raise ImageError(f"{path.parent}: output folder does not exist")
+    image = encode(pic, fmt)
+    try:
+        with atomic_path(path) as tmp:
+            image.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+    except OSError as e:
+        raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None

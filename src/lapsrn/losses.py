@@ -1,0 +1,36 @@
+"""Losses with deep supervision: one term per pyramid level, summed.
+
+Charbonnier here is rho(x) = sqrt(x^2 + eps^2) with eps = 1e-3, as in both
+papers -- not kornia's (eps = 1) nor BasicSR's (eps = 1e-12). Each level's
+term is reduced by ``reduction``: ``"mean"`` (default; per-pixel average, so
+the learning rate does not depend on the patch size) or ``"sum"`` (the
+official MatConvNet code, ``avg_loss_by_size = 0``).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+Reduction = Literal["mean", "sum"]
+
+
+def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3, reduction: Reduction = "mean") -> torch.Tensor:
+    """Robust L1: sqrt((pred - target)^2 + eps^2)."""
+    rho = torch.sqrt((pred - target) ** 2 + eps * eps)
+    return rho.mean() if reduction == "mean" else rho.sum()
+
+
+def l2(pred: torch.Tensor, target: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
+    """Squared error: the papers' ablation baseline."""
+    err = (pred - target) ** 2
+    return err.mean() if reduction == "mean" else err.sum()
+
+
+def pyramid_loss(
+    preds: list[torch.Tensor], targets: list[torch.Tensor], kind: str = "charbonnier", reduction: Reduction = "mean"
+) -> torch.Tensor:
+    """Sum over levels of the per-level loss against the ground truth at that level's size."""
+    fn = charbonnier if kind == "charbonnier" else l2
+    return sum((fn(p, t, reduction=reduction) for p, t in zip(preds, targets, strict=True)), torch.zeros(()))

@@ -1,0 +1,179 @@
+"""LapSRN (CVPR 2017) and MS-LapSRN (TPAMI 2018), read against the papers' Figure 3.
+
+Both take the LR luminance, shape (N, 1, h, w) in [0, 1], and return one image
+per pyramid level: [x2, x4, x8, ...]. Each level has two branches:
+
+* feature extraction: convolutions at the current resolution, then a
+  transposed convolution (x2) whose output feeds the next level *and* one
+  convolution that predicts this level's residual image;
+* image reconstruction: the level's input image upsampled x2 by a 4x4
+  transposed convolution initialised as bilinear, plus that residual.
+
+Where the paper text and the authors' released code differ, we follow the
+code, because the released weights only work that way: the feature
+upsampler is a 3x3 transposed conv whose full output is cropped by one pixel
+at the bottom/right (MatConvNet ``crop = [0 1 0 1]``); in LapSRN a LeakyReLU
+follows it; in MS-LapSRN the residual conv reads the upsampled features
+directly and each recursive block is pre-activation (LeakyReLU, then conv).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Skip = Literal["NS", "DS", "SS"]
+SLOPE = 0.2  # LeakyReLU negative slope used throughout both papers
+
+
+def conv3x3(cin: int, cout: int) -> nn.Conv2d:
+    """3x3 convolution that keeps the spatial size."""
+    return nn.Conv2d(cin, cout, 3, padding=1)
+
+
+def bilinear_kernel(size: int = 4) -> torch.Tensor:
+    """Bilinear upsampling kernel for stride size // 2, as the authors initialise img_up."""
+    factor = (size + 1) // 2
+    center = factor - 1 if size % 2 == 1 else factor - 0.5
+    t = torch.arange(size, dtype=torch.float64)
+    g = 1 - (t - center).abs() / factor
+    return torch.outer(g, g).float()
+
+
+class FeatureUpsample(nn.Module):
+    """x2 transposed conv, 3x3, cropped to exactly 2h x 2w (MatConvNet crop [0 1 0 1])."""
+
+    def __init__(self, channels: int = 64) -> None:
+        super().__init__()
+        self.deconv = nn.ConvTranspose2d(channels, channels, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.deconv(x)[..., :-1, :-1]
+
+
+class ImageUpsample(nn.Module):
+    """x2 transposed conv, 4x4, no bias, bilinear at initialisation (image branch)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.deconv = nn.ConvTranspose2d(1, 1, 4, stride=2, padding=1, bias=False)
+        with torch.no_grad():
+            self.deconv.weight.copy_(bilinear_kernel(4)[None, None])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.deconv(x)
+
+
+class LapSRNLevel(nn.Module):
+    """One LapSRN level: D x (conv, LeakyReLU), upsample, LeakyReLU; plus its residual and image branch."""
+
+    def __init__(self, depth: int, channels: int = 64) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [conv3x3(channels, channels), nn.LeakyReLU(SLOPE)]
+        layers += [FeatureUpsample(channels), nn.LeakyReLU(SLOPE)]
+        self.features = nn.Sequential(*layers)
+        self.residual = conv3x3(channels, 1)
+        self.image_up = ImageUpsample()
+
+    def forward(
+        self, features: torch.Tensor, image: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.features(features)
+        return features, self.image_up(image) + self.residual(features)
+
+
+class LapSRN(nn.Module):
+    """LapSRN: separate weights per level; depth D convs per level (10 in the x2/x4 release, 5 in x8)."""
+
+    def __init__(self, levels: int = 2, depth: int = 10, channels: int = 64) -> None:
+        super().__init__()
+        self.levels, self.depth = levels, depth
+        self.input_conv = conv3x3(1, channels)
+        self.pyramid = nn.ModuleList(LapSRNLevel(depth, channels) for _ in range(levels))
+
+    def forward(self, lr: torch.Tensor, levels: int | None = None) -> list[torch.Tensor]:
+        n = self.levels if levels is None else levels
+        if not 1 <= n <= self.levels:
+            raise ValueError(f"this LapSRN has {self.levels} levels, asked for {n}")
+        features = F.leaky_relu(self.input_conv(lr), SLOPE)
+        image, outputs = lr, []
+        for level in self.pyramid[:n]:
+            features, image = level(features, image)
+            outputs.append(image)
+        return outputs
+
+
+class RecursiveBlock(nn.Module):
+    """D pre-activation convs (LeakyReLU, conv), no batch norm; reused R times per level."""
+
+    def __init__(self, depth: int, channels: int = 64) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for _ in range(depth):
+            layers += [nn.LeakyReLU(SLOPE), conv3x3(channels, channels)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class MSLapSRN(nn.Module):
+    """MS-LapSRN: one set of weights shared by every level, so one model runs x2, x4, x8, ...
+
+    Feature embedding per level: R applications of one recursive block with
+    local residual learning: ``NS`` no skip, ``DS`` skip from the previous
+    block's output, ``SS`` skip from the level's input features (best).
+    Depth = (D * R + 1) * L + 2.
+    """
+
+    def __init__(
+        self,
+        depth: int = 5,
+        recursions: int = 8,
+        skip: Skip = "SS",
+        levels: int = 3,
+        channels: int = 64,
+    ) -> None:
+        super().__init__()
+        if skip not in ("NS", "DS", "SS"):
+            raise ValueError(f"skip must be NS, DS or SS, not {skip!r}")
+        self.depth, self.recursions, self.skip, self.levels = depth, recursions, skip, levels
+        self.input_conv = conv3x3(1, channels)
+        self.block = RecursiveBlock(depth, channels)
+        self.upsample = FeatureUpsample(channels)
+        self.residual = conv3x3(channels, 1)
+        self.image_up = ImageUpsample()
+
+    def embed(self, source: torch.Tensor) -> torch.Tensor:
+        """R recursions of the shared block with the chosen local skip."""
+        x = source
+        for _ in range(self.recursions):
+            out = self.block(x)
+            if self.skip == "SS":
+                out = out + source
+            elif self.skip == "DS":
+                out = out + x
+            x = out
+        return x
+
+    def forward(self, lr: torch.Tensor, levels: int | None = None) -> list[torch.Tensor]:
+        n = self.levels if levels is None else levels
+        if n < 1:
+            raise ValueError(f"levels must be >= 1, got {n}")
+        features = self.input_conv(lr)
+        image, outputs = lr, []
+        for _ in range(n):
+            features = self.upsample(F.leaky_relu(self.embed(features), SLOPE))
+            image = self.image_up(image) + self.residual(features)
+            outputs.append(image)
+        return outputs
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameter count, the figure the papers and the released weights quote."""
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,182 @@
+"""The papers' evaluation protocol, reimplemented in float64 NumPy.
+
+Every convention here follows the authors' MATLAB code (``test_LapSRN.m``,
+``SR_LapSRN.m``, ``utils/evaluate_SR.m``) and the MATLAB built-ins it calls:
+
+* Images are float64 arrays in [0, 1], layout HxW (gray) or HxWxC, as MATLAB's
+  ``im2double`` gives them. Nothing is clipped except where MATLAB clips.
+* ``imresize``: MATLAB's bicubic ``imresize`` -- Keys cubic kernel (a = -0.5),
+  kernel widened by 1/scale when shrinking (antialiasing), MATLAB's 1-based
+  index arithmetic ``u = x/scale + 0.5*(1 - 1/scale)`` and symmetric
+  (mirror, edge repeated) boundary handling. PIL and OpenCV differ from it,
+  which is why their PSNRs do not match the papers.
+* ``rgb2ycbcr`` / ``ycbcr2rgb``: ITU-R BT.601 studio range, as MATLAB defines
+  them for double images (Y in [16/255, 235/255]).
+* ``im2uint8``: round half up with saturation (MATLAB), not NumPy's
+  round-half-to-even.
+* ``modcrop``: crop bottom/right so each side is a multiple of the scale.
+* ``shave``: drop ``scale`` pixels on each border before scoring.
+* ``psnr``: peak 1.0 on float images. ``ssim``: MATLAB's ``ssim`` -- 11x11
+  Gaussian window with sigma 1.5, replicate padding, K = (0.01, 0.03),
+  dynamic range 1, mean of the full-size map.
+
+We write this ourselves rather than use a library because no maintained
+library reproduces MATLAB's resize and ssim bit-for-bit; the golden tests in
+``tests/test_protocol.py`` pin them.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import numpy as np
+
+__all__ = [
+    "cubic",
+    "resize_matrix",
+    "imresize",
+    "rgb2ycbcr",
+    "ycbcr2rgb",
+    "im2uint8",
+    "modcrop",
+    "shave",
+    "psnr",
+    "ssim",
+    "gray_to_rgb",
+]
+
+# MATLAB's rgb2ycbcr matrix (BT.601, studio range) for inputs in [0, 255].
+_YCBCR = np.array(
+    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]
+)
+_YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
+
+
+def cubic(x: np.ndarray) -> np.ndarray:
+    """Keys' cubic convolution kernel with a = -0.5, as MATLAB's imresize uses."""
+    ax = np.abs(x)
+    ax2, ax3 = ax**2, ax**3
+    near = (1.5 * ax3 - 2.5 * ax2 + 1) * (ax <= 1)
+    far = (-0.5 * ax3 + 2.5 * ax2 - 4 * ax + 2) * ((ax > 1) & (ax <= 2))
+    return near + far
+
+
+@lru_cache(maxsize=64)
+def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
+    """(out_len, in_len) matrix M with resized = M @ signal, MATLAB's contributions folded in.
+
+    The matrix form lets NumPy (evaluation) and torch (batched training data)
+    share exactly one implementation of MATLAB's index arithmetic.
+    """
+    width = 4.0
+    kernel = cubic
+    if scale < 1:  # antialiasing: stretch the kernel over 1/scale input pixels
+        width = 4.0 / scale
+        kernel = lambda t: scale * cubic(scale * t)  # noqa: E731
+    x = np.arange(1, out_len + 1, dtype=np.float64)
+    u = x / scale + 0.5 * (1 - 1 / scale)
+    left = np.floor(u - width / 2)
+    taps = int(math.ceil(width)) + 2
+    idx = left[:, None] + np.arange(taps)[None, :]
+    weights = kernel(u[:, None] - idx)
+    weights /= weights.sum(axis=1, keepdims=True)
+    # Symmetric boundary: index 0 maps to 1, -1 to 2, in_len+1 to in_len, ...
+    mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
+    src = mirror[np.mod(idx - 1, 2 * in_len).astype(np.int64)]
+    mat = np.zeros((out_len, in_len))
+    np.add.at(mat, (np.repeat(np.arange(out_len), taps), src.ravel()), weights.ravel())
+    mat.setflags(write=False)
+    return mat
+
+
+def output_size(in_len: int, scale: float) -> int:
+    """MATLAB's output length for a scale factor: ceil(in * scale)."""
+    return int(math.ceil(in_len * scale - 1e-9))
+
+
+def imresize(
+    img: np.ndarray, scale: float | None = None, size: tuple[int, int] | None = None
+) -> np.ndarray:
+    """MATLAB ``imresize(img, scale, 'bicubic')`` or ``imresize(img, [h w])`` on float64 HxW[xC]."""
+    img = np.asarray(img, dtype=np.float64)
+    h, w = img.shape[:2]
+    if size is None:
+        if scale is None:
+            raise ValueError("give scale or size")
+        out_h, out_w = output_size(h, scale), output_size(w, scale)
+        sh = sw = float(scale)
+    else:
+        out_h, out_w = size
+        sh, sw = out_h / h, out_w / w
+    rows = resize_matrix(h, out_h, sh)
+    cols = resize_matrix(w, out_w, sw)
+    out = np.tensordot(rows, img, axes=(1, 0))  # (out_h, w, ...)
+    out = np.tensordot(cols, out, axes=(1, 1))  # (out_w, out_h, ...)
+    return np.swapaxes(out, 0, 1)
+
+
+def rgb2ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """MATLAB ``rgb2ycbcr`` for double HxWx3 in [0, 1]: BT.601 studio range, not clipped."""
+    return rgb @ (_YCBCR / 255.0).T + _YCBCR_OFFSET / 255.0
+
+
+def ycbcr2rgb(ycbcr: np.ndarray) -> np.ndarray:
+    """MATLAB ``ycbcr2rgb`` for double HxWx3, clipped to [0, 1] as MATLAB does."""
+    rgb = (ycbcr * 255.0 - _YCBCR_OFFSET) @ np.linalg.inv(_YCBCR).T
+    return np.clip(rgb, 0.0, 1.0)
+
+
+def im2uint8(img: np.ndarray) -> np.ndarray:
+    """MATLAB ``im2uint8`` for double: saturate, then round half up."""
+    return np.floor(np.clip(img, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def modcrop(img: np.ndarray, scale: int) -> np.ndarray:
+    """Crop bottom/right so height and width are multiples of ``scale``."""
+    h, w = img.shape[:2]
+    return img[: h - h % scale, : w - w % scale]
+
+
+def shave(img: np.ndarray, border: int) -> np.ndarray:
+    """Drop ``border`` pixels on every side (the papers use border = scale)."""
+    if border == 0:
+        return img
+    return img[border:-border, border:-border]
+
+
+def gray_to_rgb(img: np.ndarray) -> np.ndarray:
+    """Three equal channels: how the authors' copies store gray test images (Set14 bridge)."""
+    return np.repeat(img[..., None], 3, axis=2) if img.ndim == 2 else img
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB with peak 1.0 (MATLAB ``psnr`` on double images)."""
+    mse = np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(1.0 / mse))
+
+
+def _gaussian_filter(img: np.ndarray, sigma: float = 1.5) -> np.ndarray:
+    """The window of MATLAB's ``ssim``: radius ceil(3*sigma) (11x11 at 1.5), replicate padding."""
+    radius = int(math.ceil(3 * sigma))
+    t = np.arange(-radius, radius + 1, dtype=np.float64)
+    g = np.exp(-(t**2) / (2 * sigma**2))
+    g /= g.sum()
+    padded = np.pad(img, radius, mode="edge")
+    # Separable correlation: rows then columns.
+    tmp = sum(g[k] * padded[k : k + img.shape[0], :] for k in range(2 * radius + 1))
+    return sum(g[k] * tmp[:, k : k + img.shape[1]] for k in range(2 * radius + 1))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """MATLAB ``ssim(a, b)`` on double gray images: Gaussian sigma 1.5, replicate pad, mean map."""
+    a = np.asarray(a, np.float64)
+    b = np.asarray(b, np.float64)
+    c1, c2 = 0.01**2, 0.03**2
+    mu_a, mu_b = _gaussian_filter(a), _gaussian_filter(b)
+    var_a = _gaussian_filter(a * a) - mu_a**2
+    var_b = _gaussian_filter(b * b) - mu_b**2
+    cov = _gaussian_filter(a * b) - mu_a * mu_b
+    num = (2 * mu_a * mu_b + c1) * (2 * cov + c2)
+    den = (mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2)
+    return float(np.mean(num / den))

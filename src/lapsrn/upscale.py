@@ -1,0 +1,63 @@
+"""Upscaling whole pictures and files: colour, gray, alpha and bit depth kept, memory checked first."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from . import protocol as P
+from .inference import Upscaler, levels_for, super_resolve, super_resolve_pyramid
+from .io import ImageError, Picture, read_image, write_image
+
+BYTES_PER_OUTPUT_PIXEL = 120  # float64 RGB + Y/CbCr planes and a few temporaries
+
+
+def memory_limit() -> int:
+    """Half of this machine's physical memory: what one upscale may use outside the network."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def check_output_size(h: int, w: int, scale: float, limit: int | None = None) -> None:
+    """Refuse, before any work, an output that cannot fit in memory."""
+    oh, ow = P.output_size(h, scale), P.output_size(w, scale)
+    need = oh * ow * BYTES_PER_OUTPUT_PIXEL
+    limit = memory_limit() if limit is None else limit
+    if need > limit:
+        raise ImageError(f"output {ow}x{oh} would need about {need / 2**30:.1f} GB, over the {limit / 2**30:.1f} GB limit")
+
+
+def _alpha(alpha: np.ndarray | None, scale: float) -> np.ndarray | None:
+    """Alpha is upscaled bicubically, clipped."""
+    return None if alpha is None else np.clip(P.imresize(alpha, scale), 0.0, 1.0)
+
+
+def upscale_picture(upscaler: Upscaler, pic: Picture, scale: float) -> Picture:
+    """One output picture at any scale > 1."""
+    check_output_size(*pic.pixels.shape[:2], scale)
+    return Picture(super_resolve(upscaler, pic.pixels, scale), _alpha(pic.alpha, scale), pic.bits)
+
+
+def pyramid_picture(upscaler: Upscaler, pic: Picture, levels: int) -> list[Picture]:
+    """x2 .. x2^levels pictures from one forward pass."""
+    check_output_size(*pic.pixels.shape[:2], 2**levels)
+    outs = super_resolve_pyramid(upscaler, pic.pixels, levels)
+    return [Picture(o, _alpha(pic.alpha, 2**l), pic.bits) for l, o in enumerate(outs, start=1)]
+
+
+def upscale_file(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_levels: bool = False) -> list[Path]:
+    """Read, upscale, write atomically; returns the paths written."""
+    pic = read_image(src)
+    if not all_levels:
+        write_image(upscale_picture(upscaler, pic, scale), dst)
+        return [dst]
+    written = []
+    for l, out in enumerate(pyramid_picture(upscaler, pic, levels_for(scale)), start=1):
+        path = dst.with_name(f"{dst.stem}_x{2**l}{dst.suffix}")
+        write_image(out, path)
+        written.append(path)
+    return written

@@ -1,0 +1,59 @@
+"""Tiled inference equals whole-image inference; tiling turns on by itself under a memory budget."""
+
+import numpy as np
+import pytest
+import torch
+
+import lapsrn.inference as inference
+from lapsrn.inference import Upscaler, feature_bytes, super_resolve
+from lapsrn.models import MSLapSRN
+
+from .conftest import smooth_image
+
+
+def test_tiled_equals_whole_image_official_lapsrn(lapsrn_x4, rng):
+    y = rng.random((100, 120))
+    whole = Upscaler(lapsrn_x4).pyramid_y(y, 2)
+    tiled = Upscaler(lapsrn_x4, tile=32).pyramid_y(y, 2)
+    for a, b in zip(whole, tiled):
+        assert np.abs(a - b).max() < 1e-5
+
+
+def test_tiled_equals_whole_image_mslapsrn_three_levels(rng):
+    torch.manual_seed(0)
+    net = MSLapSRN(depth=3, recursions=2, levels=3).eval()
+    y = rng.random((90, 70))
+    whole = Upscaler(net).pyramid_y(y, 3)
+    tiled = Upscaler(net, tile=25).pyramid_y(y, 3)
+    assert max(np.abs(a - b).max() for a, b in zip(whole, tiled)) < 1e-5
+
+
+def test_margin_is_needed(lapsrn_x4, rng, monkeypatch):
+    """With too little overlap the seams show: the equality above is not trivial."""
+    y = rng.random((100, 120))
+    whole = Upscaler(lapsrn_x4).pyramid_y(y, 2)
+    monkeypatch.setattr(inference, "receptive_margin", lambda net, levels: 4)
+    tiled = Upscaler(lapsrn_x4, tile=32).pyramid_y(y, 2)
+    assert np.abs(whole[-1] - tiled[-1]).max() > 1e-3
+
+
+def test_tiling_turns_on_under_memory_budget(rng, monkeypatch):
+    torch.manual_seed(0)
+    net = MSLapSRN(depth=2, recursions=1, levels=2).eval()
+    img = smooth_image(rng, 120, 100)
+    budget = feature_bytes(120, 100, 2) // 3
+    up = Upscaler(net, max_memory=budget)
+    assert up.tile_size(120, 100, 2) is not None
+    calls = []
+    real_run = Upscaler._run
+    monkeypatch.setattr(Upscaler, "_run", lambda self, y, l: calls.append(y.shape) or real_run(self, y, l))
+    tiled = super_resolve(up, img, 4)
+    assert len(calls) > 1 and all(h * w < 120 * 100 for h, w in calls)
+    whole = super_resolve(Upscaler(net), img, 4)
+    assert np.abs(tiled - whole).max() < 1e-5
+
+
+def test_too_small_budget_is_a_clear_error():
+    net = MSLapSRN(depth=1, recursions=1)
+    with pytest.raises(MemoryError, match="too small"):
+        Upscaler(net, max_memory=1000).tile_size(500, 500, 3)
