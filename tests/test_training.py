@@ -161,3 +161,13 @@ def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
     a, b = weights_of(tmp_path / "one"), weights_of(tmp_path / "two")
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
+
+
+def test_training_curve_png(tiny_data, tmp_path):
+    from lapsrn.cli import main
+
+    T.train(tiny_config(tiny_data, tmp_path / "p", steps=4, val_every=1), quiet=True)
+    assert main(["plot", str(tmp_path / "p" / "log.csv"), "-o", str(tmp_path / "curve.png")]) == 0
+    img = Image.open(tmp_path / "curve.png")
+    assert img.size == (1000, 400)
+    assert len(np.unique(np.asarray(img.convert("L")))) > 10  # drawn, not blank

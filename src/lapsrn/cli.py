@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CLIError, ImageError, WeightsError, ValueError, MemoryError, OSError) as e:
+    except (CLIError, ImageError, WeightsError, ValueError, RuntimeError, MemoryError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, MemoryError):
             msg = f"out of memory: {msg} (try a smaller --tile or --max-memory)"

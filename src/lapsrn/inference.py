@@ -88,6 +88,17 @@ class Upscaler:
             raise MemoryError(f"--max-memory {self.max_memory >> 20} MB is too small for x{2 ** levels} (tiles < 16 px)")
         return side
 
+    def upscale(self, image, scale: float = 4):
+        """Upscale a PIL image, NumPy array or torch tensor; returns the same kind, layout and dtype.
+
+        >>> import numpy as np, lapsrn
+        >>> lapsrn.load().upscale(np.zeros((8, 6, 3), np.uint8), 2).shape
+        (16, 12, 3)
+        """
+        from .upscale import upscale_image
+
+        return upscale_image(self, image, scale)
+
     @torch.inference_mode()
     def _run(self, y: np.ndarray, levels: int) -> list[np.ndarray]:
         """Whole-plane forward pass."""

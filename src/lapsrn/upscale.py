@@ -61,3 +61,48 @@ def upscale_file(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_lev
         write_image(out, path)
         written.append(path)
     return written
+
+
+def upscale_image(upscaler: Upscaler, image, scale: float):
+    """Python API: a PIL image, NumPy array or torch tensor in, the same kind, layout and dtype out.
+
+    Arrays: HxW, HxWx3 or HxWx4; uint8, uint16 or float in [0, 1]. Tensors:
+    HxW or CxHxW (C = 1, 3, 4), float in [0, 1].
+    """
+    import torch
+    from PIL import Image
+
+    from .io import _picture, encode
+
+    if isinstance(image, Image.Image):
+        pic = _picture(image)
+        out = upscale_picture(upscaler, pic, scale)
+        return encode(out, "TIFF" if pic.bits > 8 else "PNG")
+    if isinstance(image, torch.Tensor):
+        arr = image.detach().cpu().double().numpy()
+        arr = np.moveaxis(arr, 0, -1) if arr.ndim == 3 else arr
+        if arr.ndim == 3 and arr.shape[-1] == 1:
+            arr = arr[..., 0]
+        out = upscale_image(upscaler, arr, scale)
+        res = torch.from_numpy(np.moveaxis(out, -1, 0) if out.ndim == 3 else out)
+        return (res[None] if image.ndim == 3 and image.shape[0] == 1 else res).to(image.dtype)
+    arr = np.asarray(image)
+    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
+        raise ValueError(f"expected HxW, HxWx3 or HxWx4, got shape {arr.shape}")
+    if arr.dtype == np.uint8:
+        px, bits = arr / 255.0, 8
+    elif arr.dtype == np.uint16:
+        px, bits = arr / 65535.0, 16
+    elif np.issubdtype(arr.dtype, np.floating):
+        px, bits = np.clip(arr.astype(np.float64), 0, 1), 32
+    else:
+        raise ValueError(f"unsupported dtype {arr.dtype} (use uint8, uint16 or float)")
+    alpha = px[..., 3] if arr.ndim == 3 and arr.shape[-1] == 4 else None
+    px = px[..., :3] if alpha is not None else px
+    out = upscale_picture(upscaler, Picture(px, alpha, bits), scale)
+    res = out.pixels if out.alpha is None else np.dstack([out.pixels, out.alpha])
+    if bits == 8:
+        return P.im2uint8(res)
+    if bits == 16:
+        return np.floor(np.clip(res, 0, 1) * 65535 + 0.5).astype(np.uint16)
+    return res.astype(arr.dtype)

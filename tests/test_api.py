@@ -1,0 +1,57 @@
+"""The Python API: same kind, layout and dtype out as in."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from lapsrn.inference import Upscaler
+from lapsrn.models import MSLapSRN
+
+from .conftest import smooth_image
+
+
+@pytest.fixture(scope="module")
+def up():
+    torch.manual_seed(0)
+    return Upscaler(MSLapSRN(depth=1, recursions=1).eval())
+
+
+@pytest.mark.parametrize(
+    "make,shape,dtype",
+    [
+        (lambda img: (img * 255).astype(np.uint8), (20, 24, 3), np.uint8),
+        (lambda img: (img[..., 0] * 65535).astype(np.uint16), (20, 24), np.uint16),
+        (lambda img: np.dstack([img, img[..., :1]]).astype(np.float32), (20, 24, 4), np.float32),
+    ],
+)
+def test_numpy_in_numpy_out(up, rng, make, shape, dtype):
+    arr = make(smooth_image(rng, 10, 12))
+    out = up.upscale(arr, 2)
+    assert out.shape == shape and out.dtype == dtype
+
+
+def test_pil_in_pil_out(up, rng):
+    im = Image.fromarray((smooth_image(rng, 10, 12, 1) * 255).astype(np.uint8))
+    out = up.upscale(im, 4)
+    assert isinstance(out, Image.Image) and out.mode == "L" and out.size == (48, 40)
+
+
+def test_tensor_in_tensor_out(up, rng):
+    t = torch.from_numpy(np.moveaxis(smooth_image(rng, 10, 12), -1, 0)).float()
+    out = up.upscale(t, 2)
+    assert isinstance(out, torch.Tensor) and out.shape == (3, 20, 24) and out.dtype == torch.float32
+
+
+def test_api_and_file_path_agree(up, rng, tmp_path):
+    from lapsrn.upscale import upscale_file
+
+    arr = (smooth_image(rng, 10, 12) * 255).astype(np.uint8)
+    Image.fromarray(arr).save(tmp_path / "a.png")
+    upscale_file(up, tmp_path / "a.png", tmp_path / "b.png", 2)
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "b.png")), up.upscale(arr, 2))
+
+
+def test_bad_array_shape(up):
+    with pytest.raises(ValueError, match="expected"):
+        up.upscale(np.zeros((4, 4, 2)), 2)
