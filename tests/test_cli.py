@@ -207,3 +207,23 @@ def test_evaluate_prints_table_and_json(tmp_path, rng, tiny_model, capsys):
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert [(r["scale"], r["method"]) for r in rows] == [(2, "bicubic"), (2, "tiny.safetensors"), (4, "bicubic"), (4, "tiny.safetensors")]
     assert len(rows[0]["per_image"]) == 2 and rows[0]["psnr"] > 20
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+def test_16bit_colour_in_gives_16bit_colour_out(tmp_path, rng, tiny_model, capsys, ext):
+    import tifffile
+
+    from lapsrn.io import Picture, read_image, write_image
+
+    img = smooth_image(rng, 10, 12)
+    write_image(Picture(img, None, 16), tmp_path / f"c{ext}")
+    back = read_image(tmp_path / f"c{ext}")
+    assert back.bits == 16 and np.abs(back.pixels - img).max() <= 0.5 / 65535 + 1e-12  # 16-bit exact
+    assert run(capsys, "upscale", "-i", str(tmp_path / f"c{ext}"), "-o", str(tmp_path / f"o{ext}"), "-s", "2", "-m", tiny_model)[0] == 0
+    out = read_image(tmp_path / f"o{ext}")
+    assert out.bits == 16 and out.pixels.shape == (20, 24, 3)
+    if ext == ".tif":
+        assert tifffile.imread(tmp_path / "o.tif").dtype == np.uint16
+    else:
+        assert Image.open(tmp_path / "o.png").mode == "RGB"  # Pillow can open it; its IHDR says 16 bits
+        assert (tmp_path / "o.png").read_bytes()[24] == 16

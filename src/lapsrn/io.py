@@ -3,8 +3,9 @@
 Images are decoded with Pillow (the standard, well-kept decoder for the
 formats users have) and handed around as ``Picture``: float64 pixels in
 [0, 1] plus what is needed to write the result back the same way (alpha,
-bit depth). 16-bit colour PNG/TIFF is read and written with ``tifffile`` /
-``pypng``-free code paths only where Pillow can: see ``read_image``.
+bit depth). Pillow has no 16-bit colour mode (it silently keeps the high
+byte), so 16-bit colour PNG goes through ``pypng`` and 16-bit or float
+colour TIFF through ``tifffile``, both small, pure-Python and well-kept.
 """
 
 from __future__ import annotations
@@ -74,6 +75,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
                     raise ImageError(f"{path}: {w}x{h} is larger than the {max_pixels:,} pixel limit")
                 if getattr(im, "n_frames", 1) > 1:
                     raise ImageError(f"{path}: has {im.n_frames} frames; only single-frame images are supported")
+                if _is_deep_colour(im):
+                    return _read_deep_colour(path, im.format)
                 im = ImageOps.exif_transpose(im)
                 im.load()
                 return _picture(im)
@@ -84,6 +87,35 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"{path}: cannot decode image ({msg})") from None
+
+
+def _is_deep_colour(im) -> bool:
+    """True for colour PNG/TIFF with more than 8 bits a sample, which Pillow would truncate."""
+    if im.format not in ("PNG", "TIFF") or im.mode not in ("RGB", "RGBA"):
+        return False
+    if im.format == "TIFF":
+        bits = im.tag_v2.get(258, (8,))
+        return max(bits if isinstance(bits, tuple) else (bits,)) > 8
+    return any(";16" in str(t.args) for t in im.tile)
+
+
+def _read_deep_colour(path: Path, fmt: str) -> Picture:
+    """16-bit colour PNG (pypng) or 16/32-bit colour TIFF (tifffile) -> Picture."""
+    if fmt == "PNG":
+        import png
+
+        w, h, rows, info = png.Reader(filename=str(path)).asDirect()
+        planes = info["planes"]
+        arr = np.vstack([np.asarray(r, dtype=np.uint16) for r in rows]).reshape(h, w, planes)
+    else:
+        import tifffile
+
+        arr = tifffile.imread(str(path))
+        if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
+            raise ImageError(f"{path}: unsupported TIFF layout {arr.shape}")
+    pixels, bits = _to_float(arr)
+    alpha = pixels[..., 3] if pixels.shape[-1] == 4 else None
+    return Picture(pixels[..., :3], alpha, bits)
 
 
 def _picture(im) -> Picture:
@@ -143,8 +175,6 @@ def encode(pic: Picture, fmt: str):
         if pic.bits == 32 and fmt == "TIFF":
             return Image.fromarray(px.astype(np.float32), mode="F")
         return Image.fromarray(np.floor(px * 65535 + 0.5).astype(np.uint16))
-    if pic.bits > 8 and fmt in ("PNG", "TIFF"):
-        raise ImageError("16-bit colour output is not supported yet; write 8-bit with --bits 8 or use a gray image")
     u8 = np.floor(np.clip(px, 0, 1) * 255 + 0.5).astype(np.uint8)
     if alpha is not None and fmt in ("PNG", "TIFF", "WEBP"):
         a8 = np.floor(np.clip(alpha, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -158,9 +188,37 @@ def write_image(pic: Picture, path: str | Path) -> None:
     fmt = output_format(path)
     if not path.parent.is_dir():
         raise ImageError(f"{path.parent}: output folder does not exist")
-    image = encode(pic, fmt)
+    deep = pic.bits > 8 and fmt in ("PNG", "TIFF") and (pic.pixels.ndim == 3 or pic.alpha is not None)
+    image = None if deep else encode(pic, fmt)
     try:
         with atomic_path(path) as tmp:
-            image.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+            if deep:
+                _write_deep(pic, tmp, fmt)
+            else:
+                image.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
     except OSError as e:
         raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
+
+
+def _write_deep(pic: Picture, path: Path, fmt: str) -> None:
+    """16-bit (or float TIFF) colour/alpha output, which Pillow cannot encode."""
+    px = pic.pixels if pic.pixels.ndim == 3 else pic.pixels[..., None]
+    if pic.alpha is not None:
+        px = np.dstack([px, pic.alpha])
+    if fmt == "TIFF" and pic.bits == 32:
+        import tifffile
+
+        tifffile.imwrite(str(path), px.astype(np.float32), photometric="rgb" if px.shape[-1] >= 3 else "minisblack")
+        return
+    u16 = np.floor(np.clip(px, 0, 1) * 65535 + 0.5).astype(np.uint16)
+    if fmt == "TIFF":
+        import tifffile
+
+        tifffile.imwrite(str(path), u16, photometric="rgb" if u16.shape[-1] >= 3 else "minisblack")
+        return
+    import png
+
+    h, w, c = u16.shape
+    writer = png.Writer(w, h, bitdepth=16, greyscale=c <= 2, alpha=c in (2, 4))
+    with open(path, "wb") as f:
+        writer.write(f, u16.reshape(h, w * c))
