@@ -23,8 +23,9 @@ from .conftest import smooth_image
 
 
 def test_charbonnier_is_the_papers():
-    d = torch.tensor([0.0, 3e-3, -4e-3])
-    np.testing.assert_allclose(charbonnier(d, torch.zeros(3), reduction="sum"), np.sum(np.sqrt(d.numpy() ** 2 + 1e-6)), rtol=1e-6)
+    d = torch.tensor([[0.0, 3e-3, -4e-3], [1e-3, 0.0, 0.0]])  # a batch of two samples
+    expected = np.sum(np.sqrt(d.numpy() ** 2 + 1e-6)) / 2  # summed over pixels, mean over the batch
+    np.testing.assert_allclose(charbonnier(d, torch.zeros(2, 3), reduction="sum"), expected, rtol=1e-6)
     assert float(charbonnier(torch.zeros(4), torch.zeros(4))) == pytest.approx(1e-3)
 
 

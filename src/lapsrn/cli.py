@@ -95,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
             elem = int if f.name == "scales" else str
             tr.add_argument(f"--{f.name.replace('_', '-')}", type=elem, nargs="+", default=None)
 
-    pl = sub.add_parser("plot", help="training curve PNG from a training log.csv")
-    pl.add_argument("log", type=Path)
+    pl = sub.add_parser("plot", help="training curves PNG from one or more training log.csv")
+    pl.add_argument("log", type=Path, nargs="+")
     pl.add_argument("-o", "--output", required=True, type=Path)
     return parser
 
@@ -229,9 +229,9 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     """lapsrn plot LOG -o PNG."""
-    from .plot import plot_log
+    from .plot import plot_logs
 
-    plot_log(args.log, args.output)
+    plot_logs(args.log, args.output)
     return 0
 
 

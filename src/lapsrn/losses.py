@@ -3,8 +3,10 @@
 Charbonnier here is rho(x) = sqrt(x^2 + eps^2) with eps = 1e-3, as in both
 papers -- not kornia's (eps = 1) nor BasicSR's (eps = 1e-12). Each level's
 term is reduced by ``reduction``: ``"mean"`` (default; per-pixel average, so
-the learning rate does not depend on the patch size) or ``"sum"`` (the
-official MatConvNet code, ``avg_loss_by_size = 0``).
+the learning rate does not depend on the patch size) or ``"sum"``: summed
+over pixels and averaged over the batch, which is what the official
+MatConvNet code optimises (``avg_loss_by_size = 0``, and its solver divides
+the summed gradient by the batch size).
 """
 
 from __future__ import annotations
@@ -16,16 +18,19 @@ import torch
 Reduction = Literal["mean", "sum"]
 
 
+def _reduce(per_pixel: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """Mean over everything, or sum over pixels and mean over the batch (dim 0)."""
+    return per_pixel.mean() if reduction == "mean" else per_pixel.sum() / per_pixel.shape[0]
+
+
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3, reduction: Reduction = "mean") -> torch.Tensor:
     """Robust L1: sqrt((pred - target)^2 + eps^2)."""
-    rho = torch.sqrt((pred - target) ** 2 + eps * eps)
-    return rho.mean() if reduction == "mean" else rho.sum()
+    return _reduce(torch.sqrt((pred - target) ** 2 + eps * eps), reduction)
 
 
 def l2(pred: torch.Tensor, target: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
     """Squared error: the papers' ablation baseline."""
-    err = (pred - target) ** 2
-    return err.mean() if reduction == "mean" else err.sum()
+    return _reduce((pred - target) ** 2, reduction)
 
 
 def pyramid_loss(

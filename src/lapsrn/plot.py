@@ -1,4 +1,4 @@
-"""Training curve (loss and validation PSNR against step) from a training log.csv, as a PNG."""
+"""Training curves (loss and validation PSNR against step) from training log.csv files, as a PNG."""
 
 from __future__ import annotations
 
@@ -6,8 +6,18 @@ import csv
 from pathlib import Path
 
 
-def plot_log(log: Path, out: Path) -> None:
-    """Two panels: training loss (log scale) and validation PSNR per folder."""
+def _rows(log: Path) -> list[dict[str, str]]:
+    """Rows of one log.csv, or a clear error."""
+    if not log.is_file():
+        raise ValueError(f"{log}: no such training log")
+    rows = list(csv.DictReader(open(log)))
+    if not rows:
+        raise ValueError(f"{log}: no logged steps yet")
+    return rows
+
+
+def plot_logs(logs: list[Path], out: Path) -> None:
+    """Two panels: training loss (log scale) and validation PSNR per folder, one line per run."""
     try:
         import matplotlib
 
@@ -17,19 +27,17 @@ def plot_log(log: Path, out: Path) -> None:
         raise RuntimeError("plotting needs matplotlib: pip install 'lapsrn[plot]'") from None
     from .io import atomic_path
 
-    if not log.is_file():
-        raise ValueError(f"{log}: no such training log")
-    rows = list(csv.DictReader(open(log)))
-    if not rows:
-        raise ValueError(f"{log}: no logged steps yet")
-    steps = [int(r["step"]) for r in rows]
-    folders = [k for k in rows[0] if k not in ("step", "loss", "lr", "seconds")]
     fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 4))
-    ax_loss.plot(steps, [float(r["loss"]) for r in rows])
+    for log in logs:
+        rows = _rows(log)
+        run = log.parent.name if len(logs) > 1 else ""
+        steps = [int(r["step"]) for r in rows]
+        ax_loss.plot(steps, [float(r["loss"]) for r in rows], label=run or "train")
+        for name in [k for k in rows[0] if k not in ("step", "loss", "lr", "seconds")]:
+            ax_psnr.plot(steps, [float(r[name]) for r in rows], marker="o", label=f"{run} {name}".strip())
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
-    for name in folders:
-        ax_psnr.plot(steps, [float(r[name]) for r in rows], marker="o", label=name)
     ax_psnr.set(xlabel="step", ylabel="PSNR (dB, protocol)", title="validation")
+    ax_loss.legend()
     ax_psnr.legend()
     fig.tight_layout()
     with atomic_path(out) as tmp:

@@ -62,12 +62,13 @@ class TrainConfig:
     val_every: int = 1000
     out: str = "runs/lapsrn"
     init: str = ""  # optional safetensors of ours to start from (e.g. a previous stage)
+    init_scheme: str = "kaiming"  # "kaiming" (He, LeakyReLU gain, every conv) or "paper" (input conv sigma 1e-3)
 
 
 PRESETS: dict[str, dict] = {
     # The official MatConvNet recipe: SGD, lr 1e-5 halved every 50 epochs of 1000 iterations.
     "paper": dict(optimizer="sgd", lr=1e-5, lr_min=1e-6, schedule="step", lr_step=50_000, steps=1_000_000,
-                  batch=64, patch=128, reduction="sum", clip_grad=0.0),
+                  batch=64, patch=128, reduction="sum", clip_grad=0.0, init_scheme="paper"),
     # Ours for a CPU budget: Adam, warm-up then cosine, small patches, mean loss.
     "fast": dict(optimizer="adam", lr=5e-4, lr_min=1e-5, schedule="cosine", weight_decay=0.0, warmup=200,
                  steps=20_000, batch=32, patch=64, reduction="mean", clip_grad=1.0, val_every=500),
@@ -92,7 +93,12 @@ def make_config(preset: str | None = None, file: str | None = None, **overrides)
 
 
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
-    """The network a config describes, initialised as the authors do (He for convs, bilinear img_up)."""
+    """The network a config describes, freshly initialised; img_up always starts bilinear.
+
+    ``paper``: the authors' init_MSLapSRN_model.m -- input conv N(0, 1e-3), other
+    convs N(0, sqrt(2 / (9 * 64))), zero biases. ``kaiming``: He normal with the
+    LeakyReLU gain on every conv, zero biases.
+    """
     levels = int(math.log2(max(cfg.scales)))
     net = (
         MSLapSRN(cfg.depth, cfg.recursions, cfg.skip, levels)  # type: ignore[arg-type]
@@ -101,9 +107,14 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     )
     for m in net.modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and m.weight.shape[0] * m.weight.shape[1] > 1:
-            torch.nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")
+            if cfg.init_scheme == "paper":
+                torch.nn.init.normal_(m.weight, std=math.sqrt(2 / (9 * 64)))
+            else:
+                torch.nn.init.kaiming_normal_(m.weight, a=0.2, nonlinearity="leaky_relu")
             if m.bias is not None:
                 torch.nn.init.zeros_(m.bias)
+    if cfg.init_scheme == "paper":
+        torch.nn.init.normal_(net.input_conv.weight, std=1e-3)
     return net
 
 

@@ -8,6 +8,8 @@ that says what is wrong.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from torch import nn
 from .models import LapSRN, MSLapSRN
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
-DEFAULT_MODEL = "mslapsrn-d5r2"  # name of the bundled model trained by this project
+DEFAULT_MODEL = "mslapsrn_d5r2"  # the bundled model, trained from scratch by this project
 
 
 class WeightsError(ValueError):
@@ -193,19 +195,38 @@ def load_mat(path: str | Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
 # ---------------------------------------------------------------- one entry point
 
 
+def bundled_card(name: str) -> dict:
+    """The JSON card beside a bundled model: file, sha256, recipe, metrics, licence."""
+    card = PACKAGE_WEIGHTS / f"{name}.json"
+    if not card.is_file():
+        available = ", ".join(sorted(p.stem for p in PACKAGE_WEIGHTS.glob("*.json"))) or "none"
+        raise WeightsError(f"no bundled model {name!r} (bundled: {available})")
+    return json.loads(card.read_text())
+
+
+def sha256(path: Path) -> str:
+    """Hex digest of a file, to check bundled weights were not corrupted or swapped."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def resolve(model: str | Path | None) -> Path:
     """Path of a model given by bundled name, file path, or None (the bundled default)."""
-    name = str(model) if model is not None else DEFAULT_MODEL
-    bundled = PACKAGE_WEIGHTS / f"{name}.safetensors"
-    if model is None or (bundled.is_file() and not Path(name).exists()):
-        if not bundled.is_file():
-            raise WeightsError(f"bundled model {name!r} is not installed")
-        return bundled
-    path = Path(name)
-    if not path.exists():
-        raise WeightsError(f"{path}: no such weights file or bundled model")
-    if not path.is_file():
-        raise WeightsError(f"{path}: not a file")
+    if model is not None and (Path(model).exists() or Path(model).suffix):
+        path = Path(model)
+        if not path.exists():
+            raise WeightsError(f"{path}: no such weights file")
+        if not path.is_file():
+            raise WeightsError(f"{path}: not a file")
+        return path
+    name = DEFAULT_MODEL if model is None else str(model)
+    card = bundled_card(name)
+    path = PACKAGE_WEIGHTS / card["file"]
+    if not path.is_file() or sha256(path) != card["sha256"]:
+        raise WeightsError(f"bundled model {name!r} is missing or corrupt (sha256 mismatch): reinstall lapsrn")
     return path
 
 
