@@ -55,3 +55,20 @@ def test_api_and_file_path_agree(up, rng, tmp_path):
 def test_bad_array_shape(up):
     with pytest.raises(ValueError, match="expected"):
         up.upscale(np.zeros((4, 4, 2)), 2)
+
+
+def test_torch_hub_local():
+    from .conftest import REPO
+
+    hub_up = torch.hub.load(str(REPO), "lapsrn", source="local", trust_repo=True)
+    assert type(hub_up).__name__ == "Upscaler"
+    assert hub_up.upscale(np.zeros((6, 5), np.uint8), 2).shape == (12, 10)
+
+
+def test_import_is_light():
+    import subprocess
+    import sys
+
+    code = "import sys, lapsrn; print(sorted(m for m in ('torch', 'numpy', 'scipy', 'matplotlib', 'lapsrn.training') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
