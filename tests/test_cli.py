@@ -227,3 +227,16 @@ def test_16bit_colour_in_gives_16bit_colour_out(tmp_path, rng, tiny_model, capsy
     else:
         assert Image.open(tmp_path / "o.png").mode == "RGB"  # Pillow can open it; its IHDR says 16 bits
         assert (tmp_path / "o.png").read_bytes()[24] == 16
+
+
+def test_outputs_get_normal_permissions(tmp_path, rng, tiny_model, capsys):
+    import os
+    import stat
+
+    Image.fromarray(u8(smooth_image(rng, 8, 8))).save(tmp_path / "c.png")
+    old = os.umask(0o022)
+    try:
+        assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model)[0] == 0
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "o.png").stat().st_mode) == 0o644

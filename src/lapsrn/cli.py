@@ -95,6 +95,16 @@ def build_parser() -> argparse.ArgumentParser:
             elem = int if f.name == "scales" else str
             tr.add_argument(f"--{f.name.replace('_', '-')}", type=elem, nargs="+", default=None)
 
+    rp = sub.add_parser("report", help="self-contained HTML comparison: tables, zoomed crops, training curve")
+    rp.add_argument("-d", "--dataset", action="append", required=True, type=Path, help="folder of HR images (repeat)")
+    rp.add_argument("-s", "--scale", action="append", type=int, help="scale (repeat; default 4)")
+    rp.add_argument("-m", "--model", action="append", help="model to compare (repeat; 'default' = bundled; default: bundled)")
+    rp.add_argument("--crops", type=int, default=2, help="images shown as zoomed crops (default 2)")
+    rp.add_argument("--images", nargs="+", help="names (stems) of the images to crop instead")
+    rp.add_argument("--log", type=Path, help="training log.csv to plot in the report")
+    rp.add_argument("-o", "--output", required=True, type=Path)
+    rp.add_argument("--threads", type=int, default=None)
+
     pl = sub.add_parser("plot", help="training curves PNG from one or more training log.csv")
     pl.add_argument("log", type=Path, nargs="+")
     pl.add_argument("-o", "--output", required=True, type=Path)
@@ -193,7 +203,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not d.is_dir():
             raise CLIError(f"{d}: no such folder")
     upscaler = _upscaler(args)
-    report = run_evaluation(upscaler, Path(args.model).name if args.model else "lapsrn default", args.dataset, scales, bicubic_row=not args.no_bicubic)
+    name = Path(args.model).name if args.model else "lapsrn default"
+    report = run_evaluation([(name, upscaler)], args.dataset, scales, bicubic_row=not args.no_bicubic)
     print(report.table())
     if args.json:
         from .io import atomic_path
@@ -227,6 +238,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """lapsrn report."""
+    import torch
+
+    from .evaluate import image_files, run_evaluation
+    from .inference import Upscaler, super_resolve
+    from .io import atomic_path, read_image
+    from .report import Method, build_report
+    from .weights import load
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.output.suffix.lower() not in (".html", ".htm"):
+        raise CLIError(f"{args.output}: report output must end in .html")
+    for d in args.dataset:
+        if not d.is_dir():
+            raise CLIError(f"{d}: no such folder")
+    scales = args.scale or [4]
+    models = []
+    for m in args.model or ["default"]:
+        net, _ = load(None if m == "default" else m)
+        models.append(("lapsrn default" if m == "default" else Path(m).name, Upscaler(net)))
+    report = run_evaluation(models, args.dataset, scales)
+    first = [r for r in report.rows if r.method == models[0][0] and r.dataset == args.dataset[0].name and r.scale == scales[0]][0]
+    base = {s.image: s.psnr for r in report.rows if r.method == "bicubic" and r.dataset == first.dataset and r.scale == first.scale for s in r.scores}
+    if args.images:
+        chosen = args.images
+    else:  # where the first model gains most over bicubic
+        chosen = [s.image for s in sorted(first.scores, key=lambda s: base[s.image] - s.psnr)[: args.crops]]
+    files = {p.stem: p for p in image_files(args.dataset[0])}
+    missing = [c for c in chosen if c not in files]
+    if missing:
+        raise CLIError(f"{args.dataset[0]}: no image named {missing[0]}")
+    crops = {c: read_image(files[c]).pixels for c in chosen}
+    methods = [Method(n, lambda lr, s, up=up: super_resolve(up, lr, s)) for n, up in models]
+    page = build_report(report.rows, crops, methods, scales[0], args.log)
+    with atomic_path(args.output) as tmp:
+        tmp.write_text(page, encoding="utf-8")
+    print(report.table())
+    print(f"wrote {args.output} ({len(page) / 1e6:.1f} MB)")
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     """lapsrn plot LOG -o PNG."""
     from .plot import plot_logs
@@ -235,7 +289,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"upscale": cmd_upscale, "evaluate": cmd_evaluate, "convert": cmd_convert, "train": cmd_train, "plot": cmd_plot}
+COMMANDS = {
+    "upscale": cmd_upscale,
+    "evaluate": cmd_evaluate,
+    "convert": cmd_convert,
+    "train": cmd_train,
+    "report": cmd_report,
+    "plot": cmd_plot,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -103,15 +103,15 @@ class Report:
         return {"rows": [{"dataset": r.dataset, "scale": r.scale, "method": r.method, **r.mean, "per_image": as_dict(r.scores)} for r in self.rows]}
 
 
-def run_evaluation(upscaler, model_name: str, folders: list[Path], scales: list[int], bicubic_row: bool = True) -> Report:
-    """Score the model (and bicubic) on every folder and scale, with a progress bar on long runs."""
+def run_evaluation(models: list[tuple[str, object]], folders: list[Path], scales: list[int], bicubic_row: bool = True) -> Report:
+    """Score each (name, Upscaler) and bicubic on every folder and scale; a progress bar on long runs."""
     from tqdm import tqdm
 
     from .inference import bicubic, super_resolve
     from .io import read_image
 
     rows: list[Row] = []
-    total = sum(len(image_files(f)) for f in folders) * len(scales)
+    total = sum(len(image_files(f)) for f in folders) * len(scales) * len(models)
     with tqdm(total=total, unit="img", disable=total < 20, leave=False) as bar:
         for folder in folders:
             files = image_files(folder)
@@ -119,14 +119,12 @@ def run_evaluation(upscaler, model_name: str, folders: list[Path], scales: list[
                 raise ValueError(f"{folder}: no images")
             hrs = [(p.stem, read_image(p).pixels) for p in files]
             for scale in scales:
-                methods = [(model_name, lambda lr, s: super_resolve(upscaler, lr, s))]
-                if bicubic_row:
-                    methods.insert(0, ("bicubic", bicubic))
+                methods: list[tuple[str, Method]] = [("bicubic", bicubic)] if bicubic_row else []
+                methods += [(name, lambda lr, s, up=up: super_resolve(up, lr, s)) for name, up in models]
                 for name, fn in methods:
                     scores = []
                     for stem, hr in hrs:
                         scores.append(evaluate_image(stem, hr, scale, fn))
-                        if name != "bicubic":
-                            bar.update(1)
+                        bar.update(name != "bicubic")
                     rows.append(Row(folder.name, scale, name, scores))
     return Report(rows)
