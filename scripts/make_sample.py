@@ -14,7 +14,7 @@ OUT = Path(__file__).resolve().parents[1] / "src" / "lapsrn" / "assets" / "sampl
 
 def main() -> None:
     w, h = 640, 480  # drawn large, then shrunk 4x with antialiasing like a real LR photo
-    yy, xx = np.mgrid[0:h, 0:w]
+    yy = np.mgrid[0:h, 0:w][0]
     sky = np.stack([120 + 80 * yy / h, 160 + 60 * yy / h, 230 - 40 * yy / h], axis=-1)
     img = Image.fromarray(sky.astype(np.uint8))
     d = ImageDraw.Draw(img)

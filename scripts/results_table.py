@@ -9,7 +9,9 @@ def main(paths: list[str]) -> None:
     cells: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
     datasets: list[str] = []
     for path in paths:
-        for row in json.load(open(path))["rows"]:
+        with open(path) as f:
+            rows = json.load(f)["rows"]
+        for row in rows:
             if row["dataset"] not in datasets:
                 datasets.append(row["dataset"])
             cells[(row["method"], row["scale"])][row["dataset"]] = f"{row['psnr']:.2f} / {row['ssim']:.4f}"

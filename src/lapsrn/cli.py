@@ -1,4 +1,4 @@
-"""The ``lapsrn`` command: upscale, evaluate, convert, train.
+"""The ``lapsrn`` command: upscale, evaluate, convert, train, report, plot.
 
 Every user error ends as one line on stderr and a non-zero exit status; no
 traceback, and no output file is left half-written (writes are atomic).
@@ -180,7 +180,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
             if len(jobs) == 1:
                 raise
             failed += 1
-            (progress.write if progress else print)(f"lapsrn: skipped {src}: {e}")
+            progress.write(f"lapsrn: skipped {src}: {e}", file=sys.stderr)  # folders only: progress exists
         if progress:
             progress.update(1)
     if progress:

@@ -66,7 +66,7 @@ def random_patch(img: np.ndarray, patch: int, rng: np.random.Generator, min_rati
 
 def downscale(batch: torch.Tensor, factor: int) -> torch.Tensor:
     """MATLAB bicubic downscale of a (N, 1, H, W) batch by an integer factor, as two matmuls."""
-    n, c, h, w = batch.shape
+    h, w = batch.shape[-2:]
     rows = torch.tensor(P.resize_matrix(h, h // factor, 1.0 / factor)).to(batch)
     cols = torch.tensor(P.resize_matrix(w, w // factor, 1.0 / factor)).to(batch)
     return rows @ batch @ cols.T

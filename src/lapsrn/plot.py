@@ -10,7 +10,8 @@ def _rows(log: Path) -> list[dict[str, str]]:
     """Rows of one log.csv, or a clear error."""
     if not log.is_file():
         raise ValueError(f"{log}: no such training log")
-    rows = list(csv.DictReader(open(log)))
+    with open(log, newline="") as f:
+        rows = list(csv.DictReader(f))
     if not rows:
         raise ValueError(f"{log}: no logged steps yet")
     return rows

@@ -73,7 +73,7 @@ def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
     kernel = cubic
     if scale < 1:  # antialiasing: stretch the kernel over 1/scale input pixels
         width = 4.0 / scale
-        kernel = lambda t: scale * cubic(scale * t)  # noqa: E731
+        kernel = lambda t: scale * cubic(scale * t)
     x = np.arange(1, out_len + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)
     left = np.floor(u - width / 2)

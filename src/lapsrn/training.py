@@ -14,7 +14,6 @@ import csv
 import json
 import math
 import os
-import random
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -197,7 +196,6 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
     torch.manual_seed(cfg.seed)
-    random.seed(cfg.seed)
     net = build_model(cfg)
     if cfg.init:
         from .weights import load

@@ -86,7 +86,7 @@ def _load_safetensors(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-            state = {k: f.get_tensor(k) for k in f.keys()}
+            state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
         raise WeightsError(f"{path}: not a readable safetensors file ({e})") from None
     if meta.get("format") != "lapsrn":
@@ -122,7 +122,7 @@ def _mat_params(path: Path) -> dict:
         return {p.name: np.asarray(p.value, dtype=np.float32) for p in params}
     except WeightsError:
         raise
-    except Exception as e:  # loadmat raises many types on corrupt input
+    except Exception as e:  # noqa: BLE001 -- loadmat raises many types on corrupt input
         raise WeightsError(f"{path}: not a MatConvNet LapSRN weights file ({type(e).__name__})") from None
 
 
@@ -136,7 +136,7 @@ def _mat_opts(path: Path) -> tuple[int, int, str]:
     try:
         o = scipy.io.loadmat(str(opts_path), squeeze_me=True, struct_as_record=False)["opts"]
         return int(o.depth), int(o.recursive), str(o.LRL)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001 -- as above
         raise WeightsError(f"{opts_path}: unreadable opts file ({type(e).__name__})") from None
 
 
