@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--quiet", action="store_true", help="no progress bar")
     from dataclasses import fields
 
-    from .training import TrainConfig
+    from .config import TrainConfig
 
     for f in fields(TrainConfig):
         kind = {"int": int, "float": float, "str": str}.get(str(f.type))
@@ -229,7 +229,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     """lapsrn train."""
     from dataclasses import fields
 
-    from .training import TrainConfig, make_config, train
+    from .config import TrainConfig, make_config
+    from .training import train
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
     cfg = make_config(args.preset, args.config, **overrides)
@@ -300,14 +301,15 @@ COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point: run a subcommand, turning expected failures into one line and exit 1."""
-    from .io import ImageError
-    from .weights import WeightsError
+    """Entry point: run a subcommand, turning expected failures into one line and exit 1.
 
+    ImageError and WeightsError are ValueErrors; catching the base keeps torch
+    out of the import path of ``lapsrn --help``.
+    """
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
-    except (CLIError, ImageError, WeightsError, ValueError, RuntimeError, MemoryError, OSError) as e:
+    except (CLIError, ValueError, RuntimeError, MemoryError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, MemoryError):
             msg = f"out of memory: {msg} (try a smaller --tile or --max-memory)"
