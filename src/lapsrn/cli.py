@@ -78,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     cv.add_argument("src", type=Path)
     cv.add_argument("-o", "--output", required=True, type=Path)
 
+    ex = sub.add_parser("export", help="ONNX graph with dynamic height/width, parity-checked against PyTorch")
+    ex.add_argument("--onnx", required=True, type=Path, help="output .onnx file")
+    ex.add_argument("-m", "--model", help="bundled name, .safetensors or official .mat (default: bundled)")
+    ex.add_argument("--levels", type=int, default=None, help="pyramid levels in the graph (default: the model's)")
+
     tr = sub.add_parser("train", help="train LapSRN / MS-LapSRN (see docs/TRAINING.md)")
     tr.add_argument("--preset", choices=["paper", "fast"], default="fast")
     tr.add_argument("--config", help="JSON file with TrainConfig fields")
@@ -225,6 +230,20 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """lapsrn export --onnx."""
+    from .export import export_onnx
+    from .weights import load
+
+    net, spec = load(args.model)
+    levels = args.levels or spec.levels
+    if not 1 <= levels <= 6:
+        raise CLIError(f"--levels must be 1..6, got {levels}")
+    err = export_onnx(net, levels, args.onnx)
+    print(f"wrote {args.onnx}: x{2 ** levels} pyramid, dynamic H/W, max |ONNX - PyTorch| = {err:.1e}")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """lapsrn train."""
     from dataclasses import fields
@@ -294,6 +313,7 @@ COMMANDS = {
     "upscale": cmd_upscale,
     "evaluate": cmd_evaluate,
     "convert": cmd_convert,
+    "export": cmd_export,
     "train": cmd_train,
     "report": cmd_report,
     "plot": cmd_plot,
