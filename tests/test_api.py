@@ -72,3 +72,12 @@ def test_import_is_light():
     code = "import sys, lapsrn; print(sorted(m for m in ('torch', 'numpy', 'scipy', 'matplotlib', 'lapsrn.training') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_pyramid_returns_every_level_of_one_pass(up, rng):
+    arr = (smooth_image(rng, 10, 12) * 255).astype(np.uint8)
+    levels = up.pyramid(arr)
+    assert [a.shape for a in levels] == [(20, 24, 3), (40, 48, 3), (80, 96, 3)]
+    np.testing.assert_array_equal(levels[1], up.upscale(arr, 4))
+    t = torch.rand(1, 9, 7)
+    assert [x.shape for x in up.pyramid(t, 2)] == [(1, 18, 14), (1, 36, 28)]

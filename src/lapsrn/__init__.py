@@ -10,8 +10,13 @@ __version__ = "0.1.0"
 __all__ = ["load", "__version__"]
 
 
-def load(model: str | None = None, *, tile: int | None = None, max_memory: int = 2 << 30):
+def load(model: str | None = None, *, tile: int | None = None, max_memory: int = 2 << 30, device: str = "cpu"):
     """An Upscaler for a bundled name, a .safetensors path or an official .mat (None: the default model).
+
+    ``tile`` (LR tile side) and ``max_memory`` (bytes of feature maps before
+    tiling turns on) have the CLI's defaults; ``device`` is any torch device.
+    Inference is float32: the released weights and ours are float32, and
+    half precision on CPU is slower and less accurate.
 
     >>> import lapsrn
     >>> up = lapsrn.load()
@@ -22,4 +27,4 @@ def load(model: str | None = None, *, tile: int | None = None, max_memory: int =
     from .weights import load as load_weights
 
     net, _ = load_weights(model)
-    return Upscaler(net, tile=tile, max_memory=max_memory)
+    return Upscaler(net.to(device), device=device, tile=tile, max_memory=max_memory)

@@ -99,11 +99,23 @@ class Upscaler:
 
         return upscale_image(self, image, scale)
 
+    def pyramid(self, image, levels: int | None = None) -> list:
+        """Every pyramid level (x2, x4, ...) of one forward pass, each as the same kind as ``image``.
+
+        >>> import numpy as np, lapsrn
+        >>> [a.shape for a in lapsrn.load().pyramid(np.zeros((8, 6), np.uint8))]
+        [(16, 12), (32, 24), (64, 48)]
+        """
+        from .upscale import upscale_image
+
+        n = levels or getattr(self.net, "levels", 3)
+        return upscale_image(self, image, 2**n, all_levels=True)
+
     @torch.inference_mode()
     def _run(self, y: np.ndarray, levels: int) -> list[np.ndarray]:
         """Whole-plane forward pass."""
         x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None, None].to(self.device)
-        return [o[0, 0].double().cpu().numpy() for o in self.net(x, levels)]
+        return [o[0, 0].double().cpu().numpy() for o in self.net.to(self.device)(x, levels)]
 
     def pyramid_y(self, y: np.ndarray, levels: int) -> list[np.ndarray]:
         """Every level's output for one luminance plane (float64 HxW in, float64 out), tiled if needed."""

@@ -63,12 +63,8 @@ def upscale_file(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_lev
     return written
 
 
-def upscale_image(upscaler: Upscaler, image, scale: float):
-    """Python API: a PIL image, NumPy array or torch tensor in, the same kind, layout and dtype out.
-
-    Arrays: HxW, HxWx3 or HxWx4; uint8, uint16 or float in [0, 1]. Tensors:
-    HxW or CxHxW (C = 1, 3, 4), float in [0, 1].
-    """
+def _from_kind(image) -> tuple[Picture, object]:
+    """Picture from a PIL image, NumPy array or torch tensor, plus how to turn results back."""
     import torch
     from PIL import Image
 
@@ -76,16 +72,19 @@ def upscale_image(upscaler: Upscaler, image, scale: float):
 
     if isinstance(image, Image.Image):
         pic = _picture(image)
-        out = upscale_picture(upscaler, pic, scale)
-        return encode(out, "TIFF" if pic.bits > 8 else "PNG")
+        return pic, lambda out: encode(out, "TIFF" if pic.bits > 8 else "PNG")
     if isinstance(image, torch.Tensor):
         arr = image.detach().cpu().double().numpy()
         arr = np.moveaxis(arr, 0, -1) if arr.ndim == 3 else arr
-        if arr.ndim == 3 and arr.shape[-1] == 1:
-            arr = arr[..., 0]
-        out = upscale_image(upscaler, arr, scale)
-        res = torch.from_numpy(np.moveaxis(out, -1, 0) if out.ndim == 3 else out)
-        return (res[None] if image.ndim == 3 and image.shape[0] == 1 else res).to(image.dtype)
+        squeeze = arr.ndim == 3 and arr.shape[-1] == 1
+        pic, back = _from_kind(arr[..., 0] if squeeze else arr)
+
+        def to_tensor(out: Picture):
+            res = back(out)
+            t = torch.from_numpy(np.moveaxis(res, -1, 0) if res.ndim == 3 else res)
+            return (t[None] if squeeze else t).to(image.dtype)
+
+        return pic, to_tensor
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
         raise ValueError(f"expected HxW, HxWx3 or HxWx4, got shape {arr.shape}")
@@ -99,10 +98,26 @@ def upscale_image(upscaler: Upscaler, image, scale: float):
         raise ValueError(f"unsupported dtype {arr.dtype} (use uint8, uint16 or float)")
     alpha = px[..., 3] if arr.ndim == 3 and arr.shape[-1] == 4 else None
     px = px[..., :3] if alpha is not None else px
-    out = upscale_picture(upscaler, Picture(px, alpha, bits), scale)
-    res = out.pixels if out.alpha is None else np.dstack([out.pixels, out.alpha])
-    if bits == 8:
-        return P.im2uint8(res)
-    if bits == 16:
-        return np.floor(np.clip(res, 0, 1) * 65535 + 0.5).astype(np.uint16)
-    return res.astype(arr.dtype)
+
+    def to_array(out: Picture) -> np.ndarray:
+        res = out.pixels if out.alpha is None else np.dstack([out.pixels, out.alpha])
+        if bits == 8:
+            return P.im2uint8(res)
+        if bits == 16:
+            return np.floor(np.clip(res, 0, 1) * 65535 + 0.5).astype(np.uint16)
+        return res.astype(arr.dtype)
+
+    return Picture(px, alpha, bits), to_array
+
+
+def upscale_image(upscaler: Upscaler, image, scale: float, all_levels: bool = False):
+    """Python API: a PIL image, NumPy array or torch tensor in, the same kind, layout and dtype out.
+
+    Arrays: HxW, HxWx3 or HxWx4; uint8, uint16 or float in [0, 1]. Tensors:
+    HxW or CxHxW (C = 1, 3, 4), float in [0, 1]. With ``all_levels`` a list
+    of every pyramid level up to ``scale`` (a power of two) comes back.
+    """
+    pic, back = _from_kind(image)
+    if all_levels:
+        return [back(p) for p in pyramid_picture(upscaler, pic, levels_for(scale))]
+    return back(upscale_picture(upscaler, pic, scale))
