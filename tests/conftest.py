@@ -44,3 +44,12 @@ def smooth_image(rng: np.random.Generator, h: int, w: int, channels: int = 3) ->
     img = np.stack(base, axis=-1) + 0.05 * rng.standard_normal((h, w, channels))
     img = np.clip(img, 0, 1)
     return img[..., 0] if channels == 1 else img
+
+
+# Hypothesis: CI replays a fixed sequence (a red CI must mean a real regression); explore with
+# HYPOTHESIS_PROFILE=explore for fresh random inputs.
+from hypothesis import settings  # noqa: E402
+
+settings.register_profile("ci", derandomize=True)
+settings.register_profile("explore", max_examples=2000)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -90,11 +90,30 @@ def test_random_bytes(tmp_path, tiny, capsys, data, ext):
 
 @settings(max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(seed=st.sampled_from(sorted(SEEDS)), flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=8))
+@example(seed="tiff", flips=[(130, 1)])  # found by this test: Pillow raised TypeError("Missing dimensions")
+@example(seed="tiff", flips=[(90, 118), (232, 69), (168, 141)])  # found: Pillow logged a second stderr line
 def test_corrupted_bytes(tmp_path, tiny, capsys, seed, flips):
     data = bytearray(SEEDS[seed])
     for pos, xor in flips:
         data[pos % len(data)] ^= xor
     check_upscale(tmp_path, bytes(data), f"c.{seed}", tiny, capsys)
+
+
+def test_output_too_big_is_refused_from_the_header_before_decoding(tmp_path, tiny, capsys):
+    """A header claiming 10000x10000 (no pixel data follows): refused for its x8 size, not decoded."""
+    (tmp_path / "big.png").write_bytes(png_header(10_000, 10_000))
+    code = main(["upscale", "-i", str(tmp_path / "big.png"), "-o", str(tmp_path / "o.png"), "-s", "8", "-m", tiny])
+    err = capsys.readouterr().err
+    assert code == 1 and "would need about" in err and err.count("\n") == 1
+
+
+def test_input_too_big_to_decode_is_refused(tmp_path, monkeypatch):
+    import lapsrn.io as lio
+
+    (tmp_path / "a.png").write_bytes(encoded("PNG", size=(64, 64)))
+    monkeypatch.setattr(lio, "memory_limit", lambda: 64 * 64 * lio.BYTES_PER_INPUT_PIXEL - 1)
+    with pytest.raises(ImageError, match="needs more memory to decode"):
+        read_image(tmp_path / "a.png")
 
 
 def test_decompression_bomb_is_refused_before_decoding(tmp_path):

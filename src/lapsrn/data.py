@@ -67,8 +67,8 @@ def random_patch(img: np.ndarray, patch: int, rng: np.random.Generator, min_rati
 def downscale(batch: torch.Tensor, factor: int) -> torch.Tensor:
     """MATLAB bicubic downscale of a (N, 1, H, W) batch by an integer factor, as two matmuls."""
     h, w = batch.shape[-2:]
-    rows = torch.tensor(P.resize_matrix(h, h // factor, 1.0 / factor)).to(batch)
-    cols = torch.tensor(P.resize_matrix(w, w // factor, 1.0 / factor)).to(batch)
+    rows = torch.from_numpy(P.resize_matrix(h, h // factor, 1.0 / factor).toarray()).to(batch)
+    cols = torch.from_numpy(P.resize_matrix(w, w // factor, 1.0 / factor).toarray()).to(batch)
     return rows @ batch @ cols.T
 
 

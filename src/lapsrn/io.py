@@ -10,6 +10,7 @@ colour TIFF through ``tifffile``, both small, pure-Python and well-kept.
 
 from __future__ import annotations
 
+import logging
 import os
 import tempfile
 import warnings
@@ -22,6 +23,28 @@ import numpy as np
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MAX_INPUT_PIXELS = 1 << 28  # 268 Mpx: a header claiming more is a decompression bomb
+BYTES_PER_INPUT_PIXEL = 64  # decoded 8/16-bit samples + float64 RGB + a working copy
+
+
+def memory_limit() -> int:
+    """Half of this machine's physical memory: what one image may use outside the network."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
+    except (ValueError, OSError, AttributeError):
+        return 8 << 30
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(width, height) from the header alone, without decoding pixels; (0, 0) if unreadable."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                return im.size
+    except Exception:  # noqa: BLE001 -- read_image reports the real error
+        return 0, 0
 
 
 class ImageError(ValueError):
@@ -64,6 +87,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file")
     Image.MAX_IMAGE_PIXELS = None  # we check the header size ourselves, below
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)  # corrupt files: our one error line, not Pillow's log
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -73,6 +97,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
                     raise ImageError(f"{path}: image has no pixels ({w}x{h})")
                 if w * h > max_pixels:
                     raise ImageError(f"{path}: {w}x{h} is larger than the {max_pixels:,} pixel limit")
+                if w * h * BYTES_PER_INPUT_PIXEL > memory_limit():
+                    raise ImageError(f"{path}: {w}x{h} needs more memory to decode than the {memory_limit() / 2**30:.1f} GB limit")
                 if getattr(im, "n_frames", 1) > 1:
                     raise ImageError(f"{path}: has {im.n_frames} frames; only single-frame images are supported")
                 if _is_deep_colour(im):
@@ -84,7 +110,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
         raise
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as e:
+    except Exception as e:  # noqa: BLE001 -- decoders raise many types on corrupt data (TypeError from TIFF tags, ...)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"{path}: cannot decode image ({msg})") from None
 

@@ -31,6 +31,7 @@ import math
 from functools import lru_cache
 
 import numpy as np
+from scipy import sparse
 
 __all__ = [
     "cubic",
@@ -63,11 +64,12 @@ def cubic(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
-    """(out_len, in_len) matrix M with resized = M @ signal, MATLAB's contributions folded in.
+def resize_matrix(in_len: int, out_len: int, scale: float) -> sparse.csr_matrix:
+    """Sparse (out_len, in_len) matrix M with resized = M @ signal, MATLAB's contributions folded in.
 
     The matrix form lets NumPy (evaluation) and torch (batched training data)
-    share exactly one implementation of MATLAB's index arithmetic.
+    share exactly one implementation of MATLAB's index arithmetic; sparse,
+    because each output sample has only ceil(4 / scale) + 2 taps.
     """
     width = 4.0
     kernel = cubic
@@ -77,17 +79,16 @@ def resize_matrix(in_len: int, out_len: int, scale: float) -> np.ndarray:
     x = np.arange(1, out_len + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)
     left = np.floor(u - width / 2)
-    taps = int(math.ceil(width)) + 2
+    taps = math.ceil(width) + 2
     idx = left[:, None] + np.arange(taps)[None, :]
     weights = kernel(u[:, None] - idx)
     weights /= weights.sum(axis=1, keepdims=True)
     # Symmetric boundary: index 0 maps to 1, -1 to 2, in_len+1 to in_len, ...
     mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
     src = mirror[np.mod(idx - 1, 2 * in_len).astype(np.int64)]
-    mat = np.zeros((out_len, in_len))
-    np.add.at(mat, (np.repeat(np.arange(out_len), taps), src.ravel()), weights.ravel())
-    mat.setflags(write=False)
-    return mat
+    rows = np.repeat(np.arange(out_len), taps)
+    # duplicates (mirrored taps landing on one pixel) are summed by the COO -> CSR conversion
+    return sparse.coo_matrix((weights.ravel(), (rows, src.ravel())), shape=(out_len, in_len)).tocsr()
 
 
 def output_size(in_len: int, scale: float) -> int:
@@ -109,11 +110,11 @@ def imresize(
     else:
         out_h, out_w = size
         sh, sw = out_h / h, out_w / w
-    rows = resize_matrix(h, out_h, sh)
-    cols = resize_matrix(w, out_w, sw)
-    out = np.tensordot(rows, img, axes=(1, 0))  # (out_h, w, ...)
-    out = np.tensordot(cols, out, axes=(1, 1))  # (out_w, out_h, ...)
-    return np.swapaxes(out, 0, 1)
+    rest = img.shape[2:]
+    out = resize_matrix(h, out_h, sh) @ img.reshape(h, -1)  # rows: (out_h, w * C)
+    out = np.swapaxes(out.reshape(out_h, w, *rest), 0, 1).reshape(w, -1)  # (w, out_h * C)
+    out = resize_matrix(w, out_w, sw) @ out  # columns: (out_w, out_h * C)
+    return np.swapaxes(out.reshape(out_w, out_h, *rest), 0, 1)
 
 
 def rgb2ycbcr(rgb: np.ndarray) -> np.ndarray:

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 
 from . import protocol as P
 from .inference import Upscaler, levels_for, super_resolve, super_resolve_pyramid
-from .io import ImageError, Picture, read_image, write_image
+from .io import ImageError, Picture, image_size, memory_limit, read_image, write_image
 
 BYTES_PER_OUTPUT_PIXEL = 120  # float64 RGB + Y/CbCr planes and a few temporaries
-
-
-def memory_limit() -> int:
-    """Half of this machine's physical memory: what one upscale may use outside the network."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
 
 
 def check_output_size(h: int, w: int, scale: float, limit: int | None = None) -> None:
@@ -50,7 +41,9 @@ def pyramid_picture(upscaler: Upscaler, pic: Picture, levels: int) -> list[Pictu
 
 
 def upscale_file(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_levels: bool = False) -> list[Path]:
-    """Read, upscale, write atomically; returns the paths written."""
+    """Read, upscale, write atomically; returns the paths written. Sizes are checked before decoding."""
+    w, h = image_size(src)
+    check_output_size(h, w, scale)
     pic = read_image(src)
     if not all_levels:
         write_image(upscale_picture(upscaler, pic, scale), dst)
