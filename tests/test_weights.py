@@ -109,3 +109,10 @@ def test_missing_opts_beside_mslapsrn(tmp_path):
     lonely.write_bytes(src.read_bytes())
     with pytest.raises(WeightsError, match="_opts.mat"):
         load(lonely)
+
+
+def test_forged_metadata_does_not_build_a_huge_network(tmp_path):
+    meta = {"format": "lapsrn", "arch": "MSLapSRN", "depth": "1000000", "levels": "3", "recursions": "1", "skip": "SS"}
+    save_file({"x": torch.zeros(1)}, str(tmp_path / "f.safetensors"), metadata=meta)
+    with pytest.raises(WeightsError, match="implausible"):
+        load(tmp_path / "f.safetensors")

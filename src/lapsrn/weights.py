@@ -103,6 +103,9 @@ def _load_safetensors(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
         )
     except (KeyError, ValueError) as e:
         raise WeightsError(f"{path}: bad lapsrn metadata ({e})") from None
+    # bound the header before building anything: a forged depth must not allocate a huge network
+    if not (1 <= spec.depth <= 64 and 1 <= spec.levels <= 6 and 1 <= spec.recursions <= 64 and spec.skip in ("NS", "DS", "SS")):
+        raise WeightsError(f"{path}: implausible lapsrn metadata (depth {spec.depth}, levels {spec.levels}, R {spec.recursions})")
     return spec, state
 
 
