@@ -69,6 +69,9 @@ class Upscaler:
     tile: int | None = None  # LR tile side; None = automatic from max_memory
     max_memory: int = 2 << 30  # bytes for feature maps before tiling turns on
 
+    def __post_init__(self) -> None:
+        self.net.to(self.device)  # once, not on every tile
+
     @property
     def max_levels(self) -> int | None:
         """Levels this network can run; None when it shares weights across levels (MS-LapSRN)."""
@@ -115,7 +118,7 @@ class Upscaler:
     def _run(self, y: np.ndarray, levels: int) -> list[np.ndarray]:
         """Whole-plane forward pass."""
         x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None, None].to(self.device)
-        return [o[0, 0].double().cpu().numpy() for o in self.net.to(self.device)(x, levels)]
+        return [o[0, 0].double().cpu().numpy() for o in self.net(x, levels)]
 
     def pyramid_y(self, y: np.ndarray, levels: int) -> list[np.ndarray]:
         """Every level's output for one luminance plane (float64 HxW in, float64 out), tiled if needed."""

@@ -60,6 +60,11 @@ class Picture:
     bits: int = 8  # 8 or 16 (integer samples), 32 (float samples)
 
 
+def to_uint16(img: np.ndarray) -> np.ndarray:
+    """[0, 1] floats to 16-bit samples, saturating and rounding half up like im2uint8."""
+    return np.floor(np.clip(img, 0, 1) * 65535 + 0.5).astype(np.uint16)
+
+
 def _to_float(arr: np.ndarray) -> tuple[np.ndarray, int]:
     """Integer or float samples -> float64 [0, 1] and the bit depth to write back."""
     if arr.dtype == np.uint8:
@@ -208,7 +213,7 @@ def encode(pic: Picture, fmt: str):
     if pic.bits > 8 and px.ndim == 2 and alpha is None and fmt in ("PNG", "TIFF"):
         if pic.bits == 32 and fmt == "TIFF":
             return Image.fromarray(px.astype(np.float32), mode="F")
-        return Image.fromarray(np.floor(px * 65535 + 0.5).astype(np.uint16))
+        return Image.fromarray(to_uint16(px))
     u8 = np.floor(np.clip(px, 0, 1) * 255 + 0.5).astype(np.uint8)
     if alpha is not None and fmt in ("PNG", "TIFF", "WEBP"):
         a8 = np.floor(np.clip(alpha, 0, 1) * 255 + 0.5).astype(np.uint8)
@@ -244,7 +249,7 @@ def _write_deep(pic: Picture, path: Path, fmt: str) -> None:
 
         tifffile.imwrite(str(path), px.astype(np.float32), photometric="rgb" if px.shape[-1] >= 3 else "minisblack")
         return
-    u16 = np.floor(np.clip(px, 0, 1) * 65535 + 0.5).astype(np.uint16)
+    u16 = to_uint16(px)
     if fmt == "TIFF":
         import tifffile
 

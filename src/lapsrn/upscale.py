@@ -8,7 +8,7 @@ import numpy as np
 
 from . import protocol as P
 from .inference import Upscaler, levels_for, super_resolve, super_resolve_pyramid
-from .io import ImageError, Picture, image_size, memory_limit, read_image, write_image
+from .io import ImageError, Picture, image_size, memory_limit, read_image, to_uint16, write_image
 
 BYTES_PER_OUTPUT_PIXEL = 120  # float64 RGB + Y/CbCr planes and a few temporaries
 
@@ -97,7 +97,7 @@ def _from_kind(image) -> tuple[Picture, object]:
         if bits == 8:
             return P.im2uint8(res)
         if bits == 16:
-            return np.floor(np.clip(res, 0, 1) * 65535 + 0.5).astype(np.uint16)
+            return to_uint16(res)
         return res.astype(arr.dtype)
 
     return Picture(px, alpha, bits), to_array
