@@ -24,13 +24,13 @@ def main() -> None:
     args = ap.parse_args()
     cfg = make_config("fast", batch=args.batch, patch=args.patch)
     images = load_y_images([Path(d) for d in cfg.train_dirs], cfg.patch + 1)
-    sampler = PatchSampler(images, cfg.patch, cfg.scales, 0)
+    sampler = PatchSampler(images, cfg.patch, cfg.scales, 0, cfg.batch)
     net = build_model(cfg)
     opt = torch.optim.Adam(net.parameters(), 1e-4)
     data_s, net_s = [], []
     for step in range(args.steps + 1):
         t0 = time.perf_counter()
-        groups = [(s, make_pyramid(hr, int(math.log2(s)))) for s, hr in sampler.batch(cfg.batch)]
+        groups = [(s, make_pyramid(hr, int(math.log2(s)))) for s, hr in sampler[step]]
         t1 = time.perf_counter()
         opt.zero_grad()
         loss = sum(pyramid_loss(net(p.lr, int(math.log2(s))), p.targets) for s, p in groups)

@@ -237,6 +237,10 @@ def test_outputs_get_normal_permissions(tmp_path, rng, tiny_model, capsys):
     old = os.umask(0o022)
     try:
         assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model)[0] == 0
+        from lapsrn.weights import load, save
+
+        save(load(tiny_model)[0], tmp_path / "w.safetensors")  # safetensors recreates its file: still 0644
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "o.png").stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644

@@ -73,3 +73,43 @@ def test_image_branch_starts_bilinear():
 def test_lapsrn_rejects_more_levels_than_it_has():
     with pytest.raises(ValueError, match="2 levels"):
         LapSRN(levels=2, depth=1)(torch.rand(1, 1, 4, 4), levels=3)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (6, 6)])
+def test_phase_upsampler_equals_the_transposed_conv(channels_last, size):
+    """The speed path (four phase convs) computes exactly the released 3x3 stride-2 deconv, cropped."""
+    from lapsrn.models import FeatureUpsample
+
+    torch.manual_seed(0)
+    up = FeatureUpsample(8)
+    x = torch.randn(2, 8, *size)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    assert up(x).shape == (2, 8, 2 * size[0], 2 * size[1])
+    assert (up(x) - up.reference(x)).abs().max() < 1e-5
+
+
+@pytest.mark.parametrize("arch", ["LapSRN", "MSLapSRN"])
+def test_speed_paths_keep_outputs_and_gradients(arch):
+    """In-place activations, phase upsampling and channels-last change neither outputs nor gradients."""
+    import copy
+
+    from lapsrn.models import FeatureUpsample
+
+    torch.manual_seed(0)
+    fast = LapSRN(levels=2, depth=2) if arch == "LapSRN" else MSLapSRN(depth=2, recursions=2, levels=2)
+    slow = copy.deepcopy(fast)
+    for m in slow.modules():
+        if isinstance(m, torch.nn.LeakyReLU):
+            m.inplace = False
+        if isinstance(m, FeatureUpsample):
+            m.forward = m.reference
+    x = torch.rand(2, 1, 9, 11)
+    outs = [net(x.contiguous(memory_format=fmt), 2) for net, fmt in ((fast, torch.channels_last), (slow, torch.contiguous_format))]
+    for a, b in zip(*outs):
+        assert (a - b).abs().max() < 1e-5
+    for net, out in zip((fast, slow), outs):
+        sum(o.square().sum() for o in out).backward()
+    for (name, a), b in zip(fast.named_parameters(), slow.parameters()):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name

@@ -4,6 +4,8 @@ import numpy as np
 import pytest
 import torch
 
+from lapsrn import protocol as P
+
 import lapsrn.inference as inference
 from lapsrn.inference import Upscaler, feature_bytes, super_resolve
 from lapsrn.models import MSLapSRN
@@ -46,7 +48,7 @@ def test_tiling_turns_on_under_memory_budget(rng, monkeypatch):
     assert up.tile_size(120, 100, 2) is not None
     calls = []
     real_run = Upscaler._run
-    monkeypatch.setattr(Upscaler, "_run", lambda self, y, l: calls.append(y.shape) or real_run(self, y, l))
+    monkeypatch.setattr(Upscaler, "_run", lambda self, y, *a: calls.append(y.shape) or real_run(self, y, *a))
     tiled = super_resolve(up, img, 4)
     assert len(calls) > 1 and all(h * w < 120 * 100 for h, w in calls)
     whole = super_resolve(Upscaler(net), img, 4)
@@ -57,3 +59,21 @@ def test_too_small_budget_is_a_clear_error():
     net = MSLapSRN(depth=1, recursions=1)
     with pytest.raises(MemoryError, match="too small"):
         Upscaler(net, max_memory=1000).tile_size(500, 500, 3)
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+@pytest.mark.parametrize("gray", [False, True])
+def test_banded_compose_equals_one_piece(rng, monkeypatch, scale, gray):
+    """Colour is composed in horizontal bands straight into uint8; the bands must not show."""
+    from lapsrn import inference
+
+    torch.manual_seed(0)
+    net = MSLapSRN(depth=1, recursions=1, levels=2).eval()
+    img = smooth_image(rng, 53, 31)
+    img = img[..., 0] if gray else img
+    whole = super_resolve(Upscaler(net), img, scale)
+    monkeypatch.setattr(inference, "BAND_PIXELS", 31 * scale * 8)  # bands of 8 LR rows: 7 bands
+    banded = super_resolve(Upscaler(net), img, scale)
+    assert np.abs(banded - whole).max() < 1e-12
+    as_u8 = super_resolve(Upscaler(net), img, scale, np.uint8)
+    assert as_u8.dtype == np.uint8 and np.array_equal(as_u8, P.im2uint8(whole))

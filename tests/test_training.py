@@ -15,7 +15,7 @@ from PIL import Image
 
 import lapsrn.training as T
 from lapsrn import protocol as P
-from lapsrn.data import PatchSampler, downscale, make_pyramid, random_patch
+from lapsrn.data import PatchSampler, batches, downscale, make_pyramid, random_patch
 from lapsrn.losses import charbonnier, pyramid_loss
 from lapsrn.weights import load
 
@@ -63,17 +63,20 @@ def test_random_patch_downscaled_is_smooth_and_in_range(rng):
         assert -0.05 < patch.min() and patch.max() < 1.05  # bicubic may overshoot slightly, never wildly
 
 
-def test_sampler_is_reproducible_from_its_state():
+def test_batches_depend_only_on_seed_and_step_even_with_workers():
     imgs = [np.random.default_rng(i).random((80, 90)).astype(np.float32) for i in range(3)]
-    a = PatchSampler(imgs, 32, [2, 4], seed=1)
-    a.batch(4)
-    state = a.state()
-    first = a.batch(4)
-    b = PatchSampler(imgs, 32, [2, 4], seed=99)
-    b.restore(state)
-    second = b.batch(4)
-    assert all(torch.equal(x[1], y[1]) for x, y in zip(first, second))
-    assert [s for s, _ in first] == [2, 4]
+    sampler = PatchSampler(imgs, 32, [2, 4], seed=1, size=4)
+    inline = list(batches(sampler, 0, 5, workers=0))
+    resumed = list(batches(sampler, 3, 5, workers=0))
+    parallel = list(batches(sampler, 0, 5, workers=2))
+    assert [s for s, _ in inline[0]] == [2, 4] and inline[0][0][1].shape == (2, 1, 32, 32)
+    for a, b in zip(inline[3:], resumed):
+        assert all(torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    for a, b in zip(inline, parallel):
+        assert all(torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not torch.equal(inline[0][0][1], inline[1][0][1])
+    other_seed = PatchSampler(imgs, 32, [2, 4], seed=2, size=4)[0]
+    assert not torch.equal(inline[0][0][1], other_seed[0][1])
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The ``lapsrn`` command: upscale, evaluate, convert, train, report, plot.
+"""The ``lapsrn`` command: upscale, evaluate, convert, export, train, report, plot, bench.
 
 Every user error ends as one line on stderr and a non-zero exit status; no
 traceback, and no output file is left half-written (writes are atomic).
@@ -109,6 +109,17 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--log", type=Path, help="training log.csv to plot in the report")
     rp.add_argument("-o", "--output", required=True, type=Path)
     rp.add_argument("--threads", type=int, default=None)
+
+    be = sub.add_parser("bench", help="speed + quality vs bicubic, official weights and OpenCV (docs/BENCHMARKS.md)")
+    be.add_argument("-d", "--dataset", action="append", type=Path, help="folder of HR images (repeat; default Set14, BSDS100)")
+    be.add_argument("-s", "--scale", action="append", type=int, help="scale (repeat; default 2, 4, 8)")
+    be.add_argument("--shared", type=Path, default=Path("../shared"), help="folder with weights/official and peers/opencv")
+    be.add_argument("--big", type=int, default=1024, help="side of the extra speed-only x4 LR image (0 = none)")
+    be.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every case (default 1)")
+    be.add_argument("--limit", type=int, default=None, help="first N images of each dataset only")
+    be.add_argument("--full", action="store_true", help="run the slow D5R8 on every case, not just Set14")
+    be.add_argument("--threads", type=int, default=None, help="threads per method (default: all cores)")
+    be.add_argument("-o", "--output", type=Path, default=Path("docs/BENCHMARKS.md"))
 
     pl = sub.add_parser("plot", help="training curves PNG from one or more training log.csv")
     pl.add_argument("log", type=Path, nargs="+")
@@ -309,6 +320,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    """lapsrn bench."""
+    import os
+
+    from .bench import bench
+
+    datasets = args.dataset or [args.shared / "datasets/test/Set14", args.shared / "datasets/test/BSDS100"]
+    for d in [*datasets, args.shared / "weights/official"]:
+        if not d.is_dir():
+            raise CLIError(f"{d}: no such folder (bench needs the test sets and official weights; see --shared)")
+    command = "lapsrn bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "lapsrn bench"
+    rows = bench(datasets, args.scale or [2, 4, 8], args.shared, args.threads or os.cpu_count() or 1, args.big,
+                 args.rounds, args.output, command.strip(), args.limit, args.full, progress=lambda m: print(m, file=sys.stderr))
+    print(f"wrote {args.output} ({len(rows)} rows)")
+    return 0
+
+
 COMMANDS = {
     "upscale": cmd_upscale,
     "evaluate": cmd_evaluate,
@@ -317,6 +345,7 @@ COMMANDS = {
     "train": cmd_train,
     "report": cmd_report,
     "plot": cmd_plot,
+    "bench": cmd_bench,
 }
 
 

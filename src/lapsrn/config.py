@@ -44,6 +44,8 @@ class TrainConfig:
     out: str = "runs/lapsrn"
     init: str = ""  # optional safetensors of ours to start from (e.g. a previous stage)
     init_scheme: str = "kaiming"  # "kaiming" (He, LeakyReLU gain, every conv) or "paper" (input conv sigma 1e-3)
+    device: str = "auto"  # "auto" (CUDA when present), "cpu", "cuda"
+    workers: int = 0  # processes preparing batches ahead; 0 = in the training process
 
 
 PRESETS: dict[str, dict] = {

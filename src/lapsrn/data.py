@@ -1,9 +1,9 @@
 """Training data: HR folders decoded once to Y, random patches, LR and level targets by MATLAB bicubic.
 
-Sampling is a pure function of a NumPy Generator, so a run that resumes from
-a checkpoint (which stores the generator's state) sees the same patches as
-one that never stopped, and every DDP rank can draw the same global batch
-and keep its own slice.
+The batch of step k is a pure function of (seed, k): a run that resumes at
+step k sees the same patches as one that never stopped, every DDP rank can
+draw the same global batch and keep its own slice, and DataLoader workers
+can prepare future steps in parallel without changing a single patch.
 """
 
 from __future__ import annotations
@@ -19,12 +19,12 @@ from . import protocol as P
 
 def load_y_images(folders: list[Path], min_side: int) -> list[np.ndarray]:
     """Every image of the folders as float32 BT.601 Y in [0, 1], decoded once."""
-    from .io import read_image
+    from .io import IMAGE_SUFFIXES, read_image
 
     images = []
     for folder in folders:
         for path in sorted(folder.iterdir()):
-            if path.suffix.lower() not in {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"}:
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
             img = read_image(path).pixels
             y = P.rgb2ycbcr(P.gray_to_rgb(img))[..., 0]
@@ -86,24 +86,26 @@ def make_pyramid(hr: torch.Tensor, levels: int) -> PyramidBatch:
     return PyramidBatch(downscale(hr, 2**levels), targets)
 
 
-class PatchSampler:
-    """Draws global batches of HR patches split over scales, from one seeded generator."""
+class PatchSampler(torch.utils.data.Dataset):
+    """Global batches of HR patches split over scales; item k is the batch of step k."""
 
-    def __init__(self, images: list[np.ndarray], patch: int, scales: list[int], seed: int) -> None:
-        self.images, self.patch, self.scales = images, patch, scales
-        self.rng = np.random.default_rng(seed)
+    def __init__(self, images: list[np.ndarray], patch: int, scales: list[int], seed: int, size: int) -> None:
+        self.images, self.patch, self.scales, self.seed, self.size = images, patch, scales, seed, size
 
-    def batch(self, size: int) -> list[tuple[int, torch.Tensor]]:
+    def __len__(self) -> int:
+        return 2**62  # indexed by step, never exhausted
+
+    def __getitem__(self, step: int) -> list[tuple[int, torch.Tensor]]:
         """[(scale, HR patches)] with the batch split evenly over the scales (getBatch_MSLapSRN.m)."""
-        patches = [random_patch(self.images[self.rng.integers(len(self.images))], self.patch, self.rng) for _ in range(size)]
+        rng = np.random.default_rng([self.seed, step])
+        patches = [random_patch(self.images[rng.integers(len(self.images))], self.patch, rng) for _ in range(self.size)]
         hr = torch.from_numpy(np.stack(patches))[:, None]
-        split = -(-size // len(self.scales))
-        return [(s, hr[i * split : (i + 1) * split]) for i, s in enumerate(self.scales) if i * split < size]
+        split = -(-self.size // len(self.scales))
+        return [(s, hr[i * split : (i + 1) * split]) for i, s in enumerate(self.scales) if i * split < self.size]
 
-    def state(self) -> dict:
-        """Generator state (plain ints and strings) for a checkpoint."""
-        return self.rng.bit_generator.state
 
-    def restore(self, state: dict) -> None:
-        """Continue from a checkpoint's generator state."""
-        self.rng.bit_generator.state = state
+def batches(sampler: PatchSampler, first: int, last: int, workers: int, pin: bool = False) -> torch.utils.data.DataLoader:
+    """Batches of steps first..last-1 in order; workers > 0 prepare them in parallel processes."""
+    return torch.utils.data.DataLoader(sampler, batch_size=None, sampler=range(first, last), num_workers=workers,
+                                       pin_memory=pin, prefetch_factor=4 if workers else None,
+                                       persistent_workers=False)

@@ -53,7 +53,8 @@ class ImageError(ValueError):
 
 @dataclass
 class Picture:
-    """Decoded image: float64 HxW (gray) or HxWx3 (RGB) in [0, 1], optional alpha, source bit depth."""
+    """Image: HxW (gray) or HxWx3 (RGB), float64 in [0, 1] (or, for outputs, uint8/uint16 samples),
+    optional alpha of the same type, and the source's bit depth."""
 
     pixels: np.ndarray
     alpha: np.ndarray | None = None
@@ -62,6 +63,8 @@ class Picture:
 
 def to_uint16(img: np.ndarray) -> np.ndarray:
     """[0, 1] floats to 16-bit samples, saturating and rounding half up like im2uint8."""
+    if img.dtype == np.uint16:
+        return img
     return np.floor(np.clip(img, 0, 1) * 65535 + 0.5).astype(np.uint16)
 
 
@@ -185,9 +188,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """A temp path beside ``path`` that replaces it only if the block succeeds."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual permissions
     try:
         yield Path(tmp)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp (or a writer that recreates it) makes 0600
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -205,6 +208,15 @@ def output_format(path: Path) -> str:
     return fmt
 
 
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    """8-bit samples: uint8 as it is, 16-bit by rounding, floats as MATLAB im2uint8."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return np.floor(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+
+
 def encode(pic: Picture, fmt: str):
     """Pillow image for a Picture, keeping bit depth where the format can hold it."""
     from PIL import Image
@@ -214,10 +226,9 @@ def encode(pic: Picture, fmt: str):
         if pic.bits == 32 and fmt == "TIFF":
             return Image.fromarray(px.astype(np.float32), mode="F")
         return Image.fromarray(to_uint16(px))
-    u8 = np.floor(np.clip(px, 0, 1) * 255 + 0.5).astype(np.uint8)
+    u8 = _to_uint8(px)
     if alpha is not None and fmt in ("PNG", "TIFF", "WEBP"):
-        a8 = np.floor(np.clip(alpha, 0, 1) * 255 + 0.5).astype(np.uint8)
-        u8 = np.dstack([u8, a8])
+        u8 = np.dstack([u8, _to_uint8(alpha)])
     return Image.fromarray(u8)
 
 

@@ -43,14 +43,59 @@ def bilinear_kernel(size: int = 4) -> torch.Tensor:
     return torch.outer(g, g).float()
 
 
+TAPS = ((2, 0), (None, 1))  # output phase a -> kernel tap applied to input row m - 1, row m
+
+
+def phase_weights(w: torch.Tensor) -> dict[tuple[int, int], torch.Tensor]:
+    """A 3x3 stride-2 transposed conv (Cin, Cout, 3, 3) as four small convs, one per output phase.
+
+    Output row 2m + a of the transposed conv, cropped to 2h, sums input rows
+    m - 1 and m with kernel taps 2 and 0 when a = 0, and row m with tap 1
+    when a = 1 (the same for columns). So phase (a, b) is an ordinary
+    convolution of the input, padded by one row/column at the top/left, with a
+    2x2, 2x1, 1x2 or 1x1 kernel: the same nine taps, run by the fast direct
+    convolution kernels (PyTorch's CPU transposed conv is several times slower
+    per FLOP) and without computing the row and column that are cropped away.
+    """
+    out = {}
+    for a in range(2):
+        for b in range(2):
+            rows = [k for k in TAPS[a] if k is not None]
+            cols = [k for k in TAPS[b] if k is not None]
+            out[a, b] = w[:, :, rows][:, :, :, cols].transpose(0, 1)  # (Cout, Cin, len(rows), len(cols))
+    return out
+
+
+def _format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last if x is laid out that way, else contiguous."""
+    return torch.channels_last if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
 class FeatureUpsample(nn.Module):
-    """x2 transposed conv, 3x3, cropped to exactly 2h x 2w (MatConvNet crop [0 1 0 1])."""
+    """x2 transposed conv, 3x3, cropped to exactly 2h x 2w (MatConvNet crop [0 1 0 1]).
+
+    Computed as four phase convolutions (``phase_weights``); ``reference``
+    is the literal transposed conv it is tested against.
+    """
 
     def __init__(self, channels: int = 64) -> None:
         super().__init__()
         self.deconv = nn.ConvTranspose2d(channels, channels, 3, stride=2)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.onnx.is_in_onnx_export():  # ONNX has a ConvTranspose op; the in-place phase writes do not trace
+            return self.reference(x)
+        n, c, h, w = x.shape
+        padded = F.pad(x, (1, 0, 1, 0))
+        out = torch.empty(n, c, 2 * h, 2 * w, dtype=x.dtype, device=x.device, memory_format=_format(x))
+        phases = out.view(n, c, h, 2, w, 2)
+        for (a, b), k in phase_weights(self.deconv.weight).items():
+            # a 1-tap phase reads only row/column m: skip the padding there
+            src = x if (a, b) == (1, 1) else padded[:, :, 2 - k.shape[2] :, 2 - k.shape[3] :]
+            phases[:, :, :, a, :, b] = F.conv2d(src, k.contiguous(memory_format=_format(x)), self.deconv.bias)
+        return out
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
         return self.deconv(x)[..., :-1, :-1]
 
 
@@ -73,9 +118,9 @@ class LapSRNLevel(nn.Module):
     def __init__(self, depth: int, channels: int = 64) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for _ in range(depth):
-            layers += [conv3x3(channels, channels), nn.LeakyReLU(SLOPE)]
-        layers += [FeatureUpsample(channels), nn.LeakyReLU(SLOPE)]
+        for _ in range(depth):  # in-place activations: each overwrites a fresh conv output, saving a pass
+            layers += [conv3x3(channels, channels), nn.LeakyReLU(SLOPE, inplace=True)]
+        layers += [FeatureUpsample(channels), nn.LeakyReLU(SLOPE, inplace=True)]
         self.features = nn.Sequential(*layers)
         self.residual = conv3x3(channels, 1)
         self.image_up = ImageUpsample()
@@ -114,8 +159,8 @@ class RecursiveBlock(nn.Module):
     def __init__(self, depth: int, channels: int = 64) -> None:
         super().__init__()
         layers: list[nn.Module] = []
-        for _ in range(depth):
-            layers += [nn.LeakyReLU(SLOPE), conv3x3(channels, channels)]
+        for i in range(depth):  # the first activation reads the block input (kept for the skip): not in place
+            layers += [nn.LeakyReLU(SLOPE, inplace=i > 0), conv3x3(channels, channels)]
         self.body = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

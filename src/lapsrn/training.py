@@ -24,7 +24,7 @@ import torch.distributed as dist
 
 from . import evaluate as E
 from .config import PRESETS, TrainConfig, make_config  # noqa: F401 (re-exported for users of training)
-from .data import PatchSampler, load_y_images, make_pyramid
+from .data import PatchSampler, batches, load_y_images, make_pyramid
 from .inference import Upscaler, super_resolve
 from .losses import pyramid_loss
 from .models import LapSRN, MSLapSRN
@@ -72,10 +72,10 @@ def make_optimizer(cfg: TrainConfig, net: torch.nn.Module) -> torch.optim.Optimi
     return torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def validate(net: torch.nn.Module, cfg: TrainConfig, images: dict[str, list]) -> dict[str, float]:
+def validate(net: torch.nn.Module, cfg: TrainConfig, images: dict[str, list], device: str) -> dict[str, float]:
     """Mean protocol PSNR per validation folder at cfg.val_scale."""
     net.eval()
-    up = Upscaler(net)
+    up = Upscaler(net, device=device)
     result = {}
     for name, hrs in images.items():
         scores = [E.evaluate_image(str(i), hr, cfg.val_scale, lambda lr, s: super_resolve(up, lr, s)) for i, hr in enumerate(hrs)]
@@ -92,6 +92,13 @@ def _save_checkpoint(path: Path, state: dict) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def _device(cfg: TrainConfig) -> str:
+    """cfg.device with "auto" resolved; under torchrun each rank takes its local GPU."""
+    if cfg.device == "auto":
+        return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
+    return cfg.device
 
 
 def _distributed() -> tuple[int, int]:
@@ -133,22 +140,24 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / "checkpoint.pt"
+    device = _device(cfg)
     torch.manual_seed(cfg.seed)
     net = build_model(cfg)
     if cfg.init:
         from .weights import load
 
         net.load_state_dict(load(cfg.init)[0].state_dict())
+    net.to(device)
+    torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick its fastest kernels
     opt = make_optimizer(cfg, net)
     images = load_y_images([Path(d) for d in cfg.train_dirs], cfg.patch + 1)
-    sampler = PatchSampler(images, cfg.patch, cfg.scales, cfg.seed)
+    sampler = PatchSampler(images, cfg.patch, cfg.scales, cfg.seed, cfg.batch)
     step = 0
     if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
+        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
-        sampler.restore(ckpt["sampler"])
-        torch.set_rng_state(ckpt["torch_rng"])
+        torch.set_rng_state(ckpt["torch_rng"].cpu())
         step = ckpt["step"]
     elif rank == 0:
         (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
@@ -166,14 +175,14 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     net.train()
     window: list[float] = []
     start = time.perf_counter()
-    while step < cfg.steps:
+    for batch in batches(sampler, step, cfg.steps, cfg.workers, pin=device.startswith("cuda")):
         lr = lr_at(cfg, step)
         for g in opt.param_groups:
             g["lr"] = lr
-        loss_total = torch.zeros(())
+        loss_total = torch.zeros((), device=device)
         opt.zero_grad(set_to_none=True)
-        for scale, hr in sampler.batch(cfg.batch):
-            shard = hr.chunk(world)[rank] if world > 1 else hr
+        for scale, hr in batch:
+            shard = (hr.chunk(world)[rank] if world > 1 else hr).to(device, non_blocking=True)
             levels = int(math.log2(scale))
             pyr = make_pyramid(shard, levels)
             preds = net(pyr.lr, levels)
@@ -194,12 +203,12 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
             progress.set_postfix(loss=f"{np.mean(window[-50:]):.4f}", lr=f"{lr:.2e}")
         if step % cfg.val_every == 0 or step == cfg.steps:
             if rank == 0:
-                psnrs = validate(net, cfg, val_images)
+                psnrs = validate(net, cfg, val_images, device)
                 with open(out / "log.csv", "a", newline="") as f:
                     row = [step, f"{np.mean(window):.6f}", f"{lr:.3e}", f"{time.perf_counter() - start:.1f}"]
                     csv.writer(f).writerow(row + [f"{psnrs[Path(d).name]:.4f}" for d in cfg.val_dirs])
                 window = []
-                state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "sampler": sampler.state(),
+                state = {"model": net.state_dict(), "optimizer": opt.state_dict(),
                          "torch_rng": torch.get_rng_state(), "step": step, "config": asdict(cfg)}
                 _save_checkpoint(ckpt_path, state)
                 save(net, out / "model.safetensors", trained_by=f"lapsrn train, {step} steps",

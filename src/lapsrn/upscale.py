@@ -7,10 +7,15 @@ from pathlib import Path
 import numpy as np
 
 from . import protocol as P
-from .inference import Upscaler, levels_for, super_resolve, super_resolve_pyramid
+from .inference import Upscaler, levels_for, quantize, super_resolve, super_resolve_pyramid
 from .io import ImageError, Picture, image_size, memory_limit, read_image, to_uint16, write_image
 
-BYTES_PER_OUTPUT_PIXEL = 120  # float64 RGB + Y/CbCr planes and a few temporaries
+BYTES_PER_OUTPUT_PIXEL = 16  # network Y (float32), the output samples and the encoder's copy; float64 only per band
+
+
+def sample_type(bits: int) -> type:
+    """Output samples are quantised as they are composed: 8-bit sources to uint8, 16-bit to uint16."""
+    return {8: np.uint8, 16: np.uint16}.get(bits, np.float64)
 
 
 def check_output_size(h: int, w: int, scale: float, limit: int | None = None) -> None:
@@ -22,22 +27,24 @@ def check_output_size(h: int, w: int, scale: float, limit: int | None = None) ->
         raise ImageError(f"output {ow}x{oh} would need about {need / 2**30:.1f} GB, over the {limit / 2**30:.1f} GB limit")
 
 
-def _alpha(alpha: np.ndarray | None, scale: float) -> np.ndarray | None:
-    """Alpha is upscaled bicubically, clipped."""
-    return None if alpha is None else np.clip(P.imresize(alpha, scale), 0.0, 1.0)
+def _alpha(alpha: np.ndarray | None, scale: float, dtype: type) -> np.ndarray | None:
+    """Alpha is upscaled bicubically, clipped, in the same sample type as the colour."""
+    return None if alpha is None else quantize(np.clip(P.imresize(alpha, scale), 0.0, 1.0), dtype)
 
 
 def upscale_picture(upscaler: Upscaler, pic: Picture, scale: float) -> Picture:
-    """One output picture at any scale > 1."""
+    """One output picture at any scale > 1; samples already quantised to the source's bit depth."""
     check_output_size(*pic.pixels.shape[:2], scale)
-    return Picture(super_resolve(upscaler, pic.pixels, scale), _alpha(pic.alpha, scale), pic.bits)
+    dtype = sample_type(pic.bits)
+    return Picture(super_resolve(upscaler, pic.pixels, scale, dtype), _alpha(pic.alpha, scale, dtype), pic.bits)
 
 
 def pyramid_picture(upscaler: Upscaler, pic: Picture, levels: int) -> list[Picture]:
     """x2 .. x2^levels pictures from one forward pass."""
     check_output_size(*pic.pixels.shape[:2], 2**levels)
-    outs = super_resolve_pyramid(upscaler, pic.pixels, levels)
-    return [Picture(o, _alpha(pic.alpha, 2**l), pic.bits) for l, o in enumerate(outs, start=1)]
+    dtype = sample_type(pic.bits)
+    outs = super_resolve_pyramid(upscaler, pic.pixels, levels, dtype)
+    return [Picture(o, _alpha(pic.alpha, 2**l, dtype), pic.bits) for l, o in enumerate(outs, start=1)]
 
 
 def upscale_file(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_levels: bool = False) -> list[Path]:
@@ -94,11 +101,7 @@ def _from_kind(image) -> tuple[Picture, object]:
 
     def to_array(out: Picture) -> np.ndarray:
         res = out.pixels if out.alpha is None else np.dstack([out.pixels, out.alpha])
-        if bits == 8:
-            return P.im2uint8(res)
-        if bits == 16:
-            return to_uint16(res)
-        return res.astype(arr.dtype)
+        return res if bits in (8, 16) else res.astype(arr.dtype)  # 8/16-bit: already quantised
 
     return Picture(px, alpha, bits), to_array
 

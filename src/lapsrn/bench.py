@@ -1,0 +1,335 @@
+"""``lapsrn bench``: speed and quality side by side -- bicubic, our models, OpenCV's LapSRN graphs.
+
+Every method runs in a process of its own, because two runtimes' thread pools
+in one process disturb each other, and a user runs one of them, not both. All
+methods get the same LR files (uint8 RGB, made from the HR images with the
+protocol's MATLAB bicubic), each process warms up on the first image, then
+times each image from uint8 array in to uint8 array out: colour conversion,
+network, chroma upscaling, everything a user waits for. The methods of a case
+run one after another in rotating order, round after round, so that drift of
+this noisy machine hits all of them alike.
+
+Reported per case and method: protocol PSNR/SSIM, median seconds per image,
+output megapixels per second, throughput relative to OpenCV's graph for that
+scale, peak RSS of the whole process, FLOPs per output pixel as a direct
+convolution counts them (multiply-adds x 2), and the rate that gives in
+GFLOP/s beside a float32 matmul measured here in the same conditions.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import evaluate as E
+from . import protocol as P
+
+
+@dataclass
+class Method:
+    """One contender: how to load it and which scales it serves."""
+
+    name: str
+    kind: str  # "bicubic", "lapsrn" or "opencv"
+    models: dict[int, str] = field(default_factory=dict)  # scale -> weights ("" = bundled default)
+    only: tuple[str, ...] = ()  # case names it runs on; empty = all
+
+    def serves(self, case: Case) -> bool:
+        return (self.kind == "bicubic" or case.scale in self.models) and (not self.only or case.name in self.only)
+
+
+@dataclass
+class Case:
+    """LR inputs (and HR for scoring, when there is one) at one scale."""
+
+    name: str
+    scale: int
+    lr: list[Path]
+    hr: list[Path] | None  # None: speed only
+
+
+def default_methods(shared: Path, full: bool = False) -> list[Method]:
+    """Bicubic, the bundled model, the official LapSRN per scale and D5R8, OpenCV's graphs."""
+    official = shared / "weights/official"
+    peers = shared / "peers/opencv"
+    return [
+        Method("bicubic", "bicubic"),
+        Method("lapsrn default (MS-LapSRN D5R2, ours)", "lapsrn", {s: "" for s in (2, 4, 8)}),
+        Method("lapsrn + official LapSRN", "lapsrn", {s: str(official / f"LapSRN_x{s}.mat") for s in (2, 4, 8)}),
+        Method("lapsrn + official MS-LapSRN D5R8", "lapsrn", {s: str(official / "MSLapSRN_D5R8.mat") for s in (2, 4, 8)},
+               () if full else ("Set14",)),  # 4x the work of D5R2: Set14 only unless --full
+        Method("OpenCV dnn_superres LapSRN", "opencv", {s: str(peers / f"LapSRN_x{s}.pb") for s in (2, 4, 8)}),
+    ]
+
+
+def prepare_cases(datasets: list[Path], scales: list[int], big: int, work: Path, limit: int | None = None) -> list[Case]:
+    """Write the LR inputs once: protocol LR of every HR image, and one big x4 image (speed only)."""
+    from .io import read_image
+
+    cases = []
+    for folder in datasets:
+        files = E.image_files(folder)[:limit]
+        for scale in scales:
+            d = work / f"{folder.name}_x{scale}"
+            d.mkdir(parents=True)
+            lrs, hrs = [], []
+            for f in files:
+                hr, lr = E.prepare(read_image(f).pixels, scale)
+                np.save(d / f"{f.stem}_hr.npy", P.im2uint8(hr))
+                _save_png(P.im2uint8(lr), d / f"{f.stem}.png")
+                lrs.append(d / f"{f.stem}.png")
+                hrs.append(d / f"{f.stem}_hr.npy")
+            cases.append(Case(folder.name, scale, lrs, hrs))
+    if big:
+        d = work / f"big_{big}"
+        d.mkdir()
+        src = read_image(E.image_files(datasets[0])[0]).pixels
+        _save_png(P.im2uint8(np.clip(P.imresize(P.gray_to_rgb(src), size=(big, big)), 0, 1)), d / "big.png")
+        cases.append(Case(f"{big}x{big} LR", 4, [d / "big.png"], None))
+    return cases
+
+
+def _save_png(arr: np.ndarray, path: Path) -> None:
+    from PIL import Image
+
+    Image.fromarray(arr).save(path, compress_level=1)
+
+
+def matmul_peak(threads: int, n: int = 2048, repeats: int = 10) -> float:
+    """Best float32 GFLOP/s of an n x n matmul with this many threads: the yardstick for our convs."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def torch_flops_per_pixel(weights: str, levels: int) -> float:
+    """Multiply-adds x 2 of every conv and transposed conv, per output pixel of the last level."""
+    import torch
+
+    from .weights import load
+
+    net, _ = load(weights or None)
+    total = 0
+
+    def count(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
+        nonlocal total
+        w = module.weight
+        if isinstance(module, torch.nn.ConvTranspose2d):  # every input pixel scatters a k x k x cout patch
+            total += 2 * inputs[0].numel() * w.shape[1] * w.shape[2] * w.shape[3]
+        else:
+            total += 2 * output.numel() * w.shape[1] * w.shape[2] * w.shape[3]
+
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    side = 32
+    with torch.inference_mode():
+        net(torch.zeros(1, 1, side, side), levels)
+    for h in hooks:
+        h.remove()
+    return total / (side * 2**levels) ** 2
+
+
+def opencv_flops_per_pixel(graph: str, scale: int) -> float:
+    """OpenCV's own FLOP count of its graph, per output pixel."""
+    import cv2
+
+    net = cv2.dnn.readNetFromTensorflow(graph)
+    side = 32
+    return net.getFLOPS((1, 1, side, side)) / (side * scale) ** 2
+
+
+def _worker(spec: dict) -> dict:
+    """Runs in a fresh process: load one method, warm up, time every input, write the outputs."""
+    from PIL import Image
+
+    threads, scale, kind, model = spec["threads"], spec["scale"], spec["kind"], spec["model"]
+    if kind == "opencv":
+        import cv2
+
+        cv2.setNumThreads(threads)
+        sr = cv2.dnn_superres.DnnSuperResImpl_create()
+        sr.readModel(model)
+        sr.setModel("lapsrn", scale)
+
+        def run(x: np.ndarray) -> np.ndarray:
+            return np.ascontiguousarray(sr.upsample(np.ascontiguousarray(x[..., ::-1]))[..., ::-1])
+    else:
+        import torch
+
+        torch.set_num_threads(threads)
+        if kind == "bicubic":
+
+            def run(x: np.ndarray) -> np.ndarray:
+                return P.im2uint8(np.clip(P.imresize(x / 255.0, scale), 0, 1))
+        else:
+            import lapsrn
+
+            up = lapsrn.load(model or None)
+
+            def run(x: np.ndarray) -> np.ndarray:
+                return up.upscale(x, scale)
+
+    inputs = [np.asarray(Image.open(p).convert("RGB")) for p in spec["inputs"]]
+    run(inputs[0])  # warm-up: allocator, oneDNN primitive cache, OpenCV graph set-up
+    seconds, pixels = [], []
+    for x, out in zip(inputs, spec["outputs"]):
+        start = time.perf_counter()
+        y = run(x)
+        seconds.append(time.perf_counter() - start)
+        pixels.append(y.shape[0] * y.shape[1])
+        if out:
+            np.save(out, y)
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB on Linux
+    return {"seconds": seconds, "pixels": pixels, "rss_mb": rss}
+
+
+def _spawn(method: Method, case: Case, threads: int, work: Path, save: bool) -> dict:
+    """One worker process; its JSON comes back on stdout."""
+    out_dir = work / "out" / f"{method.name}_{case.name}_x{case.scale}".replace(" ", "_").replace("/", "_")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    spec = {"threads": threads, "scale": case.scale, "kind": method.kind, "model": method.models.get(case.scale, ""),
+            "inputs": [str(p) for p in case.lr],
+            "outputs": [str(out_dir / f"{p.stem}.npy") if save else "" for p in case.lr]}
+    res = subprocess.run([sys.executable, "-m", "lapsrn.bench", json.dumps(spec)], capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"{method.name} on {case.name} x{case.scale} failed: {res.stderr.strip().splitlines()[-1:]}")
+    result = json.loads(res.stdout.strip().splitlines()[-1])
+    result["outputs"] = spec["outputs"]
+    return result
+
+
+@dataclass
+class Row:
+    """One method on one case."""
+
+    case: str
+    scale: int
+    method: str
+    psnr: float | None
+    ssim: float | None
+    median_s: float
+    mp_per_s: float
+    rss_mb: float
+    flops_per_px: float | None
+    vs_opencv: float | None = None
+
+
+def run_bench(methods: list[Method], cases: list[Case], threads: int, work: Path, rounds: int = 1,
+              progress=print) -> tuple[list[Row], float]:
+    """Every method on every case it serves, interleaved over rounds; returns rows and the matmul peak."""
+    peak = matmul_peak(threads)
+    flops = {}
+    for m in methods:
+        for s, weights in m.models.items():
+            levels = int(np.log2(s))
+            flops[m.name, s] = opencv_flops_per_pixel(weights, s) if m.kind == "opencv" else torch_flops_per_pixel(weights, levels)
+    rows = []
+    for case in cases:
+        active = [m for m in methods if m.serves(case)]
+        runs: dict[str, list[dict]] = {m.name: [] for m in active}
+        for r in range(rounds):
+            order = active[r % len(active):] + active[: r % len(active)]
+            for m in order:
+                progress(f"{case.name} x{case.scale}: {m.name} (round {r + 1}/{rounds})")
+                runs[m.name].append(_spawn(m, case, threads, work, save=r == 0 and case.hr is not None))
+        for m in active:
+            first = runs[m.name][0]
+            per_image = np.median([res["seconds"] for res in runs[m.name]], axis=0)
+            psnr = ssim = None
+            if case.hr is not None:
+                scores = [E.score(np.load(h) / 255.0, np.load(o) / 255.0, case.scale) for h, o in zip(case.hr, first["outputs"])]
+                psnr, ssim = float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+            rows.append(Row(case.name, case.scale, m.name, psnr, ssim, float(np.median(per_image)),
+                            sum(first["pixels"]) / 1e6 / float(np.sum(per_image)),
+                            max(res["rss_mb"] for res in runs[m.name]), flops.get((m.name, case.scale))))
+        cv = next((r for r in rows if r.case == case.name and r.scale == case.scale and r.method.startswith("OpenCV")), None)
+        for r in rows:
+            if cv and r.case == case.name and r.scale == case.scale:
+                r.vs_opencv = r.mp_per_s / cv.mp_per_s
+    return rows, peak
+
+
+def markdown(rows: list[Row], peak: float, threads: int, command: str) -> str:
+    """docs/BENCHMARKS.md."""
+    import torch
+
+    lines = [
+        "# Benchmarks",
+        "",
+        f"Generated by `{command}` on {time.strftime('%Y-%m-%d')}; do not edit by hand.",
+        "",
+        f"Machine: {platform.processor() or platform.machine()}, {threads} threads, Python {platform.python_version()}, "
+        f"torch {torch.__version__}{_opencv_version()}. float32 matmul peak measured here: **{peak:.0f} GFLOP/s**.",
+        "",
+        "Each method runs in its own process on the same uint8 LR images; times are from uint8 in to uint8 out "
+        "(colour conversion, network, chroma), median over the images of a case (and over rounds); MP/s is output "
+        "megapixels per second over the whole case; x OpenCV is that throughput over OpenCV's for the same scale; "
+        "RSS is the whole process's peak. GFLOP/px counts a direct convolution's multiply-adds x 2; GFLOP/s is that "
+        "work per second (an algorithm with fewer multiplications can exceed 100 % of the matmul peak).",
+        "",
+    ]
+    for case, scale in dict.fromkeys((r.case, r.scale) for r in rows):
+        lines += [f"## {case}, x{scale}", "",
+                  "| method | PSNR | SSIM | median s/img | MP/s | x OpenCV | peak RSS MB | GFLOP/px | GFLOP/s | % matmul peak |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        for r in (r for r in rows if (r.case, r.scale) == (case, scale)):
+            rate = r.flops_per_px * r.mp_per_s * 1e6 / 1e9 if r.flops_per_px else None
+            lines.append(
+                f"| {r.method} | {_f(r.psnr, 2)} | {_f(r.ssim, 4)} | {r.median_s:.3f} | {r.mp_per_s:.3f} | {_f(r.vs_opencv, 2)} "
+                f"| {r.rss_mb:.0f} | {_f(r.flops_per_px and r.flops_per_px / 1e9, 6)} | {_f(rate, 1)} "
+                f"| {_f(rate and 100 * rate / peak, 0)} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _f(x: float | None, digits: int) -> str:
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def _opencv_version() -> str:
+    try:
+        import cv2
+
+        return f", OpenCV {cv2.__version__}"
+    except ImportError:
+        return ""
+
+
+def bench(datasets: list[Path], scales: list[int], shared: Path, threads: int, big: int, rounds: int,
+          output: Path, command: str, limit: int | None = None, full: bool = False, progress=print) -> list[Row]:
+    """The whole benchmark: prepare inputs, run, write the markdown atomically."""
+    from .io import atomic_path
+
+    methods = default_methods(shared, full)
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        progress("OpenCV not installed (pip install 'lapsrn[bench]'): its rows are left out")
+        methods = [m for m in methods if m.kind != "opencv"]
+    with tempfile.TemporaryDirectory(prefix="lapsrn-bench-") as tmp:
+        cases = prepare_cases(datasets, scales, big, Path(tmp), limit)
+        rows, peak = run_bench(methods, cases, threads, Path(tmp), rounds, progress)
+    with atomic_path(output) as t:
+        t.write_text(markdown(rows, peak, threads, command) + "\n")
+    return rows
+
+
+if __name__ == "__main__":
+    print(json.dumps(_worker(json.loads(sys.argv[1]))))
