@@ -10,7 +10,7 @@ __version__ = "0.1.0"
 __all__ = ["load", "__version__"]
 
 
-def load(model: str | None = None, *, tile: int | None = None, max_memory: int = 2 << 30, device: str = "cpu"):
+def load(model: str | None = None, *, tile: int | None = None, max_memory: int = 3 << 29, device: str = "cpu"):
     """An Upscaler for a bundled name, a .safetensors path or an official .mat (None: the default model).
 
     ``tile`` (LR tile side) and ``max_memory`` (bytes of feature maps before

@@ -104,19 +104,20 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
     Image.fromarray(arr).save(path, compress_level=1)
 
 
-def matmul_peak(threads: int, n: int = 2048, repeats: int = 10) -> float:
-    """Best float32 GFLOP/s of an n x n matmul with this many threads: the yardstick for our convs."""
+def matmul_peak(threads: int, sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 5) -> float:
+    """Best float32 GFLOP/s of square matmuls with this many threads: the yardstick for our convs."""
     import torch
 
     torch.set_num_threads(threads)
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
+    best = 0.0
+    for n in sizes:
+        a, b = torch.randn(n, n), torch.randn(n, n)
         a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+        for _ in range(repeats):
+            t = time.perf_counter()
+            a @ b
+            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+    return best
 
 
 def torch_flops_per_pixel(weights: str, levels: int) -> float:
@@ -143,15 +144,6 @@ def torch_flops_per_pixel(weights: str, levels: int) -> float:
     for h in hooks:
         h.remove()
     return total / (side * 2**levels) ** 2
-
-
-def opencv_flops_per_pixel(graph: str, scale: int) -> float:
-    """OpenCV's own FLOP count of its graph, per output pixel."""
-    import cv2
-
-    net = cv2.dnn.readNetFromTensorflow(graph)
-    side = 32
-    return net.getFLOPS((1, 1, side, side)) / (side * scale) ** 2
 
 
 def _worker(spec: dict) -> dict:
@@ -195,8 +187,20 @@ def _worker(spec: dict) -> dict:
         pixels.append(y.shape[0] * y.shape[1])
         if out:
             np.save(out, y)
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # kB -> MB on Linux
-    return {"seconds": seconds, "pixels": pixels, "rss_mb": rss}
+    return {"seconds": seconds, "pixels": pixels, "rss_mb": peak_rss_mb()}
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory. /proc's VmHWM starts afresh at exec; ru_maxrss may carry the
+    parent's high-water mark over fork + exec, so it is only the fallback (macOS: bytes, Linux: kB)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 def _spawn(method: Method, case: Case, threads: int, work: Path, save: bool) -> dict:
@@ -238,7 +242,8 @@ def run_bench(methods: list[Method], cases: list[Case], threads: int, work: Path
     for m in methods:
         for s, weights in m.models.items():
             levels = int(np.log2(s))
-            flops[m.name, s] = opencv_flops_per_pixel(weights, s) if m.kind == "opencv" else torch_flops_per_pixel(weights, levels)
+            if m.kind == "lapsrn":  # OpenCV 5 cannot count its LapSRN graph (DepthToSpace): left blank
+                flops[m.name, s] = torch_flops_per_pixel(weights, levels)
     rows = []
     for case in cases:
         active = [m for m in methods if m.serves(case)]
@@ -280,19 +285,19 @@ def markdown(rows: list[Row], peak: float, threads: int, command: str) -> str:
         "Each method runs in its own process on the same uint8 LR images; times are from uint8 in to uint8 out "
         "(colour conversion, network, chroma), median over the images of a case (and over rounds); MP/s is output "
         "megapixels per second over the whole case; x OpenCV is that throughput over OpenCV's for the same scale; "
-        "RSS is the whole process's peak. GFLOP/px counts a direct convolution's multiply-adds x 2; GFLOP/s is that "
+        "RSS is the whole process's peak. kFLOP/px counts a direct convolution's multiply-adds x 2; GFLOP/s is that "
         "work per second (an algorithm with fewer multiplications can exceed 100 % of the matmul peak).",
         "",
     ]
     for case, scale in dict.fromkeys((r.case, r.scale) for r in rows):
         lines += [f"## {case}, x{scale}", "",
-                  "| method | PSNR | SSIM | median s/img | MP/s | x OpenCV | peak RSS MB | GFLOP/px | GFLOP/s | % matmul peak |",
+                  "| method | PSNR | SSIM | median s/img | MP/s | x OpenCV | peak RSS MB | kFLOP/px | GFLOP/s | % matmul peak |",
                   "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
         for r in (r for r in rows if (r.case, r.scale) == (case, scale)):
             rate = r.flops_per_px * r.mp_per_s * 1e6 / 1e9 if r.flops_per_px else None
             lines.append(
                 f"| {r.method} | {_f(r.psnr, 2)} | {_f(r.ssim, 4)} | {r.median_s:.3f} | {r.mp_per_s:.3f} | {_f(r.vs_opencv, 2)} "
-                f"| {r.rss_mb:.0f} | {_f(r.flops_per_px and r.flops_per_px / 1e9, 6)} | {_f(rate, 1)} "
+                f"| {r.rss_mb:.0f} | {_f(r.flops_per_px and r.flops_per_px / 1e3, 0)} | {_f(rate, 1)} "
                 f"| {_f(rate and 100 * rate / peak, 0)} |"
             )
         lines.append("")

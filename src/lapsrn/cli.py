@@ -49,7 +49,7 @@ def parse_scale(text: str) -> float:
 def _add_model_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("-m", "--model", help="bundled model name, .safetensors file or official .mat (default: bundled)")
     p.add_argument("-t", "--tile", type=int, default=None, help="LR tile side in pixels (default: automatic)")
-    p.add_argument("--max-memory", type=parse_bytes, default="2G", help="memory for feature maps before tiling (default 2G)")
+    p.add_argument("--max-memory", type=parse_bytes, default="1.5G", help="working memory for feature maps and output planes; tiles beyond it (default 1.5G)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
 
 
