@@ -124,6 +124,7 @@ def torch_flops_per_pixel(weights: str, levels: int) -> float:
     """Multiply-adds x 2 of every conv and transposed conv, per output pixel of the last level."""
     import torch
 
+    from .models import FeatureUpsample
     from .weights import load
 
     net, _ = load(weights or None)
@@ -131,13 +132,17 @@ def torch_flops_per_pixel(weights: str, levels: int) -> float:
 
     def count(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
         nonlocal total
+        if isinstance(module, FeatureUpsample):  # run as phase convs, counted as the transposed conv it is
+            module = module.deconv
         w = module.weight
         if isinstance(module, torch.nn.ConvTranspose2d):  # every input pixel scatters a k x k x cout patch
             total += 2 * inputs[0].numel() * w.shape[1] * w.shape[2] * w.shape[3]
         else:
             total += 2 * output.numel() * w.shape[1] * w.shape[2] * w.shape[3]
 
-    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d))]
+    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, FeatureUpsample)
+    upsamplers = {id(m.deconv) for m in net.modules() if isinstance(m, FeatureUpsample)}
+    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, kinds) and id(m) not in upsamplers]
     side = 32
     with torch.inference_mode():
         net(torch.zeros(1, 1, side, side), levels)

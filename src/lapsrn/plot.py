@@ -29,13 +29,16 @@ def plot_logs(logs: list[Path], out: Path) -> None:
     from .io import atomic_path
 
     fig, (ax_loss, ax_psnr) = plt.subplots(1, 2, figsize=(10, 4))
-    for log in logs:
+    names = [log.parent.name for log in logs]
+    if len(set(names)) < len(logs):  # logs side by side in one folder: tell them apart by file name
+        names = [log.stem for log in logs]
+    for log, name in zip(logs, names):
         rows = _rows(log)
-        run = log.parent.name if len(logs) > 1 else ""
+        run = name if len(logs) > 1 else ""
         steps = [int(r["step"]) for r in rows]
         ax_loss.plot(steps, [float(r["loss"]) for r in rows], label=run or "train")
-        for name in [k for k in rows[0] if k not in ("step", "loss", "lr", "seconds")]:
-            ax_psnr.plot(steps, [float(r[name]) for r in rows], marker="o", label=f"{run} {name}".strip())
+        for col in [k for k in rows[0] if k not in ("step", "loss", "lr", "seconds")]:
+            ax_psnr.plot(steps, [float(r[col]) for r in rows], marker="o", label=f"{run} {col}".strip())
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
     ax_psnr.set(xlabel="step", ylabel="PSNR (dB, protocol)", title="validation")
     ax_loss.legend()
