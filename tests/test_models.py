@@ -113,3 +113,20 @@ def test_speed_paths_keep_outputs_and_gradients(arch):
         sum(o.square().sum() for o in out).backward()
     for (name, a), b in zip(fast.named_parameters(), slow.parameters()):
         assert torch.allclose(a.grad, b.grad, rtol=1e-4, atol=1e-6), name
+
+
+@pytest.mark.parametrize("arch", ["LapSRN", "MSLapSRN"])
+def test_last_level_in_row_chunks_equals_whole(arch, monkeypatch):
+    """Inference computes the last level's upsample + residual in row chunks; the seams must not show."""
+    import lapsrn.models as M
+
+    torch.manual_seed(0)
+    net = (LapSRN(levels=2, depth=2) if arch == "LapSRN" else MSLapSRN(depth=2, recursions=1, levels=2)).eval()
+    x = torch.rand(1, 1, 37, 23)
+    with torch.enable_grad():
+        whole = [o.detach() for o in net(x, 2)]  # with autograd on, no chunks
+    monkeypatch.setattr(M, "CHUNK_BYTES", 1)  # the smallest chunks: 8 rows
+    with torch.inference_mode():
+        chunked = net(x.contiguous(memory_format=torch.channels_last), 2)
+    for a, b in zip(whole, chunked):
+        assert a.shape == b.shape and (a - b).abs().max() < 1e-5

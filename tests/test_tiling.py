@@ -43,7 +43,7 @@ def test_tiling_turns_on_under_memory_budget(rng, monkeypatch):
     torch.manual_seed(0)
     net = MSLapSRN(depth=2, recursions=1, levels=2).eval()
     img = smooth_image(rng, 120, 100)
-    budget = feature_bytes(120, 100, 2) // 3
+    budget = inference.CHUNK_OVERHEAD + (feature_bytes(120, 100, 2) - inference.CHUNK_OVERHEAD) // 3
     up = Upscaler(net, max_memory=budget)
     assert up.tile_size(120, 100, 2) is not None
     calls = []

@@ -86,13 +86,13 @@ class FeatureUpsample(nn.Module):
         if torch.onnx.is_in_onnx_export():  # ONNX has a ConvTranspose op; the in-place phase writes do not trace
             return self.reference(x)
         n, c, h, w = x.shape
-        padded = F.pad(x, (1, 0, 1, 0))
         out = torch.empty(n, c, 2 * h, 2 * w, dtype=x.dtype, device=x.device, memory_format=_format(x))
         phases = out.view(n, c, h, 2, w, 2)
         for (a, b), k in phase_weights(self.deconv.weight).items():
-            # a 1-tap phase reads only row/column m: skip the padding there
-            src = x if (a, b) == (1, 1) else padded[:, :, 2 - k.shape[2] :, 2 - k.shape[3] :]
-            phases[:, :, :, a, :, b] = F.conv2d(src, k.contiguous(memory_format=_format(x)), self.deconv.bias)
+            # a 2-tap axis reads rows m - 1 and m: pad one on both sides and keep the first h outputs
+            pad = (k.shape[2] - 1, k.shape[3] - 1)
+            y = F.conv2d(x, k.contiguous(memory_format=_format(x)), self.deconv.bias, padding=pad)
+            phases[:, :, :, a, :, b] = y[:, :, :h, :w]
         return out
 
     def reference(self, x: torch.Tensor) -> torch.Tensor:
@@ -112,6 +112,32 @@ class ImageUpsample(nn.Module):
         return self.deconv(x)
 
 
+CHUNK_BYTES = 32 << 20  # inference: size of one row chunk of the last level's upsampled features
+
+
+def upsample_then_residual(upsample: nn.Module, residual: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """residual(upsample(x)) for the last level at inference, in row chunks: the same numbers.
+
+    The last level's upsampled 64-channel features are read by nothing but the
+    residual conv, yet at full output size they are by far the largest tensor
+    of the pass (x4: 16 floats x 64 per LR pixel). Computing them a band of rows
+    at a time, with the rows of context the transposed conv (one input row
+    above) and the 3x3 residual conv (one output row each side) need, keeps
+    them small and in cache, so whole images fit in memory and run faster.
+    """
+    n, c, h, w = x.shape
+    rows = max(8, CHUNK_BYTES // (4 * w * c * x.element_size()))
+    if rows >= h or torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():
+        return residual(upsample(x))
+    out = torch.empty(n, 1, 2 * h, 2 * w, dtype=x.dtype, device=x.device)
+    for r0 in range(0, h, rows):
+        r1 = min(r0 + rows, h)
+        a0, a1 = max(r0 - 1, 0), min(r1 + 1, h)  # input rows: one of context each side
+        res = residual(upsample(x[:, :, a0:a1]))  # output rows 2 a0 .. 2 a1; row 2 a0 lacks context unless a0 = 0
+        out[:, :, 2 * r0 : 2 * r1] = res[:, :, 2 * (r0 - a0) : 2 * (r1 - a0)]
+    return out
+
+
 class LapSRNLevel(nn.Module):
     """One LapSRN level: D x (conv, LeakyReLU), upsample, LeakyReLU; plus its residual and image branch."""
 
@@ -126,9 +152,13 @@ class LapSRNLevel(nn.Module):
         self.image_up = ImageUpsample()
 
     def forward(
-        self, features: torch.Tensor, image: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.features(features)
+        self, features: torch.Tensor, image: torch.Tensor, last: bool = False
+    ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        convs, upsample = self.features[:-2], self.features[-2:]  # D x (conv, LReLU) | deconv, LReLU
+        features = convs(features)
+        if last:  # nothing reads this level's features but its residual conv
+            return None, self.image_up(image) + upsample_then_residual(upsample, self.residual, features)
+        features = upsample(features)
         return features, self.image_up(image) + self.residual(features)
 
 
@@ -147,8 +177,8 @@ class LapSRN(nn.Module):
             raise ValueError(f"this LapSRN has {self.levels} levels, asked for {n}")
         features = F.leaky_relu(self.input_conv(lr), SLOPE)
         image, outputs = lr, []
-        for level in self.pyramid[:n]:
-            features, image = level(features, image)
+        for i, level in enumerate(self.pyramid[:n]):
+            features, image = level(features, image, last=i == n - 1)
             outputs.append(image)
         return outputs
 
@@ -212,9 +242,13 @@ class MSLapSRN(nn.Module):
             raise ValueError(f"levels must be >= 1, got {n}")
         features = self.input_conv(lr)
         image, outputs = lr, []
-        for _ in range(n):
-            features = self.upsample(F.leaky_relu(self.embed(features), SLOPE))
-            image = self.image_up(image) + self.residual(features)
+        for i in range(n):
+            embedded = F.leaky_relu(self.embed(features), SLOPE)
+            if i == n - 1:  # nothing reads the last level's features but its residual conv
+                image = self.image_up(image) + upsample_then_residual(self.upsample, self.residual, embedded)
+            else:
+                features = self.upsample(embedded)
+                image = self.image_up(image) + self.residual(features)
             outputs.append(image)
         return outputs
 
