@@ -13,8 +13,8 @@ __all__ = ["load", "__version__"]
 def load(model: str | None = None, *, tile: int | None = None, max_memory: int = 3 << 29, device: str = "cpu"):
     """An Upscaler for a bundled name, a .safetensors path or an official .mat (None: the default model).
 
-    ``tile`` (LR tile side) and ``max_memory`` (bytes of feature maps before
-    tiling turns on) have the CLI's defaults; ``device`` is any torch device.
+    ``tile`` (LR tile side) and ``max_memory`` (bytes for feature maps and
+    output planes; beyond it the image is tiled) have the CLI's defaults; ``device`` is any torch device.
     Inference is float32: the released weights and ours are float32, and
     half precision on CPU is slower and less accurate.
 
