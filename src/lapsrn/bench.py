@@ -171,9 +171,10 @@ def _worker(spec: dict) -> dict:
 
         torch.set_num_threads(threads)
         if kind == "bicubic":
+            from .inference import bicubic
 
             def run(x: np.ndarray) -> np.ndarray:
-                return P.im2uint8(np.clip(P.imresize(x / 255.0, scale), 0, 1))
+                return P.im2uint8(bicubic(x / 255.0, scale))
         else:
             import lapsrn
 

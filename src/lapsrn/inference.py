@@ -166,10 +166,12 @@ BAND_MARGIN = 6  # LR rows of context for the bicubic kernels at a band's edges 
 
 def quantize(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """[0, 1] floats to the output sample type: uint8 as MATLAB im2uint8, uint16 alike, floats as they are."""
+    from .io import to_uint8, to_uint16
+
     if np.dtype(dtype) == np.uint8:
-        return P.im2uint8(img)
+        return to_uint8(img)
     if np.dtype(dtype) == np.uint16:
-        return np.floor(np.clip(img, 0, 1) * 65535 + 0.5).astype(np.uint16)
+        return to_uint16(img)
     return img.astype(dtype, copy=False)
 
 

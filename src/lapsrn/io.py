@@ -208,7 +208,7 @@ def output_format(path: Path) -> str:
     return fmt
 
 
-def _to_uint8(img: np.ndarray) -> np.ndarray:
+def to_uint8(img: np.ndarray) -> np.ndarray:
     """8-bit samples: uint8 as it is, 16-bit by rounding, floats as MATLAB im2uint8."""
     if img.dtype == np.uint8:
         return img
@@ -226,9 +226,9 @@ def encode(pic: Picture, fmt: str):
         if pic.bits == 32 and fmt == "TIFF":
             return Image.fromarray(px.astype(np.float32), mode="F")
         return Image.fromarray(to_uint16(px))
-    u8 = _to_uint8(px)
+    u8 = to_uint8(px)
     if alpha is not None and fmt in ("PNG", "TIFF", "WEBP"):
-        u8 = np.dstack([u8, _to_uint8(alpha)])
+        u8 = np.dstack([u8, to_uint8(alpha)])
     return Image.fromarray(u8)
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from . import protocol as P
 from .inference import Upscaler, levels_for, quantize, super_resolve, super_resolve_pyramid
-from .io import ImageError, Picture, image_size, memory_limit, read_image, to_uint16, write_image
+from .io import ImageError, Picture, image_size, memory_limit, read_image, write_image
 
 BYTES_PER_OUTPUT_PIXEL = 16  # network Y (float32), the output samples and the encoder's copy; float64 only per band
 
