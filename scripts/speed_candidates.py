@@ -3,9 +3,11 @@
     python scripts/speed_candidates.py            # writes docs/results/speed_candidates.md
 
 Each row adds one trick to the row above (the last row is what lapsrn ships), timed in this
-process with the same threads: median of 3 runs after a warm-up. ONNX Runtime runs the
-exported graph on the same input. Then a per-layer profile of the shipped path. Every
-trick's output is tested equal to the plain path in tests/test_models.py.
+process with the same threads: median of 3 runs after a warm-up. Then the candidates that
+lost, each on top of the row before the Winograd one: ONNX Runtime on the exported graph,
+PyTorch's bundled NNPACK (Winograd F(6x6, 3x3)) for the 64->64 convs, and torch.compile.
+Then a per-layer profile of the shipped path. Every shipped trick's output is tested equal to
+the plain path (tests/test_models.py, tests/test_winograd.py).
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import os
+
 import numpy as np
 import torch
 
 from lapsrn import models as M
+from lapsrn import winograd
 from lapsrn.weights import load
 
 OFFICIAL = Path("../shared/weights/official/LapSRN_x4.mat")
@@ -36,7 +41,7 @@ def timed(fn, repeats: int = 3) -> float:
     return float(np.median(times))
 
 
-def variant(net: torch.nn.Module, channels_last: bool, phases: bool, inplace: bool, chunks: bool):
+def variant(net: torch.nn.Module, channels_last: bool, phases: bool, inplace: bool, chunks: bool, wino: bool = False):
     """A copy of net set up with the chosen tricks, and a runner for it."""
     net = copy.deepcopy(net).eval()
     for m in net.modules():
@@ -49,10 +54,29 @@ def variant(net: torch.nn.Module, channels_last: bool, phases: bool, inplace: bo
 
     def run(x: torch.Tensor) -> None:
         M.CHUNK_BYTES = (32 << 20) if chunks else (1 << 62)
+        os.environ["LAPSRN_WINOGRAD"] = "1" if wino else "0"
         with torch.inference_mode():
             net(x.contiguous(memory_format=fmt), 2)
+        os.environ.pop("LAPSRN_WINOGRAD")
 
     return run
+
+
+def nnpack_runner(net: torch.nn.Module):
+    """The row before Winograd, with every 64->64 3x3 conv through torch._nnpack_spatial_convolution (NCHW)."""
+    assert torch._nnpack_available()  # also initialises NNPACK, without which every call fails
+    net = copy.deepcopy(net).eval()
+    for m in net.modules():
+        if isinstance(m, torch.nn.Conv2d) and m.weight.shape[:2] == (64, 64) and m.kernel_size == (3, 3):
+            m.forward = lambda x, m=m: torch._nnpack_spatial_convolution(x.contiguous(), m.weight, m.bias, [1, 1], [1, 1])
+    return variant(net, False, True, True, True)
+
+
+def compiled_runner(net: torch.nn.Module):
+    """The row before Winograd under torch.compile (Inductor, C++ codegen; needs a compiler at run time)."""
+    run = variant(net, True, True, True, True)
+    compiled = torch.compile(run, dynamic=False)
+    return compiled
 
 
 def onnx_runner(net: torch.nn.Module, x: torch.Tensor, threads: int, tmp: Path):
@@ -92,6 +116,15 @@ def profile(net: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, float]]:
                 continue
             m.register_forward_pre_hook(lambda mod, inp: starts.__setitem__(id(mod), time.perf_counter()))
             m.register_forward_hook(lambda mod, inp, out, k=name_of(m): spent.__setitem__(k, spent[k] + time.perf_counter() - starts[id(mod)]))
+    real_conv3x3 = winograd.conv3x3
+
+    def timed_conv3x3(*args, **kwargs):
+        start = time.perf_counter()
+        out = real_conv3x3(*args, **kwargs)
+        spent["conv 64->64 3x3 (Winograd, incl. transforms)"] += time.perf_counter() - start
+        return out
+
+    M.winograd.conv3x3 = timed_conv3x3
     M.CHUNK_BYTES = 32 << 20
     with torch.inference_mode():
         net(x.contiguous(memory_format=torch.channels_last), 2)
@@ -99,8 +132,9 @@ def profile(net: torch.nn.Module, x: torch.Tensor) -> list[tuple[str, float]]:
         start = time.perf_counter()
         net(x.contiguous(memory_format=torch.channels_last), 2)
         total = time.perf_counter() - start
+    M.winograd.conv3x3 = real_conv3x3
     rows = sorted(spent.items(), key=lambda kv: -kv[1])
-    return rows + [("everything else (adds, copies, chunk seams)", total - sum(spent.values())), ("total", total)]
+    return rows + [("everything else (adds, copies, layout changes, chunk seams)", total - sum(spent.values())), ("total", total)]
 
 
 def main() -> None:
@@ -118,21 +152,34 @@ def main() -> None:
         ("+ channels-last memory format", (True, False, False, False)),
         ("+ transposed conv as four phase convs", (True, True, False, False)),
         ("+ in-place LeakyReLU", (True, True, True, False)),
-        ("+ last level's upsample + residual in row chunks (shipped)", (True, True, True, True)),
+        ("+ last level's upsample + residual in row chunks", (True, True, True, True)),
+        ("+ Winograd F(4x4, 3x3) for the 64->64 convs (shipped)", (True, True, True, True, True)),
     ]
     lines = ["# CPU speed candidates", "", f"`python scripts/speed_candidates.py` ({args.threads} threads, torch "
              f"{torch.__version__}): the authors' LapSRN x4, one 512x384 LR luminance image to 2048x1536, network only, "
-             "median of 3 runs.", "", "| variant | seconds | vs plain |", "| --- | ---: | ---: |"]
+             "median of 3 runs. Each row adds one trick to the row above.", "", "| variant | seconds | vs plain |", "| --- | ---: | ---: |"]
     plain = None
     for label, flags in steps:
         seconds = timed(lambda run=variant(net, *flags): run(x))
         plain = plain or seconds
         lines.append(f"| {label} | {seconds:.2f} | {plain / seconds:.2f}x |")
         print(lines[-1], flush=True)
+    lines += ["", "Candidates that lost (each instead of the Winograd row):", "", "| variant | seconds | vs plain |",
+              "| --- | ---: | ---: |"]
     with tempfile.TemporaryDirectory() as tmp:
-        seconds = timed(lambda run=onnx_runner(net, x, args.threads, Path(tmp)): run(x))
-    lines.append(f"| ONNX Runtime {__import__('onnxruntime').__version__}, exported graph | {seconds:.2f} | {plain / seconds:.2f}x |")
-    print(lines[-1], flush=True)
+        losers = [
+            (f"ONNX Runtime {__import__('onnxruntime').__version__}, exported graph",
+             lambda: onnx_runner(net, x, args.threads, Path(tmp))),
+            ("NNPACK (PyTorch's bundled Winograd F(6x6, 3x3)) for the 64->64 convs", lambda: nnpack_runner(net)),
+            ("torch.compile (Inductor)", lambda: compiled_runner(net)),
+        ]
+        for label, make in losers:
+            try:
+                seconds = timed(lambda run=make(): run(x))
+                lines.append(f"| {label} | {seconds:.2f} | {plain / seconds:.2f}x |")
+            except Exception as e:  # a candidate that cannot run here is a result too
+                lines.append(f"| {label} | failed: {str(e).splitlines()[0][:80]} | - |")
+            print(lines[-1], flush=True)
     lines += ["", "Per layer kind, shipped path (one run, forward hooks):", "", "| layer | seconds |", "| --- | ---: |"]
     lines += [f"| {k} | {v:.2f} |" for k, v in profile(net, x)]
     args.output.write_text("\n".join(lines) + "\n")

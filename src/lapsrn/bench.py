@@ -124,6 +124,7 @@ def torch_flops_per_pixel(weights: str, levels: int) -> float:
     """Multiply-adds x 2 of every conv and transposed conv, per output pixel of the last level."""
     import torch
 
+    from . import winograd
     from .models import FeatureUpsample
     from .weights import load
 
@@ -144,7 +145,7 @@ def torch_flops_per_pixel(weights: str, levels: int) -> float:
     upsamplers = {id(m.deconv) for m in net.modules() if isinstance(m, FeatureUpsample)}
     hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, kinds) and id(m) not in upsamplers]
     side = 32
-    with torch.inference_mode():
+    with torch.inference_mode(), winograd.disabled():  # the Winograd path calls no conv modules: count the direct work
         net(torch.zeros(1, 1, side, side), levels)
     for h in hooks:
         h.remove()

@@ -1,0 +1,229 @@
+"""3x3 convolutions by Winograd's minimal filtering F(4x4, 3x3), for CPU inference.
+
+Both networks spend almost all their time in 64 -> 64 3x3 convolutions, and a
+direct convolution already runs them near this CPU's matmul peak. Winograd's
+algorithm (Lavin & Gray, CVPR 2016) computes each 4x4 block of outputs from a
+6x6 block of inputs with 36 multiplications per channel pair instead of 144:
+
+    out_tile = A^T [ (G w G^T) * (B^T d B) ] A
+
+The 36 elementwise products, summed over input channels, are 36 matrix
+products (tiles x Cin) @ (Cin x Cout), which PyTorch's BLAS runs; the small
+input and output transforms are loops compiled by Numba, run over bands of tile
+rows so that the transformed data stays in cache. The output transform also
+adds the bias, an optional skip (MS-LapSRN's local residual) and the
+LeakyReLU; the input transform can apply a LeakyReLU first (MS-LapSRN's
+pre-activation), so one layer reads and writes its feature maps once.
+
+Feature maps live here as zero-bordered NHWC arrays (``FeatureMap``), whose
+border is the convolution's zero padding, so layers chain without copies.
+The result equals ``F.conv2d`` to float32 rounding (about 1e-5 relative per
+layer; the tests bound whole networks). Numba is a dependency; without it, or
+with ``LAPSRN_WINOGRAD=0``, or while autograd records, the models run their
+plain PyTorch convolutions.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+import torch
+from torch import nn
+
+# F(4x4, 3x3) at the points 0, 1, -1, 2, -2 and infinity (Lavin & Gray, 2016).
+# B^T and A^T are applied as the hand-expanded sums in the kernels below; G is used as a matrix.
+G = np.array(
+    [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
+     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]
+)
+BT = np.array(
+    [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
+     [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=float
+)
+AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], dtype=float)
+BAND_TILES = 384  # tiles per band: 2 x 36 x 384 x 64 floats = 7 MB of scratch, in cache (measured best of 256-4096)
+CHUNK = 8  # tiles per parallel work item in the transforms
+_NO_SKIP = np.zeros((1, 1, 1), np.float32)
+
+
+@cache
+def _kernels():
+    """Compile (or load from Numba's cache) the two transforms; None when Numba is missing."""
+    try:
+        from numba import njit, prange
+    except ImportError:
+        return None
+    f2, f4, f5, f8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def input_transform(xp, v, first, n, tw, slope):
+        """v[6i + j, t, c] = (B^T d B)[i, j], d the 6x6 window of LeakyReLU_slope(xp) at tile first + t."""
+        c_in = xp.shape[2]
+        for chunk in prange((n + CHUNK - 1) // CHUNK):
+            u = np.empty((6, 6, c_in), np.float32)
+            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
+                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+                for b in range(6):  # columns of the window: B^T along the rows
+                    for c in range(c_in):
+                        d0, d1, d2 = xp[r, q + b, c], xp[r + 1, q + b, c], xp[r + 2, q + b, c]
+                        d3, d4, d5 = xp[r + 3, q + b, c], xp[r + 4, q + b, c], xp[r + 5, q + b, c]
+                        d0 = d0 if d0 > 0 else d0 * slope
+                        d1 = d1 if d1 > 0 else d1 * slope
+                        d2 = d2 if d2 > 0 else d2 * slope
+                        d3 = d3 if d3 > 0 else d3 * slope
+                        d4 = d4 if d4 > 0 else d4 * slope
+                        d5 = d5 if d5 > 0 else d5 * slope
+                        u[0, b, c] = f4 * d0 - f5 * d2 + d4
+                        u[1, b, c] = -f4 * (d1 + d2) + d3 + d4
+                        u[2, b, c] = f4 * (d1 - d2) - d3 + d4
+                        u[3, b, c] = -f2 * (d1 - d3) - d2 + d4
+                        u[4, b, c] = f2 * (d1 - d3) - d2 + d4
+                        u[5, b, c] = f4 * d1 - f5 * d3 + d5
+                for i in range(6):  # then along the columns
+                    for c in range(c_in):
+                        d0, d1, d2, d3, d4, d5 = u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c]
+                        v[6 * i, t, c] = f4 * d0 - f5 * d2 + d4
+                        v[6 * i + 1, t, c] = -f4 * (d1 + d2) + d3 + d4
+                        v[6 * i + 2, t, c] = f4 * (d1 - d2) - d3 + d4
+                        v[6 * i + 3, t, c] = -f2 * (d1 - d3) - d2 + d4
+                        v[6 * i + 4, t, c] = f2 * (d1 - d3) - d2 + d4
+                        v[6 * i + 5, t, c] = f4 * d1 - f5 * d3 + d5
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def output_transform(m, bias, out, skip, use_skip, first, n, tw, h, w, slope):
+        """LeakyReLU_slope((A^T m A) + bias (+ skip)) into tile first + t's 4x4 pixels of out (within h x w)."""
+        c_out = out.shape[2]
+        for chunk in prange((n + CHUNK - 1) // CHUNK):
+            s = np.empty((4, 6, c_out), np.float32)
+            o = np.empty((4, c_out), np.float32)
+            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
+                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+                for j in range(6):  # A^T along the rows
+                    for k in range(c_out):
+                        m0, m1, m2 = m[j, t, k], m[6 + j, t, k], m[12 + j, t, k]
+                        m3, m4, m5 = m[18 + j, t, k], m[24 + j, t, k], m[30 + j, t, k]
+                        s[0, j, k] = m0 + m1 + m2 + m3 + m4
+                        s[1, j, k] = (m1 - m2) + f2 * (m3 - m4)
+                        s[2, j, k] = (m1 + m2) + f4 * (m3 + m4)
+                        s[3, j, k] = (m1 - m2) + f8 * (m3 - m4) + m5
+                for i in range(4):  # then along the columns, one output row at a time
+                    if r + i >= h:
+                        break
+                    for k in range(c_out):
+                        m0, m1, m2, m3, m4, m5 = s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k], s[i, 5, k]
+                        o[0, k] = m0 + m1 + m2 + m3 + m4 + bias[k]
+                        o[1, k] = (m1 - m2) + f2 * (m3 - m4) + bias[k]
+                        o[2, k] = (m1 + m2) + f4 * (m3 + m4) + bias[k]
+                        o[3, k] = (m1 - m2) + f8 * (m3 - m4) + m5 + bias[k]
+                    for j in range(4):
+                        if q + j < w:
+                            for k in range(c_out):
+                                x = o[j, k] + skip[1 + r + i, 1 + q + j, k] if use_skip else o[j, k]
+                                out[1 + r + i, 1 + q + j, k] = x if x > 0 else x * slope
+
+    return input_transform, output_transform
+
+
+_switched_off = 0  # depth of nested ``disabled()`` blocks
+
+
+def enabled() -> bool:
+    """Whether the Winograd path may run: Numba importable, not switched off by LAPSRN_WINOGRAD=0 or ``disabled()``."""
+    return not _switched_off and os.environ.get("LAPSRN_WINOGRAD", "1") != "0" and _kernels() is not None
+
+
+@contextmanager
+def disabled() -> Iterator[None]:
+    """Plain PyTorch convolutions inside: for counting a direct convolution's FLOPs with hooks, or comparing."""
+    global _switched_off
+    _switched_off += 1
+    try:
+        yield
+    finally:
+        _switched_off -= 1
+
+
+def usable(x: torch.Tensor) -> bool:
+    """Whether a feature map can take the Winograd path: CPU float32 inference on one image."""
+    return (
+        x.device.type == "cpu" and x.dtype == torch.float32 and x.dim() == 4 and x.shape[0] == 1
+        and not torch.is_grad_enabled() and not torch.onnx.is_in_onnx_export() and enabled()
+    )
+
+
+@dataclass
+class FeatureMap:
+    """An h x w x c map inside a zero border: one pixel at top/left, enough at bottom/right for whole 4x4 tiles."""
+
+    data: np.ndarray  # (4 * ceil(h / 4) + 2, 4 * ceil(w / 4) + 2, c) float32
+    h: int
+    w: int
+
+    @classmethod
+    def empty(cls, h: int, w: int, c: int) -> FeatureMap:
+        """Uninitialised inside, zero border."""
+        data = np.empty((4 * -(-h // 4) + 2, 4 * -(-w // 4) + 2, c), np.float32)
+        data[0], data[h + 1 :], data[:, 0], data[:, w + 1 :] = 0, 0, 0, 0
+        return cls(data, h, w)
+
+    @classmethod
+    def from_tensor(cls, x: torch.Tensor) -> FeatureMap:
+        """From a (1, c, h, w) tensor."""
+        _, c, h, w = x.shape
+        fm = cls.empty(h, w, c)
+        fm.data[1 : h + 1, 1 : w + 1] = x[0].permute(1, 2, 0).numpy()
+        return fm
+
+    def to_tensor(self) -> torch.Tensor:
+        """A (1, c, h, w) channels-last tensor, the layout the other layers run fastest in."""
+        inside = torch.from_numpy(self.data[1 : self.h + 1, 1 : self.w + 1])
+        return inside.permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
+
+
+def transformed_weights(conv: nn.Conv2d) -> torch.Tensor:
+    """G w G^T for each (out, in) pair, as 36 matrices (in x out); computed in float64, cached until w changes."""
+    key = (conv.weight.data_ptr(), conv.weight._version)
+    cached = getattr(conv, "_winograd_weights", None)
+    if cached is None or cached[0] != key:
+        g = torch.from_numpy(G)
+        u = torch.einsum("ia,kcab,jb->ijck", g, conv.weight.detach().double(), g)
+        cached = key, u.reshape(36, conv.in_channels, conv.out_channels).float().contiguous()
+        conv._winograd_weights = cached
+    return cached[1]
+
+
+def conv3x3(
+    x: FeatureMap, conv: nn.Conv2d, pre: float = 1.0, post: float = 1.0,
+    skip: FeatureMap | None = None, out: FeatureMap | None = None,
+) -> FeatureMap:
+    """post_act(conv(pre_act(x)) + skip), where *_act is LeakyReLU with that slope (1.0: none).
+
+    ``out``: a map of the right size to write into (not x or skip), so a chain of layers reuses two buffers.
+    """
+    input_transform, output_transform = _kernels()
+    from numba import config, set_num_threads
+
+    set_num_threads(max(1, min(torch.get_num_threads(), config.NUMBA_NUM_THREADS)))
+    h, w = x.h, x.w
+    th, tw = -(-h // 4), -(-w // 4)
+    if out is None:
+        out = FeatureMap.empty(h, w, conv.out_channels)
+    u = transformed_weights(conv)
+    bias = conv.bias.detach().numpy() if conv.bias is not None else np.zeros(conv.out_channels, np.float32)
+    tiles = th * tw
+    v_flat = torch.empty(36 * min(BAND_TILES, tiles) * conv.in_channels)
+    m_flat = torch.empty(36 * min(BAND_TILES, tiles) * conv.out_channels)
+    skip_data = skip.data if skip is not None else _NO_SKIP
+    for first in range(0, tiles, BAND_TILES):
+        n = min(BAND_TILES, tiles - first)  # contiguous views of the scratch, so bmm writes in place
+        v = v_flat[: 36 * n * conv.in_channels].view(36, n, conv.in_channels)
+        m = m_flat[: 36 * n * conv.out_channels].view(36, n, conv.out_channels)
+        input_transform(x.data, v.numpy(), first, n, tw, np.float32(pre))
+        torch.bmm(v, u, out=m)
+        output_transform(m.numpy(), bias, out.data, skip_data, skip is not None, first, n, tw, h, w, np.float32(post))
+    return out
