@@ -38,6 +38,44 @@ def test_conv3x3_equals_conv2d(size, channels):
             assert (got - want).abs().max() <= 1e-5 * max(1.0, want.abs().max().item()), kwargs
 
 
+@pytest.mark.parametrize("points, m, r", [([0, 1, -1, 2, -2], 4, 3), ([0, 1, -1, 2], 4, 2)])
+def test_toom_cook_matrices_compute_a_correlation(points, m, r):
+    at, g, bt = winograd.toom_cook(points, m, r)
+    d, k = np.random.default_rng(0).standard_normal((2, m + r - 1))
+    k = k[:r]
+    want = [sum(d[i + j] * k[j] for j in range(r)) for i in range(m)]
+    assert np.allclose(at @ ((g @ k) * (bt @ d)), want, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (13, 9), (24, 17)])
+@pytest.mark.parametrize("post", [1.0, SLOPE])
+def test_upsample2x_equals_the_released_transposed_conv(size, post):
+    """The 3x3 stride-2 transposed conv, cropped (MatConvNet crop [0 1 0 1]), by Winograd F(4x4, 2x2)."""
+    from lapsrn.models import FeatureUpsample
+
+    torch.manual_seed(0)
+    up = FeatureUpsample(6)
+    x = torch.randn(1, 6, *size)
+    with torch.inference_mode():
+        want = F.leaky_relu(up.reference(x), post)
+        got = winograd.upsample2x(winograd.FeatureMap.from_tensor(x), up.deconv, post).to_tensor()
+    assert got.shape == want.shape == (1, 6, 2 * size[0], 2 * size[1])
+    assert (got - want).abs().max() < 1e-5 * max(1.0, want.abs().max().item())
+
+
+@pytest.mark.parametrize("band_bytes", [1, 40_000, 1 << 30])  # one tile row per band, a few, all at once
+def test_last_level_bands_equal_the_plain_computation(band_bytes):
+    from lapsrn.models import FeatureUpsample
+
+    torch.manual_seed(0)
+    up, residual = FeatureUpsample(8), torch.nn.Conv2d(8, 1, 3, padding=1)
+    x = torch.randn(1, 8, 37, 11)
+    with torch.inference_mode():
+        want = residual(F.leaky_relu(up.reference(x), SLOPE))
+        got = winograd.upsample_then_residual(x, up.deconv, SLOPE, residual, band_bytes)
+    assert got.shape == want.shape and (got - want).abs().max() < 1e-5 * max(1.0, want.abs().max().item())
+
+
 def test_feature_map_border_is_the_zero_padding():
     x = torch.randn(1, 3, 6, 9)
     fm = winograd.FeatureMap.from_tensor(x)

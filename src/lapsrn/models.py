@@ -127,6 +127,9 @@ def upsample_then_residual(upsample: nn.Module, residual: nn.Module, x: torch.Te
     above) and the 3x3 residual conv (one output row each side) need, keeps
     them small and in cache, so whole images fit in memory and run faster.
     """
+    if winograd.usable(x):  # upsampler by Winograd F(4x4, 2x2), bands of tile rows
+        deconv, post = (upsample[0], upsample[1].negative_slope) if isinstance(upsample, nn.Sequential) else (upsample, 1.0)
+        return winograd.upsample_then_residual(x, deconv.deconv, post, residual, CHUNK_BYTES)
     n, c, h, w = x.shape
     rows = max(8, CHUNK_BYTES // (4 * w * c * x.element_size()))
     if rows >= h or torch.is_grad_enabled() or torch.onnx.is_in_onnx_export():

@@ -1,26 +1,32 @@
-"""3x3 convolutions by Winograd's minimal filtering F(4x4, 3x3), for CPU inference.
+"""The convolutions by Winograd's minimal filtering, for CPU inference.
 
 Both networks spend almost all their time in 64 -> 64 3x3 convolutions, and a
 direct convolution already runs them near this CPU's matmul peak. Winograd's
 algorithm (Lavin & Gray, CVPR 2016) computes each 4x4 block of outputs from a
-6x6 block of inputs with 36 multiplications per channel pair instead of 144:
+6x6 block of inputs with 36 multiplications per channel pair instead of 144
+(F(4x4, 3x3)):
 
     out_tile = A^T [ (G w G^T) * (B^T d B) ] A
 
 The 36 elementwise products, summed over input channels, are 36 matrix
 products (tiles x Cin) @ (Cin x Cout), which PyTorch's BLAS runs; the small
-input and output transforms are loops compiled by Numba, run over bands of tile
-rows so that the transformed data stays in cache. The output transform also
+input and output transforms are loops compiled by Numba, run over bands of
+tiles so that the transformed data stays in cache. The output transform also
 adds the bias, an optional skip (MS-LapSRN's local residual) and the
 LeakyReLU; the input transform can apply a LeakyReLU first (MS-LapSRN's
 pre-activation), so one layer reads and writes its feature maps once.
 
+The last level's feature upsampler (the released 3x3 stride-2 transposed
+conv) is one 2x2 convolution with a group of output channels per output
+phase, run by F(4x4, 2x2) with the phases written straight to their pixels;
+``upsample_then_residual`` runs it and the residual conv in bands of rows.
+
 Feature maps live here as zero-bordered NHWC arrays (``FeatureMap``), whose
 border is the convolution's zero padding, so layers chain without copies.
-The result equals ``F.conv2d`` to float32 rounding (about 1e-5 relative per
-layer; the tests bound whole networks). Numba is a dependency; without it, or
-with ``LAPSRN_WINOGRAD=0``, or while autograd records, the models run their
-plain PyTorch convolutions.
+Results equal ``F.conv2d`` to float32 rounding (about 1e-5 relative per
+layer; the tests bound whole networks). Numba is a dependency; without it,
+with ``LAPSRN_WINOGRAD=0``, inside ``disabled()``, or while autograd records,
+the models run their plain PyTorch convolutions.
 """
 
 from __future__ import annotations
@@ -33,19 +39,32 @@ from functools import cache
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-# F(4x4, 3x3) at the points 0, 1, -1, 2, -2 and infinity (Lavin & Gray, 2016).
-# B^T and A^T are applied as the hand-expanded sums in the kernels below; G is used as a matrix.
-G = np.array(
-    [[1 / 4, 0, 0], [-1 / 6, -1 / 6, -1 / 6], [-1 / 6, 1 / 6, -1 / 6],
-     [1 / 24, 1 / 12, 1 / 6], [1 / 24, -1 / 12, 1 / 6], [0, 0, 1]]
-)
-BT = np.array(
-    [[4, 0, -5, 0, 1, 0], [0, -4, -4, 1, 1, 0], [0, 4, -4, -1, 1, 0],
-     [0, -2, -1, 2, 1, 0], [0, 2, -1, -2, 1, 0], [0, 4, 0, -5, 0, 1]], dtype=float
-)
-AT = np.array([[1, 1, 1, 1, 1, 0], [0, 1, -1, 2, -2, 0], [0, 1, 1, 4, 4, 0], [0, 1, -1, 8, -8, 1]], dtype=float)
+def toom_cook(points: list[float], m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A^T (m x n), G (n x r), B^T (n x n) of Winograd's F(m, r) at these n - 1 points and infinity (n = m + r - 1).
+
+    y = A^T [(G g) * (B^T d)] is the correlation y_i = sum_k d_(i+k) g_k; in 2-D the same matrices
+    are applied along rows and columns. The tests check both sets used here against conv2d.
+    """
+    n = m + r - 1
+    p = np.asarray(points, float)
+    at, g, bt = np.zeros((m, n)), np.zeros((n, r)), np.zeros((n, n))
+    for j in range(n - 1):
+        others = np.delete(p, j)
+        at[:, j] = p[j] ** np.arange(m)
+        g[j] = p[j] ** np.arange(r) / np.prod(p[j] - others)
+        bt[j, : n - 1] = np.polynomial.polynomial.polyfromroots(others)
+    at[m - 1, n - 1] = g[n - 1, r - 1] = 1
+    bt[n - 1] = np.polynomial.polynomial.polyfromroots(p)
+    return at, g, bt
+
+
+# F(4x4, 3x3) for the 3x3 convs: B^T and A^T are hand-expanded in the kernels below (their
+# nonzero entries are 1, 2, 4, 5, 8), G is used as a matrix. F(4x4, 2x2) for the feature upsampler.
+AT, G, BT = toom_cook([0, 1, -1, 2, -2], 4, 3)
+AT2, G2, BT2 = toom_cook([0, 1, -1, 2], 4, 2)
 BAND_TILES = 384  # tiles per band: 2 x 36 x 384 x 64 floats = 7 MB of scratch, in cache (measured best of 256-4096)
 CHUNK = 8  # tiles per parallel work item in the transforms
 _NO_SKIP = np.zeros((1, 1, 1), np.float32)
@@ -126,7 +145,63 @@ def _kernels():
                                 x = o[j, k] + skip[1 + r + i, 1 + q + j, k] if use_skip else o[j, k]
                                 out[1 + r + i, 1 + q + j, k] = x if x > 0 else x * slope
 
-    return input_transform, output_transform
+    @njit(parallel=True, fastmath=True, cache=True)
+    def upsample_input_transform(xp, v, first, n, tw, bt):
+        """v[5i + j, t, c] = (B^T d B)[i, j], d the 5x5 window of xp at tile first + t (F(4x4, 2x2))."""
+        c_in = xp.shape[2]
+        for chunk in prange((n + CHUNK - 1) // CHUNK):
+            u = np.empty((5, 5, c_in), np.float32)
+            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
+                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+                u[:] = 0
+                for i in range(5):
+                    for a in range(5):
+                        if bt[i, a] != 0:
+                            for b in range(5):
+                                for c in range(c_in):
+                                    u[i, b, c] += bt[i, a] * xp[r + a, q + b, c]
+                for i in range(5):
+                    for j in range(5):
+                        for c in range(c_in):
+                            v[5 * i + j, t, c] = 0
+                        for b in range(5):
+                            if bt[j, b] != 0:
+                                for c in range(c_in):
+                                    v[5 * i + j, t, c] += bt[j, b] * u[i, b, c]
+
+    @njit(parallel=True, fastmath=True, cache=True)
+    def upsample_output_transform(m, bias, out, first, n, tw, h, w, at, slope):
+        """Output channel (2a + b) * C + k of tile pixel (i, j) -> out[1 + 2(4ti + i) + a, 1 + 2(4tj + j) + b, k]."""
+        c_out = out.shape[2]
+        for chunk in prange((n + CHUNK - 1) // CHUNK):
+            s = np.empty((4, 5, 4 * c_out), np.float32)
+            o = np.empty(c_out, np.float32)
+            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
+                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+                s[:] = 0
+                for i in range(4):
+                    for p in range(5):
+                        if at[i, p] != 0:
+                            for j in range(5):
+                                for k in range(4 * c_out):
+                                    s[i, j, k] += at[i, p] * m[5 * p + j, t, k]
+                for i in range(4):
+                    if r + i >= h:
+                        break
+                    for j in range(4):
+                        if q + j >= w:
+                            break
+                        for ab in range(4):
+                            y, x = 1 + 2 * (r + i) + ab // 2, 1 + 2 * (q + j) + ab % 2
+                            o[:] = bias
+                            for p in range(5):
+                                if at[j, p] != 0:
+                                    for k in range(c_out):
+                                        o[k] += at[j, p] * s[i, p, ab * c_out + k]
+                            for k in range(c_out):
+                                out[y, x, k] = o[k] if o[k] > 0 else o[k] * slope
+
+    return input_transform, output_transform, upsample_input_transform, upsample_output_transform
 
 
 _switched_off = 0  # depth of nested ``disabled()`` blocks
@@ -185,6 +260,13 @@ class FeatureMap:
         return inside.permute(2, 0, 1)[None].contiguous(memory_format=torch.channels_last)
 
 
+def _use_torch_threads() -> None:
+    """Numba's transforms use as many threads as PyTorch's BLAS (``torch.set_num_threads``)."""
+    from numba import config, set_num_threads
+
+    set_num_threads(max(1, min(torch.get_num_threads(), config.NUMBA_NUM_THREADS)))
+
+
 def transformed_weights(conv: nn.Conv2d) -> torch.Tensor:
     """G w G^T for each (out, in) pair, as 36 matrices (in x out); computed in float64, cached until w changes."""
     key = (conv.weight.data_ptr(), conv.weight._version)
@@ -205,10 +287,8 @@ def conv3x3(
 
     ``out``: a map of the right size to write into (not x or skip), so a chain of layers reuses two buffers.
     """
-    input_transform, output_transform = _kernels()
-    from numba import config, set_num_threads
-
-    set_num_threads(max(1, min(torch.get_num_threads(), config.NUMBA_NUM_THREADS)))
+    input_transform, output_transform = _kernels()[:2]
+    _use_torch_threads()
     h, w = x.h, x.w
     th, tw = -(-h // 4), -(-w // 4)
     if out is None:
@@ -226,4 +306,78 @@ def conv3x3(
         input_transform(x.data, v.numpy(), first, n, tw, np.float32(pre))
         torch.bmm(v, u, out=m)
         output_transform(m.numpy(), bias, out.data, skip_data, skip is not None, first, n, tw, h, w, np.float32(post))
+    return out
+
+
+UPSAMPLE_TAPS = ((2, 0), (None, 1))  # output phase a -> transposed-conv tap applied to input row m - 1, row m
+
+
+def upsample_weights(deconv: nn.ConvTranspose2d) -> torch.Tensor:
+    """The 3x3 stride-2 transposed conv, cropped, as one 2x2 conv with 4 x Cout outputs (a channel group per
+    output phase, see ``models.phase_weights``), then G k G^T: 25 matrices (Cin x 4 Cout). Cached until w changes."""
+    key = (deconv.weight.data_ptr(), deconv.weight._version)
+    cached = getattr(deconv, "_winograd_weights", None)
+    if cached is None or cached[0] != key:
+        w = deconv.weight.detach().double()  # (Cin, Cout, 3, 3)
+        c_in, c_out = w.shape[:2]
+        k = torch.zeros(2, 2, c_out, c_in, 2, 2, dtype=torch.float64)  # phase a, b, out, in, window row, col
+        for a in range(2):
+            for b in range(2):
+                for i, ti in enumerate(UPSAMPLE_TAPS[a]):
+                    for j, tj in enumerate(UPSAMPLE_TAPS[b]):
+                        if ti is not None and tj is not None:
+                            k[a, b, :, :, i, j] = w[:, :, ti, tj].t()
+        g = torch.from_numpy(G2)
+        u = torch.einsum("ia,pkcab,jb->ijcpk", g, k.reshape(4, c_out, c_in, 2, 2), g)
+        cached = key, u.reshape(25, c_in, 4 * c_out).float().contiguous()
+        deconv._winograd_weights = cached
+    return cached[1]
+
+
+def upsample2x(x: FeatureMap, deconv: nn.ConvTranspose2d, post: float = 1.0) -> FeatureMap:
+    """post_act(the released x2 feature upsampler), by Winograd F(4x4, 2x2): a 2h x 2w map."""
+    kernels = _kernels()
+    _use_torch_threads()
+    h, w = x.h, x.w
+    th, tw = -(-h // 4), -(-w // 4)
+    c_in, c_out = deconv.in_channels, deconv.out_channels
+    out = FeatureMap.empty(2 * h, 2 * w, c_out)
+    u = upsample_weights(deconv)
+    bias = deconv.bias.detach().numpy() if deconv.bias is not None else np.zeros(c_out, np.float32)
+    bt, at = BT2.astype(np.float32), AT2.astype(np.float32)
+    tiles = th * tw
+    v_flat = torch.empty(25 * min(BAND_TILES, tiles) * c_in)
+    m_flat = torch.empty(25 * min(BAND_TILES, tiles) * 4 * c_out)
+    for first in range(0, tiles, BAND_TILES):
+        n = min(BAND_TILES, tiles - first)
+        v = v_flat[: 25 * n * c_in].view(25, n, c_in)
+        m = m_flat[: 25 * n * 4 * c_out].view(25, n, 4 * c_out)
+        kernels[2](x.data, v.numpy(), first, n, tw, bt)
+        torch.bmm(v, u, out=m)
+        kernels[3](m.numpy(), bias, out.data, first, n, tw, h, w, at, np.float32(post))
+    return out
+
+
+def upsample_then_residual(x: torch.Tensor, deconv: nn.ConvTranspose2d, post: float, residual: nn.Conv2d,
+                           band_bytes: int) -> torch.Tensor:
+    """residual(post_act(upsample(x))) of the last level, in bands of rows, as ``models.upsample_then_residual``.
+
+    Each band of tile rows is upsampled with one tile row (4 input rows) of context above and below,
+    then the residual conv runs on the band's zero-bordered map as a plain 'valid' convolution; the
+    context rows are dropped, so the seams do not show. ``band_bytes`` bounds one band's upsampled map.
+    """
+    fm = FeatureMap.from_tensor(x)
+    h, w, c_out = fm.h, fm.w, deconv.out_channels
+    th = -(-h // 4)
+    band = max(1, band_bytes // (8 * (2 * w + 2) * c_out * 4))  # tile rows per band
+    out = torch.empty(1, 1, 2 * h, 2 * w)
+    for t0 in range(0, th, band):
+        t1 = min(t0 + band, th)
+        a0, a1 = max(t0 - 1, 0), min(t1 + 1, th)
+        rows = FeatureMap(fm.data[4 * a0 : 4 * a1 + 2], min(h, 4 * a1) - 4 * a0, w)  # its border row: real context
+        up = upsample2x(rows, deconv, post)
+        padded = torch.from_numpy(up.data).permute(2, 0, 1)[None]  # channels-last view, border = zero padding
+        res = F.conv2d(padded, residual.weight, residual.bias)
+        r0, r1 = 8 * t0, min(8 * t1, 2 * h)
+        out[:, :, r0:r1] = res[:, :, r0 - 8 * a0 : r1 - 8 * a0, : 2 * w]
     return out
