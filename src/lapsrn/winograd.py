@@ -39,7 +39,6 @@ from functools import cache
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 def toom_cook(points: list[float], m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -79,7 +78,13 @@ def _kernels():
         return None
     f2, f4, f5, f8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
 
-    @njit(parallel=True, fastmath=True, cache=True)
+    def compiled(fn):
+        try:
+            return njit(parallel=True, fastmath=True, cache=True)(fn)
+        except RuntimeError:  # no writable folder for Numba's cache: compile at every start instead
+            return njit(parallel=True, fastmath=True)(fn)
+
+    @compiled
     def input_transform(xp, v, first, n, tw, slope):
         """v[6i + j, t, c] = (B^T d B)[i, j], d the 6x6 window of LeakyReLU_slope(xp) at tile first + t."""
         c_in = xp.shape[2]
@@ -113,7 +118,7 @@ def _kernels():
                         v[6 * i + 4, t, c] = f2 * (d1 - d3) - d2 + d4
                         v[6 * i + 5, t, c] = f4 * d1 - f5 * d3 + d5
 
-    @njit(parallel=True, fastmath=True, cache=True)
+    @compiled
     def output_transform(m, bias, out, skip, use_skip, first, n, tw, h, w, slope):
         """LeakyReLU_slope((A^T m A) + bias (+ skip)) into tile first + t's 4x4 pixels of out (within h x w)."""
         c_out = out.shape[2]
@@ -145,7 +150,7 @@ def _kernels():
                                 x = o[j, k] + skip[1 + r + i, 1 + q + j, k] if use_skip else o[j, k]
                                 out[1 + r + i, 1 + q + j, k] = x if x > 0 else x * slope
 
-    @njit(parallel=True, fastmath=True, cache=True)
+    @compiled
     def upsample_input_transform(xp, v, first, n, tw, bt):
         """v[5i + j, t, c] = (B^T d B)[i, j], d the 5x5 window of xp at tile first + t (F(4x4, 2x2))."""
         c_in = xp.shape[2]
@@ -169,7 +174,7 @@ def _kernels():
                                 for c in range(c_in):
                                     v[5 * i + j, t, c] += bt[j, b] * u[i, b, c]
 
-    @njit(parallel=True, fastmath=True, cache=True)
+    @compiled
     def upsample_output_transform(m, bias, out, first, n, tw, h, w, at, slope):
         """Output channel (2a + b) * C + k of tile pixel (i, j) -> out[1 + 2(4ti + i) + a, 1 + 2(4tj + j) + b, k]."""
         c_out = out.shape[2]
@@ -363,8 +368,8 @@ def upsample_then_residual(x: torch.Tensor, deconv: nn.ConvTranspose2d, post: fl
     """residual(post_act(upsample(x))) of the last level, in bands of rows, as ``models.upsample_then_residual``.
 
     Each band of tile rows is upsampled with one tile row (4 input rows) of context above and below,
-    then the residual conv runs on the band's zero-bordered map as a plain 'valid' convolution; the
-    context rows are dropped, so the seams do not show. ``band_bytes`` bounds one band's upsampled map.
+    then the residual conv (F(4x4, 3x3) too) runs on it; the context rows are dropped, so the seams
+    do not show. ``band_bytes`` bounds one band's upsampled map.
     """
     fm = FeatureMap.from_tensor(x)
     h, w, c_out = fm.h, fm.w, deconv.out_channels
@@ -375,9 +380,8 @@ def upsample_then_residual(x: torch.Tensor, deconv: nn.ConvTranspose2d, post: fl
         t1 = min(t0 + band, th)
         a0, a1 = max(t0 - 1, 0), min(t1 + 1, th)
         rows = FeatureMap(fm.data[4 * a0 : 4 * a1 + 2], min(h, 4 * a1) - 4 * a0, w)  # its border row: real context
-        up = upsample2x(rows, deconv, post)
-        padded = torch.from_numpy(up.data).permute(2, 0, 1)[None]  # channels-last view, border = zero padding
-        res = F.conv2d(padded, residual.weight, residual.bias)
+        res = conv3x3(upsample2x(rows, deconv, post), residual).data  # zero-bordered, one channel
         r0, r1 = 8 * t0, min(8 * t1, 2 * h)
-        out[:, :, r0:r1] = res[:, :, r0 - 8 * a0 : r1 - 8 * a0, : 2 * w]
+        out[0, 0, r0:r1] = torch.from_numpy(res[1 + r0 - 8 * a0 : 1 + r1 - 8 * a0, 1 : 2 * w + 1, 0])
     return out
+
