@@ -77,7 +77,8 @@ class FeatureUpsample(nn.Module):
     """x2 transposed conv, 3x3, cropped to exactly 2h x 2w (MatConvNet crop [0 1 0 1]).
 
     Computed as four phase convolutions (``phase_weights``); ``reference``
-    is the literal transposed conv it is tested against.
+    is the literal transposed conv it is tested against. At CPU inference the
+    last level's upsampler runs by Winograd instead (``upsample_then_residual``).
     """
 
     def __init__(self, channels: int = 64) -> None:
@@ -126,6 +127,7 @@ def upsample_then_residual(upsample: nn.Module, residual: nn.Module, x: torch.Te
     at a time, with the rows of context the transposed conv (one input row
     above) and the 3x3 residual conv (one output row each side) need, keeps
     them small and in cache, so whole images fit in memory and run faster.
+    At CPU inference both convs run by Winograd's algorithm (``winograd.upsample_then_residual``).
     """
     if winograd.usable(x):  # upsampler by Winograd F(4x4, 2x2), bands of tile rows
         deconv, post = (upsample[0], upsample[1].negative_slope) if isinstance(upsample, nn.Sequential) else (upsample, 1.0)
