@@ -41,6 +41,7 @@ import numpy as np
 import torch
 from torch import nn
 
+
 def toom_cook(points: list[float], m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A^T (m x n), G (n x r), B^T (n x n) of Winograd's F(m, r) at these n - 1 points and infinity (n = m + r - 1).
 
@@ -71,7 +72,7 @@ _NO_SKIP = np.zeros((1, 1, 1), np.float32)
 
 @cache
 def _kernels():
-    """Compile (or load from Numba's cache) the two transforms; None when Numba is missing."""
+    """Compile (or load from Numba's cache) the transforms of both algorithms; None when Numba is missing."""
     try:
         from numba import njit, prange
     except ImportError:
