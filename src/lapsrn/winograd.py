@@ -273,16 +273,43 @@ def _use_torch_threads() -> None:
     set_num_threads(max(1, min(torch.get_num_threads(), config.NUMBA_NUM_THREADS)))
 
 
+def _cached(module: nn.Module, compute) -> torch.Tensor:
+    """compute(weight) stored on the module until its weight changes (storage or in-place version)."""
+    key = (module.weight.data_ptr(), module.weight._version)
+    cached = getattr(module, "_winograd_weights", None)
+    if cached is None or cached[0] != key:
+        cached = key, compute(module.weight.detach().double()).float().contiguous()
+        module._winograd_weights = cached
+    return cached[1]
+
+
+def _bias(module: nn.Module, channels: int) -> np.ndarray:
+    return module.bias.detach().numpy() if module.bias is not None else np.zeros(channels, np.float32)
+
+
+def _run_bands(x: FeatureMap, u: torch.Tensor, transform_in, transform_out) -> None:
+    """For each band of BAND_TILES tiles: transform_in(v, first, n), v @ u into m in place, transform_out(m, first, n).
+
+    u: (positions, Cin, Cout); v and m are contiguous views of one scratch buffer each, so bmm writes in place.
+    """
+    _use_torch_threads()
+    positions, c_in, c_out = u.shape
+    tiles = -(-x.h // 4) * -(-x.w // 4)
+    v_flat = torch.empty(positions * min(BAND_TILES, tiles) * c_in)
+    m_flat = torch.empty(positions * min(BAND_TILES, tiles) * c_out)
+    for first in range(0, tiles, BAND_TILES):
+        n = min(BAND_TILES, tiles - first)
+        v = v_flat[: positions * n * c_in].view(positions, n, c_in)
+        m = m_flat[: positions * n * c_out].view(positions, n, c_out)
+        transform_in(v.numpy(), first, n)
+        torch.bmm(v, u, out=m)
+        transform_out(m.numpy(), first, n)
+
+
 def transformed_weights(conv: nn.Conv2d) -> torch.Tensor:
     """G w G^T for each (out, in) pair, as 36 matrices (in x out); computed in float64, cached until w changes."""
-    key = (conv.weight.data_ptr(), conv.weight._version)
-    cached = getattr(conv, "_winograd_weights", None)
-    if cached is None or cached[0] != key:
-        g = torch.from_numpy(G)
-        u = torch.einsum("ia,kcab,jb->ijck", g, conv.weight.detach().double(), g)
-        cached = key, u.reshape(36, conv.in_channels, conv.out_channels).float().contiguous()
-        conv._winograd_weights = cached
-    return cached[1]
+    g = torch.from_numpy(G)
+    return _cached(conv, lambda w: torch.einsum("ia,kcab,jb->ijck", g, w, g).reshape(36, conv.in_channels, conv.out_channels))
 
 
 def conv3x3(
@@ -294,24 +321,17 @@ def conv3x3(
     ``out``: a map of the right size to write into (not x or skip), so a chain of layers reuses two buffers.
     """
     input_transform, output_transform = _kernels()[:2]
-    _use_torch_threads()
-    h, w = x.h, x.w
-    th, tw = -(-h // 4), -(-w // 4)
+    h, w, tw = x.h, x.w, -(-x.w // 4)
     if out is None:
         out = FeatureMap.empty(h, w, conv.out_channels)
-    u = transformed_weights(conv)
-    bias = conv.bias.detach().numpy() if conv.bias is not None else np.zeros(conv.out_channels, np.float32)
-    tiles = th * tw
-    v_flat = torch.empty(36 * min(BAND_TILES, tiles) * conv.in_channels)
-    m_flat = torch.empty(36 * min(BAND_TILES, tiles) * conv.out_channels)
+    bias = _bias(conv, conv.out_channels)
     skip_data = skip.data if skip is not None else _NO_SKIP
-    for first in range(0, tiles, BAND_TILES):
-        n = min(BAND_TILES, tiles - first)  # contiguous views of the scratch, so bmm writes in place
-        v = v_flat[: 36 * n * conv.in_channels].view(36, n, conv.in_channels)
-        m = m_flat[: 36 * n * conv.out_channels].view(36, n, conv.out_channels)
-        input_transform(x.data, v.numpy(), first, n, tw, np.float32(pre))
-        torch.bmm(v, u, out=m)
-        output_transform(m.numpy(), bias, out.data, skip_data, skip is not None, first, n, tw, h, w, np.float32(post))
+    pre32, post32 = np.float32(pre), np.float32(post)
+    _run_bands(
+        x, transformed_weights(conv),
+        lambda v, first, n: input_transform(x.data, v, first, n, tw, pre32),
+        lambda m, first, n: output_transform(m, bias, out.data, skip_data, skip is not None, first, n, tw, h, w, post32),
+    )
     return out
 
 
@@ -321,10 +341,8 @@ UPSAMPLE_TAPS = ((2, 0), (None, 1))  # output phase a -> transposed-conv tap app
 def upsample_weights(deconv: nn.ConvTranspose2d) -> torch.Tensor:
     """The 3x3 stride-2 transposed conv, cropped, as one 2x2 conv with 4 x Cout outputs (a channel group per
     output phase, see ``models.phase_weights``), then G k G^T: 25 matrices (Cin x 4 Cout). Cached until w changes."""
-    key = (deconv.weight.data_ptr(), deconv.weight._version)
-    cached = getattr(deconv, "_winograd_weights", None)
-    if cached is None or cached[0] != key:
-        w = deconv.weight.detach().double()  # (Cin, Cout, 3, 3)
+
+    def compute(w: torch.Tensor) -> torch.Tensor:  # w: (Cin, Cout, 3, 3)
         c_in, c_out = w.shape[:2]
         k = torch.zeros(2, 2, c_out, c_in, 2, 2, dtype=torch.float64)  # phase a, b, out, in, window row, col
         for a in range(2):
@@ -334,33 +352,23 @@ def upsample_weights(deconv: nn.ConvTranspose2d) -> torch.Tensor:
                         if ti is not None and tj is not None:
                             k[a, b, :, :, i, j] = w[:, :, ti, tj].t()
         g = torch.from_numpy(G2)
-        u = torch.einsum("ia,pkcab,jb->ijcpk", g, k.reshape(4, c_out, c_in, 2, 2), g)
-        cached = key, u.reshape(25, c_in, 4 * c_out).float().contiguous()
-        deconv._winograd_weights = cached
-    return cached[1]
+        return torch.einsum("ia,pkcab,jb->ijcpk", g, k.reshape(4, c_out, c_in, 2, 2), g).reshape(25, c_in, 4 * c_out)
+
+    return _cached(deconv, compute)
 
 
 def upsample2x(x: FeatureMap, deconv: nn.ConvTranspose2d, post: float = 1.0) -> FeatureMap:
     """post_act(the released x2 feature upsampler), by Winograd F(4x4, 2x2): a 2h x 2w map."""
-    kernels = _kernels()
-    _use_torch_threads()
-    h, w = x.h, x.w
-    th, tw = -(-h // 4), -(-w // 4)
-    c_in, c_out = deconv.in_channels, deconv.out_channels
-    out = FeatureMap.empty(2 * h, 2 * w, c_out)
-    u = upsample_weights(deconv)
-    bias = deconv.bias.detach().numpy() if deconv.bias is not None else np.zeros(c_out, np.float32)
-    bt, at = BT2.astype(np.float32), AT2.astype(np.float32)
-    tiles = th * tw
-    v_flat = torch.empty(25 * min(BAND_TILES, tiles) * c_in)
-    m_flat = torch.empty(25 * min(BAND_TILES, tiles) * 4 * c_out)
-    for first in range(0, tiles, BAND_TILES):
-        n = min(BAND_TILES, tiles - first)
-        v = v_flat[: 25 * n * c_in].view(25, n, c_in)
-        m = m_flat[: 25 * n * 4 * c_out].view(25, n, 4 * c_out)
-        kernels[2](x.data, v.numpy(), first, n, tw, bt)
-        torch.bmm(v, u, out=m)
-        kernels[3](m.numpy(), bias, out.data, first, n, tw, h, w, at, np.float32(post))
+    upsample_input_transform, upsample_output_transform = _kernels()[2:]
+    h, w, tw = x.h, x.w, -(-x.w // 4)
+    out = FeatureMap.empty(2 * h, 2 * w, deconv.out_channels)
+    bias = _bias(deconv, deconv.out_channels)
+    bt, at, post32 = BT2.astype(np.float32), AT2.astype(np.float32), np.float32(post)
+    _run_bands(
+        x, upsample_weights(deconv),
+        lambda v, first, n: upsample_input_transform(x.data, v, first, n, tw, bt),
+        lambda m, first, n: upsample_output_transform(m, bias, out.data, first, n, tw, h, w, at, post32),
+    )
     return out
 
 
