@@ -10,21 +10,24 @@ __version__ = "0.1.0"
 __all__ = ["load", "__version__"]
 
 
-def load(model: str | None = None, *, tile: int | None = None, max_memory: int = 3 << 29, device: str = "cpu"):
+def load(model: str | None = None, *, tile: int | None = None, max_memory: int | None = None,
+         device: str = "auto", half: bool = False, threads: int | None = None):
     """An Upscaler for a bundled name, a .safetensors path or an official .mat (None: the default model).
 
     ``tile`` (LR tile side) and ``max_memory`` (bytes for feature maps and
-    output planes; beyond it the image is tiled) have the CLI's defaults; ``device`` is any torch device.
-    Inference is float32: the released weights and ours are float32, and
-    half precision on CPU is slower and less accurate.
+    output planes; beyond it the image is tiled) have the CLI's defaults.
+    ``device``: 'auto' (CUDA when PyTorch is installed and sees a GPU, else the
+    CPU engine), 'cpu' (the engine, no torch), 'cuda', 'cuda:N' or 'mps' (the
+    PyTorch reference; ``half`` for float16 on CUDA). ``threads``: CPU threads.
 
     >>> import lapsrn
     >>> up = lapsrn.load()
     >>> type(up).__name__
     'Upscaler'
     """
-    from .inference import Upscaler
-    from .weights import load as load_weights
+    from .inference import DEFAULT_MAX_MEMORY, Upscaler, resolve_device
+    from .weights import read
 
-    net, _ = load_weights(model)
-    return Upscaler(net.to(device), device=device, tile=tile, max_memory=max_memory)
+    spec, state = read(model)
+    return Upscaler.from_weights(spec, state, resolve_device(device), half, tile=tile,
+                                 max_memory=DEFAULT_MAX_MEMORY if max_memory is None else max_memory, threads=threads)

@@ -105,51 +105,34 @@ def _save_png(arr: np.ndarray, path: Path) -> None:
 
 
 def matmul_peak(threads: int, sizes: tuple[int, ...] = (1024, 2048, 4096), repeats: int = 5) -> float:
-    """Best float32 GFLOP/s of square matmuls with this many threads: the yardstick for our convs."""
-    import torch
+    """Best float32 GFLOP/s of square matmuls with this many BLAS threads: the yardstick for our convs."""
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(threads)
     best = 0.0
-    for n in sizes:
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        a @ b
-        for _ in range(repeats):
-            t = time.perf_counter()
+    with threadpool_limits(threads, user_api="blas"):
+        for n in sizes:
+            a, b = np.random.rand(n, n).astype(np.float32), np.random.rand(n, n).astype(np.float32)
             a @ b
-            best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
+            for _ in range(repeats):
+                t = time.perf_counter()
+                a @ b
+                best = max(best, 2 * n**3 / (time.perf_counter() - t) / 1e9)
     return best
 
 
-def torch_flops_per_pixel(weights: str, levels: int) -> float:
-    """Multiply-adds x 2 of every conv and transposed conv, per output pixel of the last level."""
-    import torch
+def flops_per_pixel(spec, levels: int) -> float:
+    """Multiply-adds x 2 of a direct computation of every conv and transposed conv, per output pixel.
 
-    from . import winograd
-    from .models import FeatureUpsample
-    from .weights import load
-
-    net, _ = load(weights or None)
-    total = 0
-
-    def count(module: torch.nn.Module, inputs: tuple, output: torch.Tensor) -> None:
-        nonlocal total
-        if isinstance(module, FeatureUpsample):  # run as phase convs, counted as the transposed conv it is
-            module = module.deconv
-        w = module.weight
-        if isinstance(module, torch.nn.ConvTranspose2d):  # every input pixel scatters a k x k x cout patch
-            total += 2 * inputs[0].numel() * w.shape[1] * w.shape[2] * w.shape[3]
-        else:
-            total += 2 * output.numel() * w.shape[1] * w.shape[2] * w.shape[3]
-
-    kinds = (torch.nn.Conv2d, torch.nn.ConvTranspose2d, FeatureUpsample)
-    upsamplers = {id(m.deconv) for m in net.modules() if isinstance(m, FeatureUpsample)}
-    hooks = [m.register_forward_hook(count) for m in net.modules() if isinstance(m, kinds) and id(m) not in upsamplers]
-    side = 32
-    with torch.inference_mode(), winograd.disabled():  # the Winograd path calls no conv modules: count the direct work
-        net(torch.zeros(1, 1, side, side), levels)
-    for h in hooks:
-        h.remove()
-    return total / (side * 2**levels) ** 2
+    Per LR pixel: the input conv (1 -> 64); at level l (4^l pixels per LR pixel) the embedding's
+    64 -> 64 3x3 convs, the 3x3 transposed conv (each input pixel scatters 3x3 x 64 outputs), the
+    residual conv (64 -> 1) at the level's output size and the image branch's 4x4 transposed conv.
+    """
+    conv = 2 * 9 * 64 * 64
+    convs = spec.depth if spec.arch == "LapSRN" else spec.depth * spec.recursions
+    total = 2 * 9 * 64  # input conv
+    for l in range(levels):
+        total += 4**l * (convs * conv + conv + 2 * 16) + 4 ** (l + 1) * 2 * 9 * 64
+    return total / 4**levels
 
 
 def _worker(spec: dict) -> dict:
@@ -168,9 +151,9 @@ def _worker(spec: dict) -> dict:
         def run(x: np.ndarray) -> np.ndarray:
             return np.ascontiguousarray(sr.upsample(np.ascontiguousarray(x[..., ::-1]))[..., ::-1])
     else:
-        import torch
+        from .inference import set_threads
 
-        torch.set_num_threads(threads)
+        set_threads(threads)
         if kind == "bicubic":
             from .inference import bicubic
 
@@ -179,13 +162,13 @@ def _worker(spec: dict) -> dict:
         else:
             import lapsrn
 
-            up = lapsrn.load(model or None)
+            up = lapsrn.load(model or None, device="cpu")
 
             def run(x: np.ndarray) -> np.ndarray:
                 return up.upscale(x, scale)
 
     inputs = [np.asarray(Image.open(p).convert("RGB")) for p in spec["inputs"]]
-    run(inputs[0])  # warm-up: allocator, oneDNN primitive cache, OpenCV graph set-up
+    run(inputs[0])  # warm-up: allocator, Numba's kernels from their cache, OpenCV graph set-up
     seconds, pixels = [], []
     for x, out in zip(inputs, spec["outputs"]):
         start = time.perf_counter()
@@ -245,12 +228,13 @@ def run_bench(methods: list[Method], cases: list[Case], threads: int, work: Path
               progress=print) -> tuple[list[Row], float]:
     """Every method on every case it serves, interleaved over rounds; returns rows and the matmul peak."""
     peak = matmul_peak(threads)
+    from .weights import read
+
     flops = {}
     for m in methods:
         for s, weights in m.models.items():
-            levels = int(np.log2(s))
             if m.kind == "lapsrn":  # OpenCV 5 cannot count its LapSRN graph (DepthToSpace): left blank
-                flops[m.name, s] = torch_flops_per_pixel(weights, levels)
+                flops[m.name, s] = flops_per_pixel(read(weights or None)[0], int(np.log2(s)))
     rows = []
     for case in cases:
         active = [m for m in methods if m.serves(case)]
@@ -277,9 +261,9 @@ def run_bench(methods: list[Method], cases: list[Case], threads: int, work: Path
     return rows, peak
 
 
-def markdown(rows: list[Row], peak: float, threads: int, command: str) -> str:
+def markdown(rows: list[Row], peak: float, threads: int, command: str, wall: list[str] | None = None) -> str:
     """docs/BENCHMARKS.md."""
-    import torch
+    import numba
 
     lines = [
         "# Benchmarks",
@@ -287,7 +271,7 @@ def markdown(rows: list[Row], peak: float, threads: int, command: str) -> str:
         f"Generated by `{command}` on {time.strftime('%Y-%m-%d')}; do not edit by hand.",
         "",
         f"Machine: {platform.processor() or platform.machine()}, {threads} threads, Python {platform.python_version()}, "
-        f"torch {torch.__version__}{_opencv_version()}. float32 matmul peak measured here: **{peak:.0f} GFLOP/s**.",
+        f"NumPy {np.__version__}, Numba {numba.__version__}{_opencv_version()}. float32 matmul peak measured here: **{peak:.0f} GFLOP/s**.",
         "",
         "Each method runs in its own process on the same uint8 LR images; times are from uint8 in to uint8 out "
         "(colour conversion, network, chroma), median over the images of a case (and over rounds); MP/s is output "
@@ -295,7 +279,10 @@ def markdown(rows: list[Row], peak: float, threads: int, command: str) -> str:
         "RSS is the whole process's peak. kFLOP/px counts a direct convolution's multiply-adds x 2; GFLOP/s is that "
         "work per second (an algorithm with fewer multiplications can exceed 100 % of the matmul peak).",
         "",
+        *(wall or []),
     ]
+    if wall:
+        lines += ["## In-process time per image", ""]
     for case, scale in dict.fromkeys((r.case, r.scale) for r in rows):
         lines += [f"## {case}, x{scale}", "",
                   "| method | PSNR | SSIM | median s/img | MP/s | x OpenCV | peak RSS MB | kFLOP/px | GFLOP/s | % matmul peak |",
@@ -325,8 +312,14 @@ def _opencv_version() -> str:
 
 
 def bench(datasets: list[Path], scales: list[int], shared: Path, threads: int, big: int, rounds: int,
-          output: Path, command: str, limit: int | None = None, full: bool = False, progress=print) -> list[Row]:
-    """The whole benchmark: prepare inputs, run, write the markdown atomically."""
+          output: Path, command: str, limit: int | None = None, full: bool = False, progress=print,
+          wall_rounds: int = 0) -> list[Row]:
+    """The whole benchmark: prepare inputs, run, write the markdown atomically.
+
+    ``wall_rounds`` > 0 adds the whole-process comparison (``process_bench``) at x4: the largest
+    image of the first dataset as a photo, the first dataset's x4 LR images as a folder, a 64x64 crop.
+    """
+    from . import process_bench
     from .io import atomic_path
 
     methods = default_methods(shared, full)
@@ -335,11 +328,23 @@ def bench(datasets: list[Path], scales: list[int], shared: Path, threads: int, b
     except ImportError:
         progress("OpenCV not installed (pip install 'lapsrn[bench]'): its rows are left out")
         methods = [m for m in methods if m.kind != "opencv"]
+    wall = None
     with tempfile.TemporaryDirectory(prefix="lapsrn-bench-") as tmp:
         cases = prepare_cases(datasets, scales, big, Path(tmp), limit)
+        if wall_rounds and any(m.kind == "opencv" for m in methods):
+            from PIL import Image
+
+            x4 = next(c for c in cases if c.scale == 4 and c.hr is not None) if 4 in scales else None
+            photo = max(E.image_files(datasets[0])[:limit], key=lambda f: np.prod(Image.open(f).size))
+            folder = x4.lr if x4 else []
+            jobs = process_bench.prepare_jobs(photo, folder, Path(tmp) / "wall")
+            jobs = [j for j in jobs if not (j.source.is_dir() and not folder)]
+            graph = shared / "peers/opencv/LapSRN_x4.pb"
+            wall = process_bench.markdown(process_bench.run_wall(jobs, graph, Path(tmp) / "wall", wall_rounds, progress),
+                                          wall_rounds)
         rows, peak = run_bench(methods, cases, threads, Path(tmp), rounds, progress)
     with atomic_path(output) as t:
-        t.write_text(markdown(rows, peak, threads, command) + "\n")
+        t.write_text(markdown(rows, peak, threads, command, wall) + "\n")
     return rows
 
 

@@ -46,11 +46,14 @@ def parse_scale(text: str) -> float:
     return value
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("-m", "--model", help="bundled model name, .safetensors file or official .mat (default: bundled)")
+def _add_model_args(p: argparse.ArgumentParser, model: bool = True) -> None:
+    if model:
+        p.add_argument("-m", "--model", help="bundled model name, .safetensors file or official .mat (default: bundled)")
     p.add_argument("-t", "--tile", type=int, default=None, help="LR tile side in pixels (default: automatic)")
-    p.add_argument("--max-memory", type=parse_bytes, default="1.5G", help="working memory for feature maps and output planes; tiles beyond it (default 1.5G)")
-    p.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: all cores)")
+    p.add_argument("--max-memory", type=parse_bytes, default="1G", help="working memory for feature maps and output planes; tiles beyond it (default 1G)")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+    p.add_argument("--device", default="auto", help="auto (default: CUDA if PyTorch sees a GPU, else the CPU engine), cpu, cuda, cuda:N or mps")
+    p.add_argument("--half", action="store_true", help="float16 on CUDA")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -108,7 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--images", nargs="+", help="names (stems) of the images to crop instead")
     rp.add_argument("--log", type=Path, help="training log.csv to plot in the report")
     rp.add_argument("-o", "--output", required=True, type=Path)
-    rp.add_argument("--threads", type=int, default=None)
+    _add_model_args(rp, model=False)
 
     be = sub.add_parser("bench", help="speed + quality vs bicubic, official weights and OpenCV (docs/BENCHMARKS.md)")
     be.add_argument("-d", "--dataset", action="append", type=Path, help="folder of HR images (repeat; default Set14, BSDS100)")
@@ -119,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument("--limit", type=int, default=None, help="first N images of each dataset only")
     be.add_argument("--full", action="store_true", help="run the slow D5R8 on every case, not just Set14")
     be.add_argument("--threads", type=int, default=None, help="threads per method (default: all cores)")
+    be.add_argument("--wall-rounds", type=int, default=3, help="timed runs of each whole-process job at x4 (0 = none; default 3)")
     be.add_argument("-o", "--output", type=Path, default=Path("docs/BENCHMARKS.md"))
 
     pl = sub.add_parser("plot", help="training curves PNG from one or more training log.csv")
@@ -127,19 +131,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _upscaler(args: argparse.Namespace):
-    """Load the model named by -m (or the bundled default) into an Upscaler."""
-    import torch
+def _upscaler(args: argparse.Namespace, model: str | None):
+    """Load a model (None: the bundled default) into an Upscaler with the command's run options."""
+    import lapsrn
 
-    from .inference import Upscaler
-    from .weights import load
-
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.tile is not None and args.tile < 8:
         raise CLIError(f"--tile must be at least 8 pixels, got {args.tile}")
-    net, _ = load(args.model)
-    return Upscaler(net, tile=args.tile, max_memory=args.max_memory)
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be at least 1, got {args.threads}")
+    return lapsrn.load(model, tile=args.tile, max_memory=args.max_memory, device=args.device,
+                       half=args.half, threads=args.threads)
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
@@ -176,7 +177,7 @@ def cmd_upscale(args: argparse.Namespace) -> int:
 
     levels_for(args.scale)  # reject absurd scales before loading anything
     jobs = _jobs(args)
-    upscaler = _upscaler(args)
+    upscaler = _upscaler(args, args.model)
     failed = 0
     progress = None
     if len(jobs) > 1:
@@ -218,7 +219,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for d in args.dataset:
         if not d.is_dir():
             raise CLIError(f"{d}: no such folder")
-    upscaler = _upscaler(args)
+    upscaler = _upscaler(args, args.model)
     name = Path(args.model).name if args.model else "lapsrn default"
     report = run_evaluation([(name, upscaler)], args.dataset, scales, bicubic_row=not args.no_bicubic)
     print(report.table())
@@ -271,16 +272,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     """lapsrn report."""
-    import torch
-
     from .evaluate import image_files, run_evaluation
-    from .inference import Upscaler, super_resolve
+    from .inference import super_resolve
     from .io import atomic_path, read_image
     from .report import Method, build_report
-    from .weights import load
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     if args.output.suffix.lower() not in (".html", ".htm"):
         raise CLIError(f"{args.output}: report output must end in .html")
     for d in args.dataset:
@@ -289,8 +285,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     scales = args.scale or [4]
     models = []
     for m in args.model or ["default"]:
-        net, _ = load(None if m == "default" else m)
-        models.append(("lapsrn default" if m == "default" else Path(m).name, Upscaler(net)))
+        models.append(("lapsrn default" if m == "default" else Path(m).name, _upscaler(args, None if m == "default" else m)))
     report = run_evaluation(models, args.dataset, scales)
     first = [r for r in report.rows if r.method == models[0][0] and r.dataset == args.dataset[0].name and r.scale == scales[0]][0]
     base = {s.image: s.psnr for r in report.rows if r.method == "bicubic" and r.dataset == first.dataset and r.scale == first.scale for s in r.scores}
@@ -332,10 +327,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
             raise CLIError(f"{d}: no such folder (bench needs the test sets and official weights; see --shared)")
     command = "lapsrn bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "lapsrn bench"
     rows = bench(datasets, args.scale or [2, 4, 8], args.shared, args.threads or os.cpu_count() or 1, args.big,
-                 args.rounds, args.output, command.strip(), args.limit, args.full, progress=lambda m: print(m, file=sys.stderr))
+                 args.rounds, args.output, command.strip(), args.limit, args.full,
+                 progress=lambda m: print(m, file=sys.stderr), wall_rounds=args.wall_rounds)
     print(f"wrote {args.output} ({len(rows)} rows)")
     return 0
 
+
+EXTRAS = {"torch": "torch", "onnx": "export", "onnxruntime": "export", "matplotlib": "plot", "cv2": "bench"}  # module -> extra
 
 COMMANDS = {
     "upscale": cmd_upscale,
@@ -353,11 +351,18 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point: run a subcommand, turning expected failures into one line and exit 1.
 
     ImageError and WeightsError are ValueErrors; catching the base keeps torch
-    out of the import path of ``lapsrn --help``.
+    out of the import path of ``lapsrn --help``. A command that needs an
+    optional dependency which is missing names the extra to install.
     """
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except ModuleNotFoundError as e:
+        extra = EXTRAS.get((e.name or "").split(".")[0])
+        if extra is None:
+            raise
+        print(f"lapsrn: error: lapsrn {args.command} needs {e.name}: pip install 'lapsrn[{extra}]'", file=sys.stderr)
+        return EXIT_ERROR
     except (CLIError, ValueError, RuntimeError, MemoryError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if isinstance(e, MemoryError):

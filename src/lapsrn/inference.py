@@ -2,21 +2,32 @@
 
 ``super_resolve`` is the single code path shared by ``lapsrn upscale``,
 ``lapsrn evaluate`` and the Python API, so what you upscale is exactly what
-was scored.
+was scored. The network is the CPU engine (``lapsrn.engine``, no torch) or,
+on a GPU, the PyTorch reference (``torch_network.TorchNetwork``); both take a
+float32 luminance plane and return the pyramid's planes, so tiling, colour
+and quantisation here are the same for both.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-import torch
-from torch import nn
 
 from . import protocol as P
+from .weights import MAX_LEVELS, ModelSpec
 
-MAX_LEVELS = 6  # x64: beyond this a "scale" is a typo, not a request
+DEFAULT_MAX_MEMORY = 1 << 30  # bytes for feature maps + output planes; tiling keeps within it
+
+
+class PyramidNetwork(Protocol):
+    """What an Upscaler runs: an (h, w) float32 LR luminance plane -> [x2, x4, ...] planes (or only the last)."""
+
+    def __call__(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]: ...
 
 
 def levels_for(scale: float) -> int:
@@ -29,35 +40,30 @@ def levels_for(scale: float) -> int:
     return n
 
 
-BYTES_PER_FEATURE = 4 * 64 * 4  # four live float32 maps of 64 channels (measured: 3 to 3.6 at the largest level)
-CHUNK_OVERHEAD = 64 << 20  # the last level runs in row chunks (models.CHUNK_BYTES) and its temporaries
+BYTES_PER_FEATURE = 4 * 64 * 4  # four live float32 maps of 64 channels (the engine keeps at most three)
+CHUNK_OVERHEAD = 64 << 20  # the last level runs in bands (engine.network.BAND_BYTES) and its temporaries
 
 
 def feature_bytes(h: int, w: int, levels: int) -> int:
     """Estimated peak memory of one forward pass on an h x w LR input.
 
     The 64-channel maps live at the resolutions below the output (the last
-    level's upsampled features are made in row chunks), so the largest is at
+    level's upsampled features are made in bands), so the largest is at
     half the output size.
     """
     return int(sum(h * w * 4**l for l in range(levels)) * BYTES_PER_FEATURE) + CHUNK_OVERHEAD
 
 
-def receptive_margin(net: nn.Module, levels: int) -> int:
+def receptive_margin(spec: ModelSpec, levels: int) -> int:
     """LR pixels of context a tile needs so its interior equals the whole-image result.
 
     Each 3x3 conv at level l (resolution 2^l) widens the field by 2^-l LR px;
     the transposed convs add about one pixel of their level. Rounded up, plus two.
     """
-    from .models import LapSRN
-
-    if isinstance(net, LapSRN):
-        convs = [net.depth] * levels
-    else:
-        convs = [net.depth * net.recursions] * levels
+    convs = spec.depth if spec.arch == "LapSRN" else spec.depth * spec.recursions
     reach = 1.0  # input conv
-    for l, n in enumerate(convs):
-        reach += (n + 1) / 2**l + 2 / 2**l  # convs at this level, upsampler, residual + image branch
+    for l in range(levels):
+        reach += (convs + 1) / 2**l + 2 / 2**l  # convs at this level, upsampler, residual + image branch
     return int(math.ceil(reach)) + 2
 
 
@@ -68,43 +74,115 @@ def _tiles(length: int, tile: int) -> list[tuple[int, int]]:
     return [(a, min(a + step, length)) for a in range(0, length, step)]
 
 
+def _is_torch_module(obj: object) -> bool:
+    """Whether obj is a torch nn.Module, without importing torch when nobody else has."""
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(obj, torch.nn.Module)
+
+
+def _nvidia_present() -> bool:
+    """A cheap look for an NVIDIA driver, so that ``--device auto`` imports torch only where CUDA may run."""
+    return Path("/proc/driver/nvidia/version").exists() or Path("/dev/nvidiactl").exists()
+
+
+def resolve_device(device: str) -> str:
+    """'auto' -> 'cuda' when PyTorch is installed and sees an NVIDIA GPU, else 'cpu' (the engine).
+
+    Any other value is checked: 'cpu', 'cuda', 'cuda:N' or 'mps'; a GPU device
+    needs PyTorch and the device itself, else one line says what is missing.
+    """
+    import importlib.util
+
+    if device == "auto":
+        if importlib.util.find_spec("torch") is None or not _nvidia_present():
+            return "cpu"
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cpu":
+        return device
+    if not (device in ("cuda", "mps") or (device.startswith("cuda:") and device[5:].isdigit())):
+        raise ValueError(f"unknown device {device!r} (choose auto, cpu, cuda, cuda:N or mps)")
+    if importlib.util.find_spec("torch") is None:
+        raise ValueError(f"--device {device} needs PyTorch: pip install 'lapsrn[torch]'")
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available to PyTorch")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise ValueError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s)")
+    if device == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("--device mps: Apple's Metal backend is not available to PyTorch here")
+    return device
+
+
 @dataclass
 class Upscaler:
-    """A network in eval mode and how to run it: device, tile size, memory budget."""
+    """A network and how to run it: tile size, memory budget.
 
-    net: nn.Module
-    device: str = "cpu"
+    ``net`` is the CPU engine or a ``TorchNetwork``; a PyTorch reference module
+    may be given instead and is converted (its weights copied, the module left
+    untouched): to the engine on ``device='cpu'``, else run by PyTorch there.
+    """
+
+    net: PyramidNetwork
+    spec: ModelSpec | None = None  # required with an engine network; taken from a torch module
     tile: int | None = None  # LR tile side; None = automatic from max_memory
-    max_memory: int = 3 << 29  # bytes for feature maps + output planes; tiling keeps within it (1.5 GiB)
+    max_memory: int = DEFAULT_MAX_MEMORY  # bytes for feature maps + output planes; tiling keeps within it
+    device: str = "cpu"
+    half: bool = False  # float16 on CUDA
+    threads: int | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        # once, not on every tile; channels-last: oneDNN's fastest layout for 64-channel 3x3 convs (~1.5x on CPU)
-        self.net.to(self.device, memory_format=torch.channels_last)
+        if _is_torch_module(self.net):
+            from .weights import spec_of
+
+            module, self.spec = self.net, spec_of(self.net)
+            state = {k: v.detach().cpu().float().numpy() for k, v in module.state_dict().items()}
+            self.net = network_for(self.spec, state, self.device, self.half)
+        if self.spec is None:
+            raise ValueError("Upscaler needs the model's spec with an engine network")
+        if self.half and not self.device.startswith("cuda"):
+            raise ValueError("half precision runs on CUDA only (--half needs --device cuda)")
+        if self.threads:
+            set_threads(self.threads)
+
+    @classmethod
+    def from_weights(cls, spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cpu", half: bool = False,
+                     **options) -> Upscaler:
+        """The engine (device 'cpu') or the PyTorch reference on a GPU, for these weights."""
+        return cls(network_for(spec, state, device, half), spec, device=device, half=half, **options)
 
     @property
     def max_levels(self) -> int | None:
         """Levels this network can run; None when it shares weights across levels (MS-LapSRN)."""
-        from .models import LapSRN
+        return self.spec.levels if self.spec.arch == "LapSRN" else None
 
-        return self.net.levels if isinstance(self.net, LapSRN) else None
-
-    def tile_size(self, h: int, w: int, levels: int, reserved: int = 0) -> int | None:
-        """LR tile side to use, or None to run the whole image at once.
+    def tile_size(self, h: int, w: int, levels: int, reserved: int = 0) -> tuple[int, int] | None:
+        """LR tile (rows, columns) to use, or None to run the whole image at once.
 
         ``reserved``: bytes of the budget already taken (the output planes), so
-        feature maps and outputs together stay within ``max_memory``.
+        feature maps and outputs together stay within ``max_memory``. Automatic
+        tiles are full-width bands where a band of at least twice the margin
+        fits (only its top and bottom margins are computed twice), else squares.
         """
         if self.tile:
-            return self.tile if self.tile < max(h, w) else None
+            return (self.tile, self.tile) if self.tile < max(h, w) else None
         budget = max(self.max_memory - reserved, 0)
         if feature_bytes(h, w, levels) <= budget:
             return None
-        margin = receptive_margin(self.net, levels)
+        margin = receptive_margin(self.spec, levels)
         per_pixel = feature_bytes(1, 1, levels) - CHUNK_OVERHEAD
-        side = int(math.sqrt(max(budget - CHUNK_OVERHEAD, 0) / per_pixel)) - 2 * margin
+        pixels = max(budget - CHUNK_OVERHEAD, 0) / per_pixel
+        rows = int(pixels / w) - 2 * margin
+        if rows >= max(16, 2 * margin):
+            return rows, w
+        side = int(math.sqrt(pixels)) - 2 * margin
         if side < 16:
-            raise MemoryError(f"--max-memory {self.max_memory >> 20} MB is too small for x{2 ** levels} (tiles < 16 px)")
-        return side
+            need = (self.max_memory - budget) + CHUNK_OVERHEAD + per_pixel * (16 + 2 * margin) ** 2
+            raise MemoryError(f"--max-memory {self.max_memory >> 20} MB is too small for x{2 ** levels} of a "
+                              f"{w}x{h} image: give at least {-(-need >> 20)} MB (a larger --max-memory)")
+        return side, side
 
     def upscale(self, image, scale: float = 4):
         """Upscale a PIL image, NumPy array or torch tensor; returns the same kind, layout and dtype.
@@ -126,15 +204,17 @@ class Upscaler:
         """
         from .upscale import upscale_image
 
-        n = levels or getattr(self.net, "levels", 3)
+        n = levels or self.spec.levels
         return upscale_image(self, image, 2**n, all_levels=True)
 
-    @torch.inference_mode()
     def _run(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]:
-        """Whole-plane forward pass."""
-        x = torch.from_numpy(np.ascontiguousarray(y, dtype=np.float32))[None, None].to(self.device)
-        outs = self.net(x.contiguous(memory_format=torch.channels_last), levels)
-        return [o[0, 0].cpu().numpy() for o in (outs[-1:] if last_only else outs)]
+        """Whole-plane forward pass; a non-finite result is an error, never an image."""
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as one error
+            outs = self.net(np.ascontiguousarray(y, dtype=np.float32), levels, last_only)
+        for out in outs:
+            if not np.isfinite(out).all():
+                raise ValueError("the network's output is not finite (NaN or infinity): the weights are unusable")
+        return outs
 
     def pyramid_y(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]:
         """Every level's output (or only the last) for one luminance plane, float32, tiled if needed."""
@@ -148,16 +228,39 @@ class Upscaler:
         tile = self.tile_size(h, w, levels, reserved=sum(h * w * 4**l * 4 for l in range(first, levels + 1)))
         if tile is None:
             return self._run(y, levels, last_only)
-        m = receptive_margin(self.net, levels)
+        m = receptive_margin(self.spec, levels)
         outs = [np.empty((h * 2**l, w * 2**l), np.float32) for l in range(first, levels + 1)]
-        for y0, y1 in _tiles(h, tile):
-            for x0, x1 in _tiles(w, tile):
+        for y0, y1 in _tiles(h, tile[0]):
+            for x0, x1 in _tiles(w, tile[1]):
                 py0, px0 = max(y0 - m, 0), max(x0 - m, 0)
                 part = self._run(y[py0 : min(y1 + m, h), px0 : min(x1 + m, w)], levels, last_only)
                 for l, (out, res) in enumerate(zip(outs, part), start=first):
                     f = 2**l
                     out[y0 * f : y1 * f, x0 * f : x1 * f] = res[(y0 - py0) * f : (y1 - py0) * f, (x0 - px0) * f : (x1 - px0) * f]
         return outs
+
+
+def network_for(spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cpu", half: bool = False) -> PyramidNetwork:
+    """The CPU engine for device 'cpu', else the PyTorch reference on that device."""
+    if device == "cpu":
+        from . import engine
+
+        return engine.build(spec.arch, state, spec.depth, spec.levels, spec.recursions, spec.skip)
+    from .torch_network import TorchNetwork
+
+    return TorchNetwork.from_weights(spec, state, device, half)
+
+
+def set_threads(n: int) -> None:
+    """CPU threads for the engine's transforms and its BLAS (and PyTorch's, if it is loaded)."""
+    from . import engine
+
+    from threadpoolctl import threadpool_limits
+
+    engine.set_threads(n)
+    threadpool_limits(n, user_api="blas")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(n)
 
 
 BAND_PIXELS = 2 << 20  # output pixels composed at a time: bounds the float64 colour temporaries
@@ -182,8 +285,9 @@ def _compose_band(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float)
         y = P.imresize(y, size=size)
     if img.ndim == 2:
         return np.clip((y - 16 / 255) * (255 / 219), 0.0, 1.0)
-    out = P.imresize(ycc, scale)
+    out = np.empty((*size, 3))
     out[..., 0] = y
+    out[..., 1:] = P.imresize(ycc[..., 1:], scale)  # only the chroma: Y comes from the network
     return P.ycbcr2rgb(out)
 
 

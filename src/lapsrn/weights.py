@@ -4,6 +4,10 @@ A weights file is data, never code: safetensors for our own files and
 ``scipy.io.loadmat`` for the authors' (neither can execute anything on
 load). Every failure to read one becomes a ``WeightsError`` with one line
 that says what is wrong.
+
+Reading gives NumPy arrays under the reference model's state-dict names
+(``read``), which the CPU engine runs without torch; ``load`` builds the
+PyTorch reference module from them, for training, export and GPUs.
 """
 
 from __future__ import annotations
@@ -13,13 +17,12 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-from torch import nn
-
-from .models import LapSRN, MSLapSRN
+import numpy as np
 
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "mslapsrn_d5r2"  # the bundled model, trained from scratch by this project
+MAX_LEVELS = 6  # x64: the most levels a model or a request may have; beyond, a "scale" is a typo
+MAX_WEIGHT = 1e4  # trained or released weights stay far below; larger ones overflow float32 features
 
 
 class WeightsError(ValueError):
@@ -37,8 +40,10 @@ class ModelSpec:
     skip: str = "SS"
     extra: dict[str, str] = field(default_factory=dict)  # training recipe, provenance
 
-    def build(self) -> nn.Module:
-        """The untrained network this spec describes."""
+    def build(self):
+        """The untrained PyTorch reference network this spec describes (needs torch)."""
+        from .models import LapSRN, MSLapSRN
+
         if self.arch == "LapSRN":
             return LapSRN(levels=self.levels, depth=self.depth)
         if self.arch == "MSLapSRN":
@@ -59,8 +64,35 @@ class ModelSpec:
         return meta
 
 
-def spec_of(model: nn.Module, **extra: str) -> ModelSpec:
-    """The ModelSpec of a network instance."""
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        """Every tensor's name and shape, as in the reference model's state dict (checked against it in tests)."""
+        out: dict[str, tuple[int, ...]] = {}
+
+        def add_conv(name: str, cin: int, cout: int) -> None:
+            out[f"{name}.weight"], out[f"{name}.bias"] = (cout, cin, 3, 3), (cout,)
+
+        def add_branch(upsampler: str, prefix: str) -> None:
+            out[f"{upsampler}.deconv.weight"], out[f"{upsampler}.deconv.bias"] = (64, 64, 3, 3), (64,)
+            add_conv(f"{prefix}residual", 64, 1)
+            out[f"{prefix}image_up.deconv.weight"] = (1, 1, 4, 4)
+
+        add_conv("input_conv", 1, 64)
+        if self.arch == "LapSRN":
+            for i in range(self.levels):
+                for d in range(self.depth):
+                    add_conv(f"pyramid.{i}.features.{2 * d}", 64, 64)
+                add_branch(f"pyramid.{i}.features.{2 * self.depth}", f"pyramid.{i}.")
+        else:
+            for d in range(self.depth):
+                add_conv(f"block.body.{2 * d + 1}", 64, 64)
+            add_branch("upsample", "")
+        return out
+
+
+def spec_of(model, **extra: str) -> ModelSpec:
+    """The ModelSpec of a reference network instance."""
+    from .models import LapSRN, MSLapSRN
+
     if isinstance(model, MSLapSRN):
         return ModelSpec("MSLapSRN", model.depth, model.levels, model.recursions, model.skip, dict(extra))
     if isinstance(model, LapSRN):
@@ -68,23 +100,29 @@ def spec_of(model: nn.Module, **extra: str) -> ModelSpec:
     raise TypeError(f"not a LapSRN model: {type(model).__name__}")
 
 
-def save(model: nn.Module, path: str | Path, **extra: str) -> None:
-    """Write weights + metadata as safetensors, atomically (temp file, then rename)."""
-    from safetensors.torch import save_file
+def save_state(spec: ModelSpec, state: dict[str, np.ndarray], path: str | Path) -> None:
+    """Write NumPy weights + metadata as safetensors, atomically (temp file, then rename)."""
+    from safetensors.numpy import save_file
 
     from .io import atomic_path
 
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    arrays = {k: np.ascontiguousarray(v, np.float32) for k, v in state.items()}
     with atomic_path(Path(path)) as tmp:
-        save_file(state, str(tmp), metadata=spec_of(model, **extra).metadata())
+        save_file(arrays, str(tmp), metadata=spec.metadata())
 
 
-def _load_safetensors(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+def save(model, path: str | Path, **extra: str) -> None:
+    """Write a reference network's weights + metadata as safetensors, atomically."""
+    state = {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()}
+    save_state(spec_of(model, **extra), state, path)
+
+
+def _load_safetensors(path: Path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
     """Spec and tensors of one of our safetensors files."""
     from safetensors import SafetensorError, safe_open
 
     try:
-        with safe_open(str(path), framework="pt") as f:
+        with safe_open(str(path), framework="numpy") as f:
             meta = f.metadata() or {}
             state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open has no __iter__)
     except (SafetensorError, OSError, ValueError, RuntimeError) as e:
@@ -104,7 +142,7 @@ def _load_safetensors(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
     except (KeyError, ValueError) as e:
         raise WeightsError(f"{path}: bad lapsrn metadata ({e})") from None
     # bound the header before building anything: a forged depth must not allocate a huge network
-    if not (1 <= spec.depth <= 64 and 1 <= spec.levels <= 6 and 1 <= spec.recursions <= 64 and spec.skip in ("NS", "DS", "SS")):
+    if not (1 <= spec.depth <= 64 and 1 <= spec.levels <= MAX_LEVELS and 1 <= spec.recursions <= 64 and spec.skip in ("NS", "DS", "SS")):
         raise WeightsError(f"{path}: implausible lapsrn metadata (depth {spec.depth}, levels {spec.levels}, R {spec.recursions})")
     return spec, state
 
@@ -114,7 +152,6 @@ def _load_safetensors(path: Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
 
 def _mat_params(path: Path) -> dict:
     """name -> float32 array of every parameter in a MatConvNet DagNN file."""
-    import numpy as np
     import scipy.io
 
     try:
@@ -143,21 +180,21 @@ def _mat_opts(path: Path) -> tuple[int, int, str]:
         raise WeightsError(f"{opts_path}: unreadable opts file ({type(e).__name__})") from None
 
 
-def _conv(value, cin: int, cout: int) -> torch.Tensor:
-    """MatConvNet conv filters (kh, kw, in, out), squeezed by loadmat -> torch (out, in, kh, kw)."""
-    t = torch.as_tensor(value).reshape(value.shape[0], value.shape[1], cin, cout)
-    return t.permute(3, 2, 0, 1).contiguous()
+def _conv(value: np.ndarray, cin: int, cout: int) -> np.ndarray:
+    """MatConvNet conv filters (kh, kw, in, out), squeezed by loadmat -> reference (out, in, kh, kw)."""
+    t = np.asarray(value, np.float32).reshape(value.shape[0], value.shape[1], cin, cout)
+    return np.ascontiguousarray(t.transpose(3, 2, 0, 1))
 
 
-def _deconv(value, cin: int, cout: int) -> torch.Tensor:
-    """MatConvNet ConvTranspose filters (kh, kw, out, in) -> torch (in, out, kh, kw)."""
-    t = torch.as_tensor(value).reshape(value.shape[0], value.shape[1], cout, cin)
-    return t.permute(3, 2, 0, 1).contiguous()
+def _deconv(value: np.ndarray, cin: int, cout: int) -> np.ndarray:
+    """MatConvNet ConvTranspose filters (kh, kw, out, in) -> reference (in, out, kh, kw)."""
+    t = np.asarray(value, np.float32).reshape(value.shape[0], value.shape[1], cout, cin)
+    return np.ascontiguousarray(t.transpose(3, 2, 0, 1))
 
 
-def _bias(value) -> torch.Tensor:
+def _bias(value) -> np.ndarray:
     """Biases as 1-D float32 (loadmat squeezes a single bias to a scalar)."""
-    return torch.as_tensor(value, dtype=torch.float32).reshape(-1)
+    return np.asarray(value, np.float32).reshape(-1)
 
 
 def _branch_state(p: dict, src: str, dst: str, depth: int, convs: str, conv_step: int, conv_offset: int) -> dict:
@@ -175,7 +212,7 @@ def _branch_state(p: dict, src: str, dst: str, depth: int, convs: str, conv_step
     return s
 
 
-def load_mat(path: str | Path) -> tuple[ModelSpec, dict[str, torch.Tensor]]:
+def load_mat(path: str | Path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
     """Spec and state dict from the authors' LapSRN_x*.mat or MSLapSRN_D*R*.mat (+ _opts.mat)."""
     path = Path(path)
     p = _mat_params(path)
@@ -233,27 +270,46 @@ def resolve(model: str | Path | None) -> Path:
     return path
 
 
-def load(model: str | Path | None = None) -> tuple[nn.Module, ModelSpec]:
-    """Network in eval mode with weights from a bundled name, a .safetensors file or an official .mat."""
+def _check(path: Path, spec: ModelSpec, state: dict[str, np.ndarray]) -> None:
+    """Refuse tensors that do not fit the spec, or whose values no trained network has."""
+    want = spec.shapes()
+    missing, extra = sorted(set(want) - set(state)), sorted(set(state) - set(want))
+    if missing or extra:
+        what = f"missing {missing[0]}" if missing else f"unexpected {extra[0]}"
+        raise WeightsError(f"{path}: tensors do not fit a {spec.arch} D{spec.depth}: {what}")
+    for name, shape in want.items():
+        if tuple(state[name].shape) != shape:
+            raise WeightsError(f"{path}: tensors do not fit a {spec.arch} D{spec.depth}: "
+                               f"{name} has shape {tuple(state[name].shape)}, expected {shape}")
+    for name, t in state.items():
+        if not np.isfinite(t).all():
+            raise WeightsError(f"{path}: weights contain NaN or infinity ({name})")
+        if t.size and np.abs(t).max() > MAX_WEIGHT:
+            raise WeightsError(f"{path}: implausible weights ({name} reaches {np.abs(t).max():.3g}; trained ones stay "
+                               f"below {MAX_WEIGHT:g})")
+
+
+def read(model: str | Path | None = None) -> tuple[ModelSpec, dict[str, np.ndarray]]:
+    """Spec and float32 NumPy weights from a bundled name, a .safetensors file or an official .mat; no torch."""
     path = resolve(model)
-    if path.suffix.lower() == ".mat":
-        spec, state = load_mat(path)
-    else:
-        spec, state = _load_safetensors(path)
+    spec, state = load_mat(path) if path.suffix.lower() == ".mat" else _load_safetensors(path)
+    state = {k: np.asarray(v, np.float32) for k, v in state.items()}
+    _check(path, spec, state)
+    return spec, state
+
+
+def load(model: str | Path | None = None):
+    """The PyTorch reference network, in eval mode, with weights from a name or file (``read``); needs torch."""
+    import torch
+
+    spec, state = read(model)
     net = spec.build()
-    try:
-        net.load_state_dict(state, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        detail = first[1].strip() if len(first) > 1 else first[0]
-        raise WeightsError(f"{path}: tensors do not fit a {spec.arch} D{spec.depth}: {detail}") from None
-    if any(not torch.isfinite(t).all() for t in state.values()):
-        raise WeightsError(f"{path}: weights contain NaN or infinity")
+    net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()}, strict=True)
     return net.eval(), spec
 
 
 def convert(src: str | Path, dst: str | Path) -> ModelSpec:
-    """Official .mat -> our safetensors, metadata included."""
-    net, spec = load(src)
-    save(net, dst, **spec.extra)
+    """Official .mat -> our safetensors, metadata included; no torch."""
+    spec, state = read(src)
+    save_state(spec, state, dst)
     return spec

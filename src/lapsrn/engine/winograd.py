@@ -1,0 +1,475 @@
+"""The convolutions by Winograd's minimal filtering, in NumPy + Numba.
+
+Both networks spend almost all their time in 64 -> 64 3x3 convolutions.
+Winograd's algorithm (Lavin & Gray, CVPR 2016) computes each 4x4 block of
+outputs from a 6x6 block of inputs with 36 multiplications per channel pair
+instead of 144 (F(4x4, 3x3)):
+
+    out_tile = A^T [ (G w G^T) * (B^T d B) ] A
+
+The 36 elementwise products, summed over input channels, are 36 matrix
+products (tiles x Cin) @ (Cin x Cout), which NumPy's BLAS runs; the small input
+and output transforms are loops compiled by Numba. Both run over bands of
+tiles, each band start to finish on one thread of a pool (input transform,
+single-threaded BLAS, output transform), so its data stays in that core's
+cache and no two thread pools (BLAS's and Numba's) compete for the cores. The output transform also adds the
+bias, an optional skip (MS-LapSRN's local residual) and the LeakyReLU; the
+input transform can apply a LeakyReLU first (MS-LapSRN's pre-activation), so
+one layer reads and writes its feature maps once.
+
+The feature upsampler (the released 3x3 stride-2 transposed conv, cropped) is
+one 2x2 convolution with a group of output channels per output phase, run by
+F(4x4, 2x2) with the phases written straight to their pixels. The image
+branch's 4x4 transposed conv has one channel and runs as a direct loop.
+
+Feature maps are zero-bordered HWC arrays (``FeatureMap``), whose border is
+the convolution's zero padding, so layers chain without copies. Results equal
+the reference convolutions to float32 rounding (``tests/test_engine.py``).
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+
+def toom_cook(points: list[float], m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A^T (m x n), G (n x r), B^T (n x n) of Winograd's F(m, r) at these n - 1 points and infinity (n = m + r - 1).
+
+    y = A^T [(G g) * (B^T d)] is the correlation y_i = sum_k d_(i+k) g_k; in 2-D the same matrices
+    are applied along rows and columns. The tests check both sets used here against conv2d.
+    """
+    n = m + r - 1
+    p = np.asarray(points, float)
+    at, g, bt = np.zeros((m, n)), np.zeros((n, r)), np.zeros((n, n))
+    for j in range(n - 1):
+        others = np.delete(p, j)
+        at[:, j] = p[j] ** np.arange(m)
+        g[j] = p[j] ** np.arange(r) / np.prod(p[j] - others)
+        bt[j, : n - 1] = np.polynomial.polynomial.polyfromroots(others)
+    at[m - 1, n - 1] = g[n - 1, r - 1] = 1
+    bt[n - 1] = np.polynomial.polynomial.polyfromroots(p)
+    return at, g, bt
+
+
+# F(4x4, 3x3) for the 3x3 convs: B^T and A^T are hand-expanded in the kernels below (their
+# nonzero entries are 1, 2, 4, 5, 8), G is used as a matrix. F(4x4, 2x2) for the feature upsampler.
+AT, G, BT = toom_cook([0, 1, -1, 2, -2], 4, 3)
+AT2, G2, BT2 = toom_cook([0, 1, -1, 2], 4, 2)
+BAND_TILES = 384  # tiles per band: 2 x 36 x 384 x 64 floats = 7 MB of scratch, in cache (measured best of 256-4096)
+CHUNK = 8  # tiles per step of the transforms' loops
+_NO_SKIP = np.zeros((1, 1, 1), np.float32)
+
+
+def _compiled(fn):
+    """Numba-compile a kernel that releases the GIL, cached on disk; without a writable cache folder, at every start."""
+    from numba import njit
+
+    try:
+        return njit(nogil=True, fastmath=True, cache=True)(fn)
+    except RuntimeError:  # Numba found no writable folder for its cache (read-only install, no HOME)
+        return njit(nogil=True, fastmath=True)(fn)
+
+
+@cache
+def _kernels():
+    """Compile (or load from Numba's cache) the transforms of both algorithms."""
+    prange = range  # each call transforms one band on one thread of the pool
+
+    f2, f4, f5, f8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+    compiled = _compiled
+
+    @compiled
+    def input_transform(xp, v, first, n, tw, slope):
+        """v[6i + j, t, c] = (B^T d B)[i, j], d the 6x6 window of LeakyReLU_slope(xp) at tile first + t."""
+        c_in = xp.shape[2]
+        for chunk in prange((n + CHUNK - 1) // CHUNK):
+            u = np.empty((6, 6, c_in), np.float32)
+            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
+                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+                for b in range(6):  # columns of the window: B^T along the rows
+                    for c in range(c_in):
+                        d0, d1, d2 = xp[r, q + b, c], xp[r + 1, q + b, c], xp[r + 2, q + b, c]
+                        d3, d4, d5 = xp[r + 3, q + b, c], xp[r + 4, q + b, c], xp[r + 5, q + b, c]
+                        d0 = d0 if d0 > 0 else d0 * slope
+                        d1 = d1 if d1 > 0 else d1 * slope
+                        d2 = d2 if d2 > 0 else d2 * slope
+                        d3 = d3 if d3 > 0 else d3 * slope
+                        d4 = d4 if d4 > 0 else d4 * slope
+                        d5 = d5 if d5 > 0 else d5 * slope
+                        u[0, b, c] = f4 * d0 - f5 * d2 + d4
+                        u[1, b, c] = -f4 * (d1 + d2) + d3 + d4
+                        u[2, b, c] = f4 * (d1 - d2) - d3 + d4
+                        u[3, b, c] = -f2 * (d1 - d3) - d2 + d4
+                        u[4, b, c] = f2 * (d1 - d3) - d2 + d4
+                        u[5, b, c] = f4 * d1 - f5 * d3 + d5
+                for i in range(6):  # then along the columns
+                    for c in range(c_in):
+                        d0, d1, d2, d3, d4, d5 = u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c]
+                        v[6 * i, t, c] = f4 * d0 - f5 * d2 + d4
+                        v[6 * i + 1, t, c] = -f4 * (d1 + d2) + d3 + d4
+                        v[6 * i + 2, t, c] = f4 * (d1 - d2) - d3 + d4
+                        v[6 * i + 3, t, c] = -f2 * (d1 - d3) - d2 + d4
+                        v[6 * i + 4, t, c] = f2 * (d1 - d3) - d2 + d4
+                        v[6 * i + 5, t, c] = f4 * d1 - f5 * d3 + d5
+
+    @compiled
+    def output_transform(m, bias, out, skip, use_skip, first, n, tw, h, w, slope):
+        """LeakyReLU_slope((A^T m A) + bias (+ skip)) into tile first + t's 4x4 pixels of out (within h x w)."""
+        c_out = out.shape[2]
+        for chunk in prange((n + CHUNK - 1) // CHUNK):
+            s = np.empty((4, 6, c_out), np.float32)
+            o = np.empty((4, c_out), np.float32)
+            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
+                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+                for j in range(6):  # A^T along the rows
+                    for k in range(c_out):
+                        m0, m1, m2 = m[j, t, k], m[6 + j, t, k], m[12 + j, t, k]
+                        m3, m4, m5 = m[18 + j, t, k], m[24 + j, t, k], m[30 + j, t, k]
+                        s[0, j, k] = m0 + m1 + m2 + m3 + m4
+                        s[1, j, k] = (m1 - m2) + f2 * (m3 - m4)
+                        s[2, j, k] = (m1 + m2) + f4 * (m3 + m4)
+                        s[3, j, k] = (m1 - m2) + f8 * (m3 - m4) + m5
+                for i in range(4):  # then along the columns, one output row at a time
+                    if r + i >= h:
+                        break
+                    for k in range(c_out):
+                        m0, m1, m2, m3, m4, m5 = s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k], s[i, 5, k]
+                        o[0, k] = m0 + m1 + m2 + m3 + m4 + bias[k]
+                        o[1, k] = (m1 - m2) + f2 * (m3 - m4) + bias[k]
+                        o[2, k] = (m1 + m2) + f4 * (m3 + m4) + bias[k]
+                        o[3, k] = (m1 - m2) + f8 * (m3 - m4) + m5 + bias[k]
+                    for j in range(4):
+                        if q + j < w:
+                            for k in range(c_out):
+                                x = o[j, k] + skip[1 + r + i, 1 + q + j, k] if use_skip else o[j, k]
+                                out[1 + r + i, 1 + q + j, k] = x if x > 0 else x * slope
+
+    @compiled
+    def upsample_input_transform(xp, v, first, n, tw, bt):
+        """v[5i + j, t, c] = (B^T d B)[i, j], d the 5x5 window of xp at tile first + t (F(4x4, 2x2))."""
+        c_in = xp.shape[2]
+        for chunk in prange((n + CHUNK - 1) // CHUNK):
+            u = np.empty((5, 5, c_in), np.float32)
+            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
+                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+                u[:] = 0
+                for i in range(5):
+                    for a in range(5):
+                        if bt[i, a] != 0:
+                            for b in range(5):
+                                for c in range(c_in):
+                                    u[i, b, c] += bt[i, a] * xp[r + a, q + b, c]
+                for i in range(5):
+                    for j in range(5):
+                        for c in range(c_in):
+                            v[5 * i + j, t, c] = 0
+                        for b in range(5):
+                            if bt[j, b] != 0:
+                                for c in range(c_in):
+                                    v[5 * i + j, t, c] += bt[j, b] * u[i, b, c]
+
+    @compiled
+    def upsample_output_transform(m, bias, out, first, n, tw, h, w, at, slope):
+        """Output channel (2a + b) * C + k of tile pixel (i, j) -> out[1 + 2(4ti + i) + a, 1 + 2(4tj + j) + b, k]."""
+        c_out = out.shape[2]
+        for chunk in prange((n + CHUNK - 1) // CHUNK):
+            s = np.empty((4, 5, 4 * c_out), np.float32)
+            o = np.empty(c_out, np.float32)
+            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
+                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+                s[:] = 0
+                for i in range(4):
+                    for p in range(5):
+                        if at[i, p] != 0:
+                            for j in range(5):
+                                for k in range(4 * c_out):
+                                    s[i, j, k] += at[i, p] * m[5 * p + j, t, k]
+                for i in range(4):
+                    if r + i >= h:
+                        break
+                    for j in range(4):
+                        if q + j >= w:
+                            break
+                        for ab in range(4):
+                            y, x = 1 + 2 * (r + i) + ab // 2, 1 + 2 * (q + j) + ab % 2
+                            o[:] = bias
+                            for p in range(5):
+                                if at[j, p] != 0:
+                                    for k in range(c_out):
+                                        o[k] += at[j, p] * s[i, p, ab * c_out + k]
+                            for k in range(c_out):
+                                out[y, x, k] = o[k] if o[k] > 0 else o[k] * slope
+
+    return input_transform, output_transform, upsample_input_transform, upsample_output_transform
+
+
+@cache
+def _image_kernel():
+    """Compile (or load from Numba's cache) the image branch's transposed conv."""
+    @_compiled
+    def image_upsample(x, k, out):
+        """out = ConvTranspose2d(x, k, stride 2, padding 1): a 4x4 kernel, one channel, no bias.
+
+        Output row 2m reads input rows m (tap 1) and m - 1 (tap 3); row 2m + 1 reads rows m + 1
+        (tap 0) and m (tap 2); the same along columns; rows outside the input are zero.
+        """
+        h, w = x.shape
+        for o in range(2 * h):
+            m, a = o // 2, o % 2
+            r0, kr0, r1, kr1 = (m, 1, m - 1, 3) if a == 0 else (m + 1, 0, m, 2)
+            for p in range(2 * w):
+                n, b = p // 2, p % 2
+                c0, kc0, c1, kc1 = (n, 1, n - 1, 3) if b == 0 else (n + 1, 0, n, 2)
+                s = np.float32(0)
+                if 0 <= r0 < h:
+                    if 0 <= c0 < w:
+                        s += x[r0, c0] * k[kr0, kc0]
+                    if 0 <= c1 < w:
+                        s += x[r0, c1] * k[kr0, kc1]
+                if 0 <= r1 < h:
+                    if 0 <= c0 < w:
+                        s += x[r1, c0] * k[kr1, kc0]
+                    if 0 <= c1 < w:
+                        s += x[r1, c1] * k[kr1, kc1]
+                out[o, p] = s
+
+    return image_upsample
+
+
+_pool: ThreadPoolExecutor | None = None
+_threads = os.cpu_count() or 1
+_scratch = threading.local()
+
+
+def set_threads(n: int) -> None:
+    """Threads that run the bands (default: every core)."""
+    global _threads, _pool
+    if n != _threads and _pool is not None:
+        _pool.shutdown()
+        _pool = None
+    _threads = max(1, n)
+
+
+def _map(work, items: range) -> None:
+    """work(item) for every item, on the pool's threads; the first exception is raised here."""
+    global _pool
+    if _threads == 1 or len(items) == 1:
+        for item in items:
+            work(item)
+        return
+    if _pool is None:
+        _pool = ThreadPoolExecutor(_threads, thread_name_prefix="lapsrn")
+    for _ in _pool.map(work, items):
+        pass
+
+
+def _buffers(v_size: int, m_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """This thread's scratch for one band's transformed input (v) and products (m), reused across calls."""
+    v, m = getattr(_scratch, "v", None), getattr(_scratch, "m", None)
+    if v is None or v.size < v_size:
+        v = _scratch.v = np.empty(v_size, np.float32)
+    if m is None or m.size < m_size:
+        m = _scratch.m = np.empty(m_size, np.float32)
+    return v, m
+
+
+_spares = threading.local()  # per calling thread: shape -> arrays handed back by FeatureMap.recycle
+
+
+def release_spares() -> None:
+    """Give the recycled buffers back to the system (at the end of a forward pass)."""
+    _spares.by_shape = {}
+
+
+@dataclass
+class FeatureMap:
+    """An h x w x c map inside a zero border: one pixel at top/left, enough at bottom/right for whole 4x4 tiles."""
+
+    data: np.ndarray  # (4 * ceil(h / 4) + 2, 4 * ceil(w / 4) + 2, c) float32
+    h: int
+    w: int
+
+    @classmethod
+    def empty(cls, h: int, w: int, c: int) -> FeatureMap:
+        """Uninitialised inside, zero border; in a recycled buffer of this shape when there is one."""
+        shape = (4 * -(-h // 4) + 2, 4 * -(-w // 4) + 2, c)
+        spare = getattr(_spares, "by_shape", {}).get(shape)
+        data = spare.pop() if spare else np.empty(shape, np.float32)
+        data[0], data[h + 1 :], data[:, 0], data[:, w + 1 :] = 0, 0, 0, 0
+        return cls(data, h, w)
+
+    def recycle(self) -> None:
+        """Hand this map's buffer to the next ``empty`` of its shape: a fresh buffer costs a page fault per 4 kB.
+
+        Only for a map that owns its buffer and that nothing reads any more.
+        """
+        if not hasattr(_spares, "by_shape"):
+            _spares.by_shape = {}
+        _spares.by_shape.setdefault(self.data.shape, []).append(self.data)
+
+    @classmethod
+    def from_array(cls, x: np.ndarray) -> FeatureMap:
+        """From an (h, w, c) or (h, w) array."""
+        x = x[..., None] if x.ndim == 2 else x
+        fm = cls.empty(x.shape[0], x.shape[1], x.shape[2])
+        fm.data[1 : fm.h + 1, 1 : fm.w + 1] = x
+        return fm
+
+    @property
+    def inside(self) -> np.ndarray:
+        """The (h, w, c) view without the border."""
+        return self.data[1 : self.h + 1, 1 : self.w + 1]
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A 3x3 convolution ready for F(4x4, 3x3): G w G^T as 36 matrices (Cin x Cout), and the bias."""
+
+    u: np.ndarray  # (36, Cin, Cout) float32
+    bias: np.ndarray  # (Cout,) float32
+
+    @classmethod
+    def from_weights(cls, w: np.ndarray, b: np.ndarray | None) -> Conv:
+        """From the reference layout: weight (Cout, Cin, 3, 3), bias (Cout,); transformed in float64."""
+        c_out, c_in = w.shape[:2]
+        u = np.einsum("ia,kcab,jb->ijck", G, w.astype(np.float64), G).reshape(36, c_in, c_out)
+        bias = np.zeros(c_out, np.float32) if b is None else b.astype(np.float32)
+        return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(bias))
+
+
+@dataclass(frozen=True)
+class Upsampler:
+    """The released x2 feature upsampler as one 2x2 conv with 4 x Cout outputs, ready for F(4x4, 2x2)."""
+
+    u: np.ndarray  # (25, Cin, 4 Cout) float32
+    bias: np.ndarray  # (Cout,) float32
+
+    @classmethod
+    def from_weights(cls, w: np.ndarray, b: np.ndarray) -> Upsampler:
+        """From ConvTranspose2d(C, C, 3, stride 2) weights (Cin, Cout, 3, 3), cropped to 2h x 2w.
+
+        Output row 2m + a sums input rows m - 1 and m with taps 2 and 0 when a = 0, and row m with
+        tap 1 when a = 1 (``TAPS``; the same for columns). So output phase (a, b) is a 2x2
+        convolution of the input padded by one at the top/left, with some taps zero.
+        """
+        c_in, c_out = w.shape[:2]
+        k = np.zeros((2, 2, c_out, c_in, 2, 2))  # phase a, b, out, in, window row, col
+        for a in range(2):
+            for b_ in range(2):
+                for i, ti in enumerate(TAPS[a]):
+                    for j, tj in enumerate(TAPS[b_]):
+                        if ti is not None and tj is not None:
+                            k[a, b_, :, :, i, j] = w[:, :, ti, tj].T
+        u = np.einsum("ia,pkcab,jb->ijcpk", G2, k.reshape(4, c_out, c_in, 2, 2), G2).reshape(25, c_in, 4 * c_out)
+        return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(b, np.float32))
+
+
+TAPS = ((2, 0), (None, 1))  # output phase a -> transposed-conv tap applied to input row m - 1, row m
+
+
+def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> None:
+    """For each band of at most BAND_TILES tiles: transform_in(v, first, n), v @ u into m, transform_out(m, first, n).
+
+    u: (positions, Cin, Cout). Each band runs on one pool thread with its own scratch, so the
+    batched matmul writes in place and the band's data stays in that core's cache; bands write
+    disjoint tiles of the output. Call inside ``single_threaded_blas()``.
+    """
+    positions, c_in, c_out = u.shape
+    tiles = -(-x.h // 4) * -(-x.w // 4)
+    band = max(1, min(BAND_TILES, -(-tiles // _threads)))
+
+    def work(first: int) -> None:
+        n = min(band, tiles - first)
+        v_flat, m_flat = _buffers(positions * band * c_in, positions * band * c_out)
+        v = v_flat[: positions * n * c_in].reshape(positions, n, c_in)
+        m = m_flat[: positions * n * c_out].reshape(positions, n, c_out)
+        transform_in(v, first, n)
+        with np.errstate(over="ignore", invalid="ignore"):  # a non-finite result is the caller's to report
+            np.matmul(v, u, out=m)
+        transform_out(m, first, n)
+
+    _map(work, range(0, tiles, band))
+
+
+@contextmanager
+def single_threaded_blas() -> Iterator[None]:
+    """BLAS on the calling thread only, while the pool's threads each run their own bands."""
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(1, user_api="blas"):
+        yield
+
+
+def conv3x3(
+    x: FeatureMap, conv: Conv, pre: float = 1.0, post: float = 1.0,
+    skip: FeatureMap | None = None, out: FeatureMap | None = None,
+) -> FeatureMap:
+    """post_act(conv(pre_act(x)) + skip), where *_act is LeakyReLU with that slope (1.0: none).
+
+    ``out``: a map of the right size to write into (not x or skip), so a chain of layers reuses two buffers.
+    """
+    input_transform, output_transform = _kernels()[:2]
+    h, w, tw = x.h, x.w, -(-x.w // 4)
+    if out is None:
+        out = FeatureMap.empty(h, w, conv.u.shape[2])
+    skip_data = skip.data if skip is not None else _NO_SKIP
+    pre32, post32 = np.float32(pre), np.float32(post)
+    _run_bands(
+        x, conv.u,
+        lambda v, first, n: input_transform(x.data, v, first, n, tw, pre32),
+        lambda m, first, n: output_transform(m, conv.bias, out.data, skip_data, skip is not None, first, n, tw, h, w, post32),
+    )
+    return out
+
+
+def upsample2x(x: FeatureMap, up: Upsampler, post: float = 1.0) -> FeatureMap:
+    """post_act(the released x2 feature upsampler), by Winograd F(4x4, 2x2): a 2h x 2w map."""
+    upsample_input_transform, upsample_output_transform = _kernels()[2:]
+    h, w, tw = x.h, x.w, -(-x.w // 4)
+    out = FeatureMap.empty(2 * h, 2 * w, up.bias.shape[0])
+    bt, at, post32 = BT2.astype(np.float32), AT2.astype(np.float32), np.float32(post)
+    _run_bands(
+        x, up.u,
+        lambda v, first, n: upsample_input_transform(x.data, v, first, n, tw, bt),
+        lambda m, first, n: upsample_output_transform(m, up.bias, out.data, first, n, tw, h, w, at, post32),
+    )
+    return out
+
+
+def add_upsample_residual(x: FeatureMap, up: Upsampler, post: float, residual: Conv, out: np.ndarray,
+                          band_bytes: int) -> None:
+    """out += residual(post_act(upsample(x))), in bands of rows: the last level's features never exist whole.
+
+    The last level's upsampled 64-channel map is read by nothing but the residual conv, yet at full
+    output size it would be the largest array of the pass. Each band of tile rows is upsampled with
+    one tile row (4 input rows) of context above and below, the residual conv runs on it, and the
+    context rows are dropped, so the seams do not show. ``band_bytes`` bounds one band's map.
+    """
+    h, w, c_out = x.h, x.w, up.bias.shape[0]
+    th = -(-h // 4)
+    band = max(1, band_bytes // (8 * (2 * w + 2) * c_out * 4))  # tile rows per band
+    for t0 in range(0, th, band):
+        t1 = min(t0 + band, th)
+        a0, a1 = max(t0 - 1, 0), min(t1 + 1, th)
+        rows = FeatureMap(x.data[4 * a0 : 4 * a1 + 2], min(h, 4 * a1) - 4 * a0, w)  # its border row: real context
+        features = upsample2x(rows, up, post)
+        res = conv3x3(features, residual)
+        r0, r1 = 8 * t0, min(8 * t1, 2 * h)
+        out[r0:r1] += res.data[1 + r0 - 8 * a0 : 1 + r1 - 8 * a0, 1 : 2 * w + 1, 0]
+        features.recycle()
+        res.recycle()
+
+
+def image_upsample(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """The image branch: ConvTranspose2d(1, 1, 4, stride 2, padding 1) of a float32 (h, w) plane."""
+    out = np.empty((2 * x.shape[0], 2 * x.shape[1]), np.float32)
+    _image_kernel()(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(k, np.float32), out)
+    return out

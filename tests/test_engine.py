@@ -1,0 +1,282 @@
+"""The CPU engine computes what the PyTorch reference (models.py) computes, and needs no torch to run."""
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lapsrn import engine
+from lapsrn.engine import winograd as W
+from lapsrn.inference import Upscaler
+from lapsrn.models import SLOPE, FeatureUpsample, ImageUpsample, LapSRN, MSLapSRN
+from lapsrn.torch_network import TorchNetwork
+from lapsrn.weights import load, read, spec_of
+
+from .conftest import REPO, shared_path, smooth_image
+
+
+def _hwc(x: torch.Tensor) -> np.ndarray:
+    return x[0].permute(1, 2, 0).numpy()
+
+
+def _conv(conv: torch.nn.Conv2d) -> W.Conv:
+    return W.Conv.from_weights(conv.weight.detach().numpy(), conv.bias.detach().numpy())
+
+
+def _close(got: np.ndarray, want: torch.Tensor, rel: float = 1e-5) -> bool:
+    want = want.numpy() if isinstance(want, torch.Tensor) else want
+    return got.shape == want.shape and np.abs(got - want).max() <= rel * max(1.0, np.abs(want).max())
+
+
+def test_kernels_compile_without_a_writable_cache_folder(monkeypatch):
+    """Numba refuses cache=True when it finds no writable folder (read-only install, no HOME): no cache then."""
+    import numba
+
+    real = numba.njit
+
+    def njit(*args, cache=False, **kwargs):
+        if cache:
+            raise RuntimeError("cannot cache function: no locator available")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(numba, "njit", njit)
+    kernels = W._kernels.__wrapped__()
+    assert len(kernels) == 4 and all(type(k._cache).__name__ == "NullCache" for k in kernels)
+
+
+@pytest.mark.parametrize("points, m, r", [([0, 1, -1, 2, -2], 4, 3), ([0, 1, -1, 2], 4, 2)])
+def test_toom_cook_matrices_compute_a_correlation(points, m, r):
+    at, g, bt = W.toom_cook(points, m, r)
+    d, k = np.random.default_rng(0).standard_normal((2, m + r - 1))
+    k = k[:r]
+    want = [sum(d[i + j] * k[j] for j in range(r)) for i in range(m)]
+    assert np.allclose(at @ ((g @ k) * (bt @ d)), want, atol=1e-12)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (4, 4), (5, 7), (13, 9), (40, 33)])
+@pytest.mark.parametrize("channels", [(64, 64), (3, 5), (1, 64), (64, 1)])
+def test_conv3x3_equals_conv2d(size, channels):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(*channels, 3, padding=1)
+    x = torch.randn(1, channels[0], *size)
+    skip = torch.randn(1, channels[1], *size)
+    fm = W.FeatureMap.from_array(_hwc(x))
+    with torch.inference_mode():
+        cases = [
+            ({}, conv(x)),
+            ({"post": SLOPE}, F.leaky_relu(conv(x), SLOPE)),
+            ({"pre": SLOPE}, conv(F.leaky_relu(x, SLOPE))),
+            ({"pre": SLOPE, "skip": W.FeatureMap.from_array(_hwc(skip))}, conv(F.leaky_relu(x, SLOPE)) + skip),
+        ]
+        for kwargs, want in cases:
+            got = W.conv3x3(fm, _conv(conv), **kwargs).inside
+            assert _close(got, _hwc(want)), kwargs
+
+
+@pytest.mark.parametrize("size", [(1, 1), (5, 7), (13, 9), (24, 17)])
+@pytest.mark.parametrize("post", [1.0, SLOPE])
+def test_upsample2x_equals_the_released_transposed_conv(size, post):
+    """The 3x3 stride-2 transposed conv, cropped (MatConvNet crop [0 1 0 1]), by Winograd F(4x4, 2x2)."""
+    torch.manual_seed(0)
+    up = FeatureUpsample(6)
+    x = torch.randn(1, 6, *size)
+    with torch.inference_mode():
+        want = F.leaky_relu(up(x), post)
+    u = W.Upsampler.from_weights(up.deconv.weight.detach().numpy(), up.deconv.bias.detach().numpy())
+    got = W.upsample2x(W.FeatureMap.from_array(_hwc(x)), u, post).inside
+    assert got.shape == (2 * size[0], 2 * size[1], 6) and _close(got, _hwc(want))
+
+
+@pytest.mark.parametrize("band_bytes", [1, 40_000, 1 << 30])  # one tile row per band, a few, all at once
+def test_last_level_bands_equal_the_plain_computation(band_bytes):
+    torch.manual_seed(0)
+    up, residual = FeatureUpsample(8), torch.nn.Conv2d(8, 1, 3, padding=1)
+    x = torch.randn(1, 8, 37, 11)
+    with torch.inference_mode():
+        want = residual(F.leaky_relu(up(x), SLOPE))[0, 0].numpy()
+    u = W.Upsampler.from_weights(up.deconv.weight.detach().numpy(), up.deconv.bias.detach().numpy())
+    got = np.zeros((74, 22), np.float32)
+    W.add_upsample_residual(W.FeatureMap.from_array(_hwc(x)), u, SLOPE, _conv(residual), got, band_bytes)
+    assert _close(got, want)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (2, 3), (17, 10)])
+def test_image_upsample_equals_the_transposed_conv(size):
+    torch.manual_seed(0)
+    up = ImageUpsample()
+    up.deconv.weight.data.normal_()  # any trained kernel, not only the bilinear initialisation
+    x = torch.rand(1, 1, *size)
+    with torch.inference_mode():
+        want = up(x)[0, 0].numpy()
+    assert _close(W.image_upsample(x[0, 0].numpy(), up.deconv.weight[0, 0].detach().numpy()), want)
+
+
+def test_feature_map_border_is_the_zero_padding():
+    x = np.random.default_rng(0).standard_normal((6, 9, 3)).astype(np.float32)
+    fm = W.FeatureMap.from_array(x)
+    assert fm.data.shape == (4 * 2 + 2, 4 * 3 + 2, 3)
+    inside = np.zeros(fm.data.shape[:2], bool)
+    inside[1:7, 1:10] = True
+    assert not fm.data[~inside].any()
+    assert np.array_equal(fm.inside, x)
+
+
+def test_reused_output_buffer_gives_the_same_result():
+    torch.manual_seed(0)
+    conv = _conv(torch.nn.Conv2d(8, 8, 3, padding=1))
+    x = W.FeatureMap.from_array(np.random.default_rng(0).standard_normal((11, 6, 8)).astype(np.float32))
+    dirty = W.FeatureMap.empty(11, 6, 8)
+    dirty.data[1:12, 1:7] = 7.0  # stale numbers inside must be overwritten, the border left zero
+    assert np.array_equal(W.conv3x3(x, conv).data, W.conv3x3(x, conv, out=dirty).data)
+
+
+def _reference(net: torch.nn.Module, y: np.ndarray, levels: int) -> list[np.ndarray]:
+    with torch.inference_mode():
+        return [o[0, 0].numpy() for o in net(torch.from_numpy(y)[None, None], levels)]
+
+
+def _engine(net: torch.nn.Module) -> engine.Network:
+    spec = spec_of(net)
+    state = {k: v.detach().numpy() for k, v in net.state_dict().items()}
+    return engine.build(spec.arch, state, spec.depth, spec.levels, spec.recursions, spec.skip)
+
+
+NETS = {
+    "LapSRN-1": lambda: LapSRN(levels=1, depth=2),
+    "LapSRN-4": lambda: LapSRN(levels=4, depth=2),
+    "SS": lambda: MSLapSRN(depth=2, recursions=3, skip="SS", levels=4),
+    "DS": lambda: MSLapSRN(depth=2, recursions=3, skip="DS", levels=4),
+    "NS": lambda: MSLapSRN(depth=3, recursions=2, skip="NS", levels=4),
+}
+
+
+@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("size", [(1, 1), (2, 5), (19, 26)])
+def test_networks_equal_the_reference(name, size):
+    """Every architecture and skip (the buffer reuse differs for each), 1 to 4 levels, odd sizes down to 1x1."""
+    torch.manual_seed(0)
+    net = NETS[name]()
+    for p in net.parameters():  # weights large enough that a wrong skip or activation would show
+        p.data.normal_(0, 0.1)
+    net.eval()
+    y = np.random.default_rng(0).random(size, dtype=np.float32)
+    fast = _engine(net)
+    for levels in range(1, (net.levels if isinstance(net, LapSRN) else 4) + 1):
+        got, want = fast(y, levels), _reference(net, y, levels)
+        assert len(got) == len(want) == levels
+        for a, b in zip(got, want):
+            assert np.abs(b).max() > 0.1 and _close(a, b), (levels, np.abs(a - b).max())
+        last = fast(y, levels, last_only=True)
+        assert len(last) == 1 and np.array_equal(last[0], got[-1])
+
+
+@pytest.mark.parametrize("name", ["LapSRN_x4.mat", "LapSRN_x8.mat", "MSLapSRN_D5R8.mat"])
+def test_official_networks_equal_the_reference(name, rng):
+    path = shared_path("weights", "official", name)
+    spec, state = read(path)
+    fast = engine.build(spec.arch, state, spec.depth, spec.levels, spec.recursions, spec.skip)
+    y = smooth_image(rng, 45, 38, 1).astype(np.float32)
+    levels = min(spec.levels, 3)
+    for a, b in zip(fast(y, levels), _reference(load(path)[0], y, levels)):
+        assert np.abs(a - b).max() < 2e-5
+
+
+def test_uint8_output_matches_the_torch_path(lapsrn_x4, rng):
+    """What a user gets, in uint8: at most one level of rounding apart, on at most 0.1 % of the pixels."""
+    img = (smooth_image(rng, 40, 50) * 255).round().astype(np.uint8)
+    fast = Upscaler(lapsrn_x4).upscale(img, 4)
+    spec, state = spec_of(lapsrn_x4), {k: v.numpy() for k, v in lapsrn_x4.state_dict().items()}
+    ref = Upscaler(TorchNetwork.from_weights(spec, state, "cpu"), spec).upscale(img, 4)
+    diff = np.abs(fast.astype(int) - ref.astype(int))
+    assert diff.max() <= 1 and (diff > 0).mean() <= 1e-3
+
+
+def test_tiles_on_the_torch_path_equal_the_whole_image(lapsrn_x4, rng):
+    """Tiling is the Upscaler's, whatever runs the network: the reference path tiles exactly too."""
+    spec, state = spec_of(lapsrn_x4), {k: v.numpy() for k, v in lapsrn_x4.state_dict().items()}
+    net = TorchNetwork.from_weights(spec, state, "cpu")
+    y = smooth_image(rng, 70, 45, 1).astype(np.float32)
+    whole = Upscaler(net, spec).pyramid_y(y, 2)
+    tiled = Upscaler(net, spec, tile=24).pyramid_y(y, 2)
+    assert all(np.abs(a - b).max() < 1e-5 for a, b in zip(whole, tiled))
+
+
+def test_upscaler_leaves_a_torch_module_untouched(lapsrn_x4):
+    """Converting a reference module copies its weights: its layout and values stay as they were."""
+    before = {k: (v.clone(), v.stride()) for k, v in lapsrn_x4.state_dict().items()}
+    Upscaler(lapsrn_x4).upscale(np.zeros((8, 8), np.uint8), 2)
+    for k, v in lapsrn_x4.state_dict().items():
+        assert torch.equal(v, before[k][0]) and v.stride() == before[k][1], k
+
+
+def test_non_finite_network_output_is_an_error(tmp_path):
+    """Finite weights that overflow float32 give an error, never a black image."""
+    net = MSLapSRN(depth=3, recursions=2, levels=1).eval()
+    for p in net.parameters():
+        p.data.fill_(9000.0)  # below the loader's plausibility bound, yet six convs overflow float32
+    with pytest.raises(ValueError, match="not finite"):
+        Upscaler(net).upscale(np.full((8, 8), 200, np.uint8), 2)
+
+
+BLOCK_TORCH = """
+import sys
+sys.modules["torch"] = None  # as if not installed: find_spec gives None, import raises ModuleNotFoundError
+"""
+
+
+def _run_cli(args: list[str], tmp_path, block_torch: bool = False) -> subprocess.CompletedProcess:
+    """The lapsrn command in a fresh interpreter; prints whether torch got imported."""
+    code = (BLOCK_TORCH if block_torch else "") + textwrap.dedent(f"""
+        import sys
+        from lapsrn.cli import main
+        rc = main({args!r})
+        print("torch imported:", sys.modules.get("torch") is not None)
+        sys.exit(rc)
+    """)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+
+
+def test_upscale_never_imports_torch(tmp_path):
+    sample = REPO / "src/lapsrn/assets/sample.png"
+    done = _run_cli(["upscale", "-i", str(sample), "-o", "out.png", "-s", "2"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "torch imported: False" in done.stdout and (tmp_path / "out.png").stat().st_size > 0
+
+
+def test_without_torch_upscale_works_and_train_names_the_extra(tmp_path):
+    sample = REPO / "src/lapsrn/assets/sample.png"
+    done = _run_cli(["upscale", "-i", str(sample), "-o", "out.png", "-s", "2", "--device", "auto"], tmp_path, True)
+    assert done.returncode == 0, done.stderr
+    for command in (["train", "--steps", "1"], ["export", "--onnx", "x.onnx"]):
+        done = _run_cli(command, tmp_path, block_torch=True)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 1 and len(lines) == 1, done.stderr
+        assert "pip install 'lapsrn[torch]'" in lines[0]
+    done = _run_cli(["upscale", "-i", str(sample), "-o", "o.png", "--device", "cuda"], tmp_path, True)
+    assert done.returncode == 1 and "needs PyTorch" in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--device", "cuda"], "no CUDA device"),
+    (["--device", "mps"], "Metal backend is not available"),
+    (["--device", "tpu"], "unknown device 'tpu'"),
+    (["--half"], "--half needs --device cuda"),
+])
+def test_missing_or_unknown_devices_are_one_line_errors(options, message, tmp_path, capsys):
+    from lapsrn.cli import main
+
+    sample = REPO / "src/lapsrn/assets/sample.png"
+    assert main(["upscale", "-i", str(sample), "-o", str(tmp_path / "o.png"), "-s", "2", *options]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o.png").exists()
+
+
+def test_torch_hub_gives_the_reference_network():
+    net = torch.hub.load(str(REPO), "lapsrn_net", source="local", trust_repo=True)
+    assert isinstance(net, MSLapSRN) and not net.training
+    assert [o.shape[-1] for o in net(torch.zeros(1, 1, 5, 6))] == [12, 24, 48]
