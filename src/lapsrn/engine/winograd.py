@@ -59,12 +59,11 @@ def toom_cook(points: list[float], m: int, r: int) -> tuple[np.ndarray, np.ndarr
     return at, g, bt
 
 
-# F(4x4, 3x3) for the 3x3 convs: B^T and A^T are hand-expanded in the kernels below (their
-# nonzero entries are 1, 2, 4, 5, 8), G is used as a matrix. F(4x4, 2x2) for the feature upsampler.
+# F(4x4, 3x3) for the 3x3 convs, F(4x4, 2x2) for the feature upsampler: B^T and A^T are
+# hand-expanded in the kernels below (bt6, at6, bt5, at5), G is used as a matrix on the weights.
 AT, G, BT = toom_cook([0, 1, -1, 2, -2], 4, 3)
 AT2, G2, BT2 = toom_cook([0, 1, -1, 2], 4, 2)
 BAND_TILES = 384  # tiles per band: 2 x 36 x 384 x 64 floats = 7 MB of scratch, in cache (measured best of 256-4096)
-CHUNK = 8  # tiles per step of the transforms' loops
 _NO_SKIP = np.zeros((1, 1, 1), np.float32)
 
 
@@ -80,133 +79,122 @@ def _compiled(fn):
 
 @cache
 def _kernels():
-    """Compile (or load from Numba's cache) the transforms of both algorithms."""
-    prange = range  # each call transforms one band on one thread of the pool
+    """Compile (or load from Numba's cache) the transforms of both algorithms; each call transforms one band."""
+    from numba import njit
 
-    f2, f4, f5, f8 = np.float32(2), np.float32(4), np.float32(5), np.float32(8)
+    f2, f3, f4, f5, f8 = np.float32(2), np.float32(3), np.float32(4), np.float32(5), np.float32(8)
     compiled = _compiled
+
+    @njit(inline="always")
+    def bt6(d0, d1, d2, d3, d4, d5):
+        """B^T d of F(4x4, 3x3), hand-expanded (the nonzero entries of B^T are 1, 2, 4, 5)."""
+        return (f4 * d0 - f5 * d2 + d4, -f4 * (d1 + d2) + d3 + d4, f4 * (d1 - d2) - d3 + d4,
+                -f2 * (d1 - d3) - d2 + d4, f2 * (d1 - d3) - d2 + d4, f4 * d1 - f5 * d3 + d5)
+
+    @njit(inline="always")
+    def at6(m0, m1, m2, m3, m4, m5):
+        """A^T m of F(4x4, 3x3), hand-expanded (the nonzero entries of A^T are 1, 2, 4, 8)."""
+        return m0 + m1 + m2 + m3 + m4, (m1 - m2) + f2 * (m3 - m4), (m1 + m2) + f4 * (m3 + m4), (m1 - m2) + f8 * (m3 - m4) + m5
+
+    @njit(inline="always")
+    def leaky(x, slope):
+        return x if x > 0 else x * slope
 
     @compiled
     def input_transform(xp, v, first, n, tw, slope):
         """v[6i + j, t, c] = (B^T d B)[i, j], d the 6x6 window of LeakyReLU_slope(xp) at tile first + t."""
         c_in = xp.shape[2]
-        for chunk in prange((n + CHUNK - 1) // CHUNK):
-            u = np.empty((6, 6, c_in), np.float32)
-            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
-                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
-                for b in range(6):  # columns of the window: B^T along the rows
-                    for c in range(c_in):
-                        d0, d1, d2 = xp[r, q + b, c], xp[r + 1, q + b, c], xp[r + 2, q + b, c]
-                        d3, d4, d5 = xp[r + 3, q + b, c], xp[r + 4, q + b, c], xp[r + 5, q + b, c]
-                        d0 = d0 if d0 > 0 else d0 * slope
-                        d1 = d1 if d1 > 0 else d1 * slope
-                        d2 = d2 if d2 > 0 else d2 * slope
-                        d3 = d3 if d3 > 0 else d3 * slope
-                        d4 = d4 if d4 > 0 else d4 * slope
-                        d5 = d5 if d5 > 0 else d5 * slope
-                        u[0, b, c] = f4 * d0 - f5 * d2 + d4
-                        u[1, b, c] = -f4 * (d1 + d2) + d3 + d4
-                        u[2, b, c] = f4 * (d1 - d2) - d3 + d4
-                        u[3, b, c] = -f2 * (d1 - d3) - d2 + d4
-                        u[4, b, c] = f2 * (d1 - d3) - d2 + d4
-                        u[5, b, c] = f4 * d1 - f5 * d3 + d5
-                for i in range(6):  # then along the columns
-                    for c in range(c_in):
-                        d0, d1, d2, d3, d4, d5 = u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c]
-                        v[6 * i, t, c] = f4 * d0 - f5 * d2 + d4
-                        v[6 * i + 1, t, c] = -f4 * (d1 + d2) + d3 + d4
-                        v[6 * i + 2, t, c] = f4 * (d1 - d2) - d3 + d4
-                        v[6 * i + 3, t, c] = -f2 * (d1 - d3) - d2 + d4
-                        v[6 * i + 4, t, c] = f2 * (d1 - d3) - d2 + d4
-                        v[6 * i + 5, t, c] = f4 * d1 - f5 * d3 + d5
+        u = np.empty((6, 6, c_in), np.float32)
+        for t in range(n):
+            r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+            for b in range(6):  # columns of the window: B^T along the rows
+                for c in range(c_in):
+                    u[0, b, c], u[1, b, c], u[2, b, c], u[3, b, c], u[4, b, c], u[5, b, c] = bt6(
+                        leaky(xp[r, q + b, c], slope), leaky(xp[r + 1, q + b, c], slope),
+                        leaky(xp[r + 2, q + b, c], slope), leaky(xp[r + 3, q + b, c], slope),
+                        leaky(xp[r + 4, q + b, c], slope), leaky(xp[r + 5, q + b, c], slope))
+            for i in range(6):  # then along the columns
+                for c in range(c_in):
+                    v[6 * i, t, c], v[6 * i + 1, t, c], v[6 * i + 2, t, c], v[6 * i + 3, t, c], v[6 * i + 4, t, c], \
+                        v[6 * i + 5, t, c] = bt6(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c])
 
     @compiled
     def output_transform(m, bias, out, skip, use_skip, first, n, tw, h, w, slope):
         """LeakyReLU_slope((A^T m A) + bias (+ skip)) into tile first + t's 4x4 pixels of out (within h x w)."""
         c_out = out.shape[2]
-        for chunk in prange((n + CHUNK - 1) // CHUNK):
-            s = np.empty((4, 6, c_out), np.float32)
-            o = np.empty((4, c_out), np.float32)
-            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
-                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
-                for j in range(6):  # A^T along the rows
-                    for k in range(c_out):
-                        m0, m1, m2 = m[j, t, k], m[6 + j, t, k], m[12 + j, t, k]
-                        m3, m4, m5 = m[18 + j, t, k], m[24 + j, t, k], m[30 + j, t, k]
-                        s[0, j, k] = m0 + m1 + m2 + m3 + m4
-                        s[1, j, k] = (m1 - m2) + f2 * (m3 - m4)
-                        s[2, j, k] = (m1 + m2) + f4 * (m3 + m4)
-                        s[3, j, k] = (m1 - m2) + f8 * (m3 - m4) + m5
-                for i in range(4):  # then along the columns, one output row at a time
-                    if r + i >= h:
-                        break
-                    for k in range(c_out):
-                        m0, m1, m2, m3, m4, m5 = s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k], s[i, 5, k]
-                        o[0, k] = m0 + m1 + m2 + m3 + m4 + bias[k]
-                        o[1, k] = (m1 - m2) + f2 * (m3 - m4) + bias[k]
-                        o[2, k] = (m1 + m2) + f4 * (m3 + m4) + bias[k]
-                        o[3, k] = (m1 - m2) + f8 * (m3 - m4) + m5 + bias[k]
-                    for j in range(4):
-                        if q + j < w:
-                            for k in range(c_out):
-                                x = o[j, k] + skip[1 + r + i, 1 + q + j, k] if use_skip else o[j, k]
-                                out[1 + r + i, 1 + q + j, k] = x if x > 0 else x * slope
+        s = np.empty((4, 6, c_out), np.float32)
+        o = np.empty((4, c_out), np.float32)
+        for t in range(n):
+            r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+            for j in range(6):  # A^T along the rows
+                for k in range(c_out):
+                    s[0, j, k], s[1, j, k], s[2, j, k], s[3, j, k] = at6(
+                        m[j, t, k], m[6 + j, t, k], m[12 + j, t, k], m[18 + j, t, k], m[24 + j, t, k], m[30 + j, t, k])
+            for i in range(4):  # then along the columns, one output row at a time
+                if r + i >= h:
+                    break
+                for k in range(c_out):
+                    o[0, k], o[1, k], o[2, k], o[3, k] = at6(s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k],
+                                                            s[i, 5, k])
+                for j in range(4):
+                    if q + j < w:
+                        for k in range(c_out):
+                            x = o[j, k] + bias[k]
+                            x = x + skip[1 + r + i, 1 + q + j, k] if use_skip else x
+                            out[1 + r + i, 1 + q + j, k] = leaky(x, slope)
+
+    @njit(inline="always")
+    def bt5(d0, d1, d2, d3, d4):
+        """B^T d of F(4x4, 2x2) at the points 0, 1, -1, 2 (``BT2``), hand-expanded."""
+        return (f2 * (d0 - d2) - d1 + d3, -f2 * d1 - d2 + d3, f2 * d1 - f3 * d2 + d3, d3 - d1,
+                f2 * (d1 - d3) - d2 + d4)
+
+    @njit(inline="always")
+    def at5(m0, m1, m2, m3, m4):
+        """A^T m of F(4x4, 2x2) (``AT2``), hand-expanded."""
+        return m0 + m1 + m2 + m3, m1 - m2 + f2 * m3, m1 + m2 + f4 * m3, m1 - m2 + f8 * m3 + m4
 
     @compiled
-    def upsample_input_transform(xp, v, first, n, tw, bt):
+    def upsample_input_transform(xp, v, first, n, tw):
         """v[5i + j, t, c] = (B^T d B)[i, j], d the 5x5 window of xp at tile first + t (F(4x4, 2x2))."""
         c_in = xp.shape[2]
-        for chunk in prange((n + CHUNK - 1) // CHUNK):
-            u = np.empty((5, 5, c_in), np.float32)
-            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
-                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
-                u[:] = 0
-                for i in range(5):
-                    for a in range(5):
-                        if bt[i, a] != 0:
-                            for b in range(5):
-                                for c in range(c_in):
-                                    u[i, b, c] += bt[i, a] * xp[r + a, q + b, c]
-                for i in range(5):
-                    for j in range(5):
-                        for c in range(c_in):
-                            v[5 * i + j, t, c] = 0
-                        for b in range(5):
-                            if bt[j, b] != 0:
-                                for c in range(c_in):
-                                    v[5 * i + j, t, c] += bt[j, b] * u[i, b, c]
+        u = np.empty((5, 5, c_in), np.float32)
+        for t in range(n):
+            r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+            for b in range(5):
+                for c in range(c_in):
+                    u[0, b, c], u[1, b, c], u[2, b, c], u[3, b, c], u[4, b, c] = bt5(
+                        xp[r, q + b, c], xp[r + 1, q + b, c], xp[r + 2, q + b, c], xp[r + 3, q + b, c],
+                        xp[r + 4, q + b, c])
+            for i in range(5):
+                for c in range(c_in):
+                    v[5 * i, t, c], v[5 * i + 1, t, c], v[5 * i + 2, t, c], v[5 * i + 3, t, c], v[5 * i + 4, t, c] = \
+                        bt5(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c])
 
     @compiled
-    def upsample_output_transform(m, bias, out, first, n, tw, h, w, at, slope):
+    def upsample_output_transform(m, bias, out, first, n, tw, h, w, slope):
         """Output channel (2a + b) * C + k of tile pixel (i, j) -> out[1 + 2(4ti + i) + a, 1 + 2(4tj + j) + b, k]."""
         c_out = out.shape[2]
-        for chunk in prange((n + CHUNK - 1) // CHUNK):
-            s = np.empty((4, 5, 4 * c_out), np.float32)
-            o = np.empty(c_out, np.float32)
-            for t in range(chunk * CHUNK, min(n, chunk * CHUNK + CHUNK)):
-                r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
-                s[:] = 0
-                for i in range(4):
-                    for p in range(5):
-                        if at[i, p] != 0:
-                            for j in range(5):
-                                for k in range(4 * c_out):
-                                    s[i, j, k] += at[i, p] * m[5 * p + j, t, k]
-                for i in range(4):
-                    if r + i >= h:
+        s = np.empty((4, 5, 4 * c_out), np.float32)
+        o = np.empty((4, 4 * c_out), np.float32)  # the output row's 4 pixels, every phase's channels
+        for t in range(n):
+            r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
+            for j in range(5):  # A^T along the rows
+                for k in range(4 * c_out):
+                    s[0, j, k], s[1, j, k], s[2, j, k], s[3, j, k] = at5(
+                        m[j, t, k], m[5 + j, t, k], m[10 + j, t, k], m[15 + j, t, k], m[20 + j, t, k])
+            for i in range(4):  # then along the columns, one output row at a time
+                if r + i >= h:
+                    break
+                for k in range(4 * c_out):
+                    o[0, k], o[1, k], o[2, k], o[3, k] = at5(s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k])
+                for j in range(4):
+                    if q + j >= w:
                         break
-                    for j in range(4):
-                        if q + j >= w:
-                            break
-                        for ab in range(4):
-                            y, x = 1 + 2 * (r + i) + ab // 2, 1 + 2 * (q + j) + ab % 2
-                            o[:] = bias
-                            for p in range(5):
-                                if at[j, p] != 0:
-                                    for k in range(c_out):
-                                        o[k] += at[j, p] * s[i, p, ab * c_out + k]
-                            for k in range(c_out):
-                                out[y, x, k] = o[k] if o[k] > 0 else o[k] * slope
+                    for ab in range(4):  # output phase (a, b) goes to pixel (2 row + a, 2 column + b)
+                        y, x = 1 + 2 * (r + i) + ab // 2, 1 + 2 * (q + j) + ab % 2
+                        for k in range(c_out):
+                            out[y, x, k] = leaky(o[j, ab * c_out + k] + bias[k], slope)
 
     return input_transform, output_transform, upsample_input_transform, upsample_output_transform
 
@@ -435,11 +423,11 @@ def upsample2x(x: FeatureMap, up: Upsampler, post: float = 1.0) -> FeatureMap:
     upsample_input_transform, upsample_output_transform = _kernels()[2:]
     h, w, tw = x.h, x.w, -(-x.w // 4)
     out = FeatureMap.empty(2 * h, 2 * w, up.bias.shape[0])
-    bt, at, post32 = BT2.astype(np.float32), AT2.astype(np.float32), np.float32(post)
+    post32 = np.float32(post)
     _run_bands(
         x, up.u,
-        lambda v, first, n: upsample_input_transform(x.data, v, first, n, tw, bt),
-        lambda m, first, n: upsample_output_transform(m, up.bias, out.data, first, n, tw, h, w, at, post32),
+        lambda v, first, n: upsample_input_transform(x.data, v, first, n, tw),
+        lambda m, first, n: upsample_output_transform(m, up.bias, out.data, first, n, tw, h, w, post32),
     )
     return out
 
