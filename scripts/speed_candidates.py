@@ -78,7 +78,9 @@ def network_rows(weights: Path, y: np.ndarray, threads: int) -> list[tuple[str, 
 
         rows.append((f"ONNX Runtime {onnxruntime.__version__}, exported graph", timed(onnx)))
     engine.set_threads(threads)
-    rows.append(("**engine (shipped)**: a thread pool of bands, each with single-threaded BLAS", timed(lambda: net(y, 2))))
+    rows.append(
+        ("**engine (shipped)**: a thread pool of bands, each with single-threaded BLAS", timed(lambda: net(y, 2)))
+    )
 
     from lapsrn.engine import network as N
 
@@ -137,7 +139,10 @@ def tiling_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
     up.tile_size = lambda *a, **k: (side, side)
     squares = timed(lambda: up.pyramid_y(y, 2, last_only=True))
     up.tile_size = real
-    return [(f"full-width bands of {rows_cols[0]} rows (shipped)", bands), (f"squares of {side} px, same area", squares)]
+    return [
+        (f"full-width bands of {rows_cols[0]} rows (shipped)", bands),
+        (f"squares of {side} px, same area", squares),
+    ]
 
 
 def profile(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
@@ -149,10 +154,12 @@ def profile(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
     spec, state = read(weights)
     net = engine.build(spec.arch, state, spec.depth, spec.levels)
     totals: dict[str, float] = defaultdict(float)
-    names = {"conv3x3": "3x3 convs (F(4x4, 3x3)) outside the last level's bands",
-             "upsample2x": "feature upsampler of the other levels (F(4x4, 2x2))",
-             "add_upsample_residual": "last level: upsampler + residual conv in bands",
-             "image_upsample": "image branch (4x4 transposed conv, direct)"}
+    names = {
+        "conv3x3": "3x3 convs (F(4x4, 3x3)) outside the last level's bands",
+        "upsample2x": "feature upsampler of the other levels (F(4x4, 2x2))",
+        "add_upsample_residual": "last level: upsampler + residual conv in bands",
+        "image_upsample": "image branch (4x4 transposed conv, direct)",
+    }
     real = {n: getattr(N, n) for n in names}
 
     def wrap(name):
@@ -161,6 +168,7 @@ def profile(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
             out = real[name](*args, **kwargs)
             totals[names[name]] += time.perf_counter() - start
             return out
+
         return timed_call
 
     net(y, 2)
@@ -175,7 +183,10 @@ def profile(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
 
 
 def table(rows: list[tuple[str, float]], base: float | None = None) -> list[str]:
-    head = ["| variant | seconds |" + (" vs first row |" if base else ""), "| --- | ---: |" + (" ---: |" if base else "")]
+    head = [
+        "| variant | seconds |" + (" vs first row |" if base else ""),
+        "| --- | ---: |" + (" ---: |" if base else ""),
+    ]
     return head + [f"| {n} | {s:.2f} |" + (f" {base / s:.2f}x |" if base else "") for n, s in rows]
 
 
@@ -187,13 +198,29 @@ def main() -> None:
     args = parser.parse_args()
     y = np.random.default_rng(0).random((384, 512), dtype=np.float32)
     net = network_rows(args.weights, y, args.threads)
-    lines = ["# CPU speed candidates", "",
-             f"`python scripts/speed_candidates.py` ({args.threads} threads): the authors' LapSRN x4 on one 512x384 LR "
-             "luminance image to 2048x1536, median of 3 runs after a warm-up.", "",
-             "## The network", "", *table(net, net[0][1]), "",
-             "## Around the network (same image, x4 output)", "", *table(stage_rows(y)), "",
-             "## Tiling under one memory budget", "", *table(tiling_rows(args.weights, y)), "",
-             "## Where the shipped engine spends its time (one run)", "", *table(profile(args.weights, y)), ""]
+    lines = [
+        "# CPU speed candidates",
+        "",
+        f"`python scripts/speed_candidates.py` ({args.threads} threads): the authors' LapSRN x4 on one 512x384 LR "
+        "luminance image to 2048x1536, median of 3 runs after a warm-up.",
+        "",
+        "## The network",
+        "",
+        *table(net, net[0][1]),
+        "",
+        "## Around the network (same image, x4 output)",
+        "",
+        *table(stage_rows(y)),
+        "",
+        "## Tiling under one memory budget",
+        "",
+        *table(tiling_rows(args.weights, y)),
+        "",
+        "## Where the shipped engine spends its time (one run)",
+        "",
+        *table(profile(args.weights, y)),
+        "",
+    ]
     args.output.write_text("\n".join(lines))
     print("\n".join(lines))
 

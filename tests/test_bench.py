@@ -19,10 +19,14 @@ def test_flops_per_pixel_of_lapsrn_x4_is_the_direct_convolution_count():
     lr_px = 1 / 16
     expected = (
         2 * 64 * 9 * lr_px  # input conv
-        + 10 * conv * lr_px + conv * lr_px  # level 1 convs + deconv (per input pixel)
-        + 2 * 64 * 9 * 4 * lr_px + 2 * 16 * lr_px  # residual conv at 2x, image deconv from 1x
-        + 10 * conv * 4 * lr_px + conv * 4 * lr_px  # level 2 convs + deconv
-        + 2 * 64 * 9 + 2 * 16 * 4 * lr_px  # residual conv at 4x, image deconv from 2x
+        + 10 * conv * lr_px
+        + conv * lr_px  # level 1 convs + deconv (per input pixel)
+        + 2 * 64 * 9 * 4 * lr_px
+        + 2 * 16 * lr_px  # residual conv at 2x, image deconv from 1x
+        + 10 * conv * 4 * lr_px
+        + conv * 4 * lr_px  # level 2 convs + deconv
+        + 2 * 64 * 9
+        + 2 * 16 * 4 * lr_px  # residual conv at 4x, image deconv from 2x
     )
     spec = read(shared_path("weights/official/LapSRN_x4.mat"))[0]
     assert abs(flops_per_pixel(spec, 2) - expected) < 1e-6 * expected
@@ -31,9 +35,31 @@ def test_flops_per_pixel_of_lapsrn_x4_is_the_direct_convolution_count():
 def test_small_bench_writes_the_table(tmp_path):
     out = tmp_path / "bench.md"
     done = subprocess.run(
-        [sys.executable, "-m", "lapsrn", "bench", "-d", str(shared_path("datasets/test/Set5")), "-s", "4",
-         "--limit", "2", "--big", "48", "--shared", str(SHARED), "--threads", "1", "--wall-rounds", "0", "-o", str(out)],
-        capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "lapsrn",
+            "bench",
+            "-d",
+            str(shared_path("datasets/test/Set5")),
+            "-s",
+            "4",
+            "--limit",
+            "2",
+            "--big",
+            "48",
+            "--shared",
+            str(SHARED),
+            "--threads",
+            "1",
+            "--wall-rounds",
+            "0",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
@@ -50,8 +76,12 @@ def test_small_bench_writes_the_table(tmp_path):
 
 
 def test_bench_without_the_shared_folder_is_one_clear_error(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "lapsrn", "bench", "--shared", str(tmp_path / "nope")],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "lapsrn", "bench", "--shared", str(tmp_path / "nope")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 1
     assert done.stderr.count("\n") == 1 and "no such folder" in done.stderr
 

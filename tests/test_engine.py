@@ -260,12 +260,15 @@ def test_without_torch_upscale_works_and_train_names_the_extra(tmp_path):
     assert done.returncode == 1 and "needs PyTorch" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.parametrize("options, message", [
-    (["--device", "cuda"], "no CUDA device"),
-    (["--device", "mps"], "Metal backend is not available"),
-    (["--device", "tpu"], "unknown device 'tpu'"),
-    (["--half"], "--half needs --device cuda"),
-])
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--device", "cuda"], "no CUDA device"),
+        (["--device", "mps"], "Metal backend is not available"),
+        (["--device", "tpu"], "unknown device 'tpu'"),
+        (["--half"], "--half needs --device cuda"),
+    ],
+)
 def test_missing_or_unknown_devices_are_one_line_errors(options, message, tmp_path, capsys):
     from lapsrn.cli import main
 

@@ -65,13 +65,19 @@ def default_methods(shared: Path, full: bool = False) -> list[Method]:
         Method("bicubic", "bicubic"),
         Method("lapsrn default (MS-LapSRN D5R2, ours)", "lapsrn", {s: "" for s in (2, 4, 8)}),
         Method("lapsrn + official LapSRN", "lapsrn", {s: str(official / f"LapSRN_x{s}.mat") for s in (2, 4, 8)}),
-        Method("lapsrn + official MS-LapSRN D5R8", "lapsrn", {s: str(official / "MSLapSRN_D5R8.mat") for s in (2, 4, 8)},
-               () if full else ("Set14",)),  # 4x the work of D5R2: Set14 only unless --full
+        Method(
+            "lapsrn + official MS-LapSRN D5R8",
+            "lapsrn",
+            {s: str(official / "MSLapSRN_D5R8.mat") for s in (2, 4, 8)},
+            () if full else ("Set14",),
+        ),  # 4x the work of D5R2: Set14 only unless --full
         Method("OpenCV dnn_superres LapSRN", "opencv", {s: str(peers / f"LapSRN_x{s}.pb") for s in (2, 4, 8)}),
     ]
 
 
-def prepare_cases(datasets: list[Path], scales: list[int], big: int, work: Path, limit: int | None = None) -> list[Case]:
+def prepare_cases(
+    datasets: list[Path], scales: list[int], big: int, work: Path, limit: int | None = None
+) -> list[Case]:
     """Write the LR inputs once: protocol LR of every HR image, and one big x4 image (speed only)."""
     from .io import read_image
 
@@ -197,9 +203,14 @@ def _spawn(method: Method, case: Case, threads: int, work: Path, save: bool) -> 
     """One worker process; its JSON comes back on stdout."""
     out_dir = work / "out" / f"{method.name}_{case.name}_x{case.scale}".replace(" ", "_").replace("/", "_")
     out_dir.mkdir(parents=True, exist_ok=True)
-    spec = {"threads": threads, "scale": case.scale, "kind": method.kind, "model": method.models.get(case.scale, ""),
-            "inputs": [str(p) for p in case.lr],
-            "outputs": [str(out_dir / f"{p.stem}.npy") if save else "" for p in case.lr]}
+    spec = {
+        "threads": threads,
+        "scale": case.scale,
+        "kind": method.kind,
+        "model": method.models.get(case.scale, ""),
+        "inputs": [str(p) for p in case.lr],
+        "outputs": [str(out_dir / f"{p.stem}.npy") if save else "" for p in case.lr],
+    }
     res = subprocess.run([sys.executable, "-m", "lapsrn.bench", json.dumps(spec)], capture_output=True, text=True)
     if res.returncode != 0:
         raise RuntimeError(f"{method.name} on {case.name} x{case.scale} failed: {res.stderr.strip().splitlines()[-1:]}")
@@ -224,8 +235,9 @@ class Row:
     vs_opencv: float | None = None
 
 
-def run_bench(methods: list[Method], cases: list[Case], threads: int, work: Path, rounds: int = 1,
-              progress=print) -> tuple[list[Row], float]:
+def run_bench(
+    methods: list[Method], cases: list[Case], threads: int, work: Path, rounds: int = 1, progress=print
+) -> tuple[list[Row], float]:
     """Every method on every case it serves, interleaved over rounds; returns rows and the matmul peak."""
     peak = matmul_peak(threads)
     from .weights import read
@@ -240,7 +252,7 @@ def run_bench(methods: list[Method], cases: list[Case], threads: int, work: Path
         active = [m for m in methods if m.serves(case)]
         runs: dict[str, list[dict]] = {m.name: [] for m in active}
         for r in range(rounds):
-            order = active[r % len(active):] + active[: r % len(active)]
+            order = active[r % len(active) :] + active[: r % len(active)]
             for m in order:
                 progress(f"{case.name} x{case.scale}: {m.name} (round {r + 1}/{rounds})")
                 runs[m.name].append(_spawn(m, case, threads, work, save=r == 0 and case.hr is not None))
@@ -249,12 +261,27 @@ def run_bench(methods: list[Method], cases: list[Case], threads: int, work: Path
             per_image = np.median([res["seconds"] for res in runs[m.name]], axis=0)
             psnr = ssim = None
             if case.hr is not None:
-                scores = [E.score(np.load(h) / 255.0, np.load(o) / 255.0, case.scale) for h, o in zip(case.hr, first["outputs"])]
+                scores = [
+                    E.score(np.load(h) / 255.0, np.load(o) / 255.0, case.scale)
+                    for h, o in zip(case.hr, first["outputs"])
+                ]
                 psnr, ssim = float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
-            rows.append(Row(case.name, case.scale, m.name, psnr, ssim, float(np.median(per_image)),
-                            sum(first["pixels"]) / 1e6 / float(np.sum(per_image)),
-                            max(res["rss_mb"] for res in runs[m.name]), flops.get((m.name, case.scale))))
-        cv = next((r for r in rows if r.case == case.name and r.scale == case.scale and r.method.startswith("OpenCV")), None)
+            rows.append(
+                Row(
+                    case.name,
+                    case.scale,
+                    m.name,
+                    psnr,
+                    ssim,
+                    float(np.median(per_image)),
+                    sum(first["pixels"]) / 1e6 / float(np.sum(per_image)),
+                    max(res["rss_mb"] for res in runs[m.name]),
+                    flops.get((m.name, case.scale)),
+                )
+            )
+        cv = next(
+            (r for r in rows if r.case == case.name and r.scale == case.scale and r.method.startswith("OpenCV")), None
+        )
         for r in rows:
             if cv and r.case == case.name and r.scale == case.scale:
                 r.vs_opencv = r.mp_per_s / cv.mp_per_s
@@ -265,13 +292,17 @@ def markdown(rows: list[Row], peak: float, threads: int, command: str, wall: lis
     """docs/BENCHMARKS.md."""
     import numba
 
+    machine = platform.processor() or platform.machine()
     lines = [
         "# Benchmarks",
         "",
         f"Generated by `{command}` on {time.strftime('%Y-%m-%d')}; do not edit by hand.",
         "",
-        f"Machine: {platform.processor() or platform.machine()}, {threads} threads, Python {platform.python_version()}, "
-        f"NumPy {np.__version__}, Numba {numba.__version__}{_opencv_version()}. float32 matmul peak measured here: **{peak:.0f} GFLOP/s**.",
+        f"Machine: {machine}, {threads} threads, Python {platform.python_version()}, NumPy {np.__version__}, "
+        f"Numba {numba.__version__}{_opencv_version()}. float32 matmul peak measured here: **{peak:.0f} GFLOP/s**.",
+        "",
+        *(wall or []),
+        "## In-process time per image",
         "",
         "Each method runs in its own process on the same uint8 LR images; times are from uint8 in to uint8 out "
         "(colour conversion, network, chroma), median over the images of a case (and over rounds); MP/s is output "
@@ -279,20 +310,21 @@ def markdown(rows: list[Row], peak: float, threads: int, command: str, wall: lis
         "RSS is the whole process's peak. kFLOP/px counts a direct convolution's multiply-adds x 2; GFLOP/s is that "
         "work per second (an algorithm with fewer multiplications can exceed 100 % of the matmul peak).",
         "",
-        *(wall or []),
     ]
-    if wall:
-        lines += ["## In-process time per image", ""]
     for case, scale in dict.fromkeys((r.case, r.scale) for r in rows):
-        lines += [f"## {case}, x{scale}", "",
-                  "| method | PSNR | SSIM | median s/img | MP/s | x OpenCV | peak RSS MB | kFLOP/px | GFLOP/s | % matmul peak |",
-                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
+        lines += [
+            f"## {case}, x{scale}",
+            "",
+            "| method | PSNR | SSIM | median s/img | MP/s | x OpenCV | peak RSS MB | kFLOP/px | GFLOP/s "
+            "| % matmul peak |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        ]
         for r in (r for r in rows if (r.case, r.scale) == (case, scale)):
             rate = r.flops_per_px * r.mp_per_s * 1e6 / 1e9 if r.flops_per_px else None
             lines.append(
-                f"| {r.method} | {_f(r.psnr, 2)} | {_f(r.ssim, 4)} | {r.median_s:.3f} | {r.mp_per_s:.3f} | {_f(r.vs_opencv, 2)} "
-                f"| {r.rss_mb:.0f} | {_f(r.flops_per_px and r.flops_per_px / 1e3, 0)} | {_f(rate, 1)} "
-                f"| {_f(rate and 100 * rate / peak, 0)} |"
+                f"| {r.method} | {_f(r.psnr, 2)} | {_f(r.ssim, 4)} | {r.median_s:.3f} | {r.mp_per_s:.3f} "
+                f"| {_f(r.vs_opencv, 2)} | {r.rss_mb:.0f} | {_f(r.flops_per_px and r.flops_per_px / 1e3, 0)} "
+                f"| {_f(rate, 1)} | {_f(rate and 100 * rate / peak, 0)} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -311,9 +343,20 @@ def _opencv_version() -> str:
         return ""
 
 
-def bench(datasets: list[Path], scales: list[int], shared: Path, threads: int, big: int, rounds: int,
-          output: Path, command: str, limit: int | None = None, full: bool = False, progress=print,
-          wall_rounds: int = 0) -> list[Row]:
+def bench(
+    datasets: list[Path],
+    scales: list[int],
+    shared: Path,
+    threads: int,
+    big: int,
+    rounds: int,
+    output: Path,
+    command: str,
+    limit: int | None = None,
+    full: bool = False,
+    progress=print,
+    wall_rounds: int = 0,
+) -> list[Row]:
     """The whole benchmark: prepare inputs, run, write the markdown atomically.
 
     ``wall_rounds`` > 0 adds the whole-process comparison (``process_bench``) at x4: the largest
@@ -340,8 +383,9 @@ def bench(datasets: list[Path], scales: list[int], shared: Path, threads: int, b
             jobs = process_bench.prepare_jobs(photo, folder, Path(tmp) / "wall")
             jobs = [j for j in jobs if not (j.source.is_dir() and not folder)]
             graph = shared / "peers/opencv/LapSRN_x4.pb"
-            wall = process_bench.markdown(process_bench.run_wall(jobs, graph, Path(tmp) / "wall", wall_rounds, progress),
-                                          wall_rounds)
+            wall = process_bench.markdown(
+                process_bench.run_wall(jobs, graph, Path(tmp) / "wall", wall_rounds, progress), wall_rounds
+            )
         rows, peak = run_bench(methods, cases, threads, Path(tmp), rounds, progress)
     with atomic_path(output) as t:
         t.write_text(markdown(rows, peak, threads, command, wall) + "\n")

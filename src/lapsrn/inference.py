@@ -36,7 +36,7 @@ def levels_for(scale: float) -> int:
         raise ValueError(f"scale must be a number > 1, got {scale}")
     n = math.ceil(math.log2(scale) - 1e-9)
     if n > MAX_LEVELS:
-        raise ValueError(f"scale {scale} is too large (at most {2 ** MAX_LEVELS})")
+        raise ValueError(f"scale {scale} is too large (at most {2**MAX_LEVELS})")
     return n
 
 
@@ -148,8 +148,9 @@ class Upscaler:
             set_threads(self.threads)
 
     @classmethod
-    def from_weights(cls, spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cpu", half: bool = False,
-                     **options) -> Upscaler:
+    def from_weights(
+        cls, spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cpu", half: bool = False, **options
+    ) -> Upscaler:
         """The engine (device 'cpu') or the PyTorch reference on a GPU, for these weights."""
         return cls(network_for(spec, state, device, half), spec, device=device, half=half, **options)
 
@@ -180,8 +181,10 @@ class Upscaler:
         side = int(math.sqrt(pixels)) - 2 * margin
         if side < 16:
             need = (self.max_memory - budget) + CHUNK_OVERHEAD + per_pixel * (16 + 2 * margin) ** 2
-            raise MemoryError(f"--max-memory {self.max_memory >> 20} MB is too small for x{2 ** levels} of a "
-                              f"{w}x{h} image: give at least {-(-need >> 20)} MB (a larger --max-memory)")
+            raise MemoryError(
+                f"--max-memory {self.max_memory >> 20} MB is too small for x{2**levels} of a "
+                f"{w}x{h} image: give at least {-(-need >> 20)} MB (a larger --max-memory)"
+            )
         return side, side
 
     def upscale(self, image, scale: float = 4):
@@ -220,8 +223,8 @@ class Upscaler:
         """Every level's output (or only the last) for one luminance plane, float32, tiled if needed."""
         if self.max_levels is not None and levels > self.max_levels:
             raise ValueError(
-                f"this LapSRN has {self.max_levels} level(s) (x{2 ** self.max_levels} at most); "
-                f"x{2 ** levels} needs an MS-LapSRN model"
+                f"this LapSRN has {self.max_levels} level(s) (x{2**self.max_levels} at most); "
+                f"x{2**levels} needs an MS-LapSRN model"
             )
         h, w = y.shape
         first = levels if last_only else 1
@@ -236,11 +239,15 @@ class Upscaler:
                 part = self._run(y[py0 : min(y1 + m, h), px0 : min(x1 + m, w)], levels, last_only)
                 for l, (out, res) in enumerate(zip(outs, part), start=first):
                     f = 2**l
-                    out[y0 * f : y1 * f, x0 * f : x1 * f] = res[(y0 - py0) * f : (y1 - py0) * f, (x0 - px0) * f : (x1 - px0) * f]
+                    out[y0 * f : y1 * f, x0 * f : x1 * f] = res[
+                        (y0 - py0) * f : (y1 - py0) * f, (x0 - px0) * f : (x1 - px0) * f
+                    ]
         return outs
 
 
-def network_for(spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cpu", half: bool = False) -> PyramidNetwork:
+def network_for(
+    spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cpu", half: bool = False
+) -> PyramidNetwork:
     """The CPU engine for device 'cpu', else the PyTorch reference on that device."""
     if device == "cpu":
         from . import engine
@@ -253,9 +260,9 @@ def network_for(spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cp
 
 def set_threads(n: int) -> None:
     """CPU threads for the engine's transforms and its BLAS (and PyTorch's, if it is loaded)."""
-    from . import engine
-
     from threadpoolctl import threadpool_limits
+
+    from . import engine
 
     engine.set_threads(n)
     threadpool_limits(n, user_api="blas")

@@ -74,9 +74,11 @@ def prepare_jobs(photo: Path, folder_lr: list[Path], work: Path) -> list[Job]:
         (folder / f.name).write_bytes(f.read_bytes())
         total += int(np.prod(Image.open(f).size))
     img.crop((0, 0, 64, 64)).save(work / "small.png")
-    return [Job(f"one photo, {img.width}x{img.height} JPEG", work / "photo.jpg", img.width * img.height),
-            Job(f"a folder of {len(folder_lr)} images", folder, total),
-            Job("one 64x64 image", work / "small.png", 64 * 64)]
+    return [
+        Job(f"one photo, {img.width}x{img.height} JPEG", work / "photo.jpg", img.width * img.height),
+        Job(f"a folder of {len(folder_lr)} images", folder, total),
+        Job("one 64x64 image", work / "small.png", 64 * 64),
+    ]
 
 
 def _lapsrn_command() -> list[str]:
@@ -105,8 +107,19 @@ def run_wall(jobs: list[Job], graph: Path, work: Path, rounds: int, progress=pri
     script.write_text(OPENCV_SCRIPT)
 
     def commands(job: Job, out: Path) -> dict[str, list[str]]:
-        return {"lapsrn upscale (bundled default)": [*_lapsrn_command(), "upscale", "-i", str(job.source), "-o", str(out), "-s", "4"],
-                "OpenCV dnn_superres LapSRN_x4": [sys.executable, str(script), str(job.source), str(out), str(graph)]}
+        return {
+            "lapsrn upscale (bundled default)": [
+                *_lapsrn_command(),
+                "upscale",
+                "-i",
+                str(job.source),
+                "-o",
+                str(out),
+                "-s",
+                "4",
+            ],
+            "OpenCV dnn_superres LapSRN_x4": [sys.executable, str(script), str(job.source), str(out), str(graph)],
+        }
 
     rows = []
     for j, job in enumerate(jobs):
@@ -124,27 +137,38 @@ def run_wall(jobs: list[Job], graph: Path, work: Path, rounds: int, progress=pri
         times: dict[str, list[tuple[float, float]]] = {name: [] for name in argvs}
         names = list(argvs)
         for r in range(rounds):
-            for name in names[r % 2:] + names[: r % 2]:
+            for name in names[r % 2 :] + names[: r % 2]:
                 progress(f"whole process: {job.name}: {name} (round {r + 1}/{rounds})")
                 times[name].append(_timed(argvs[name]))
         for name in names:
-            rows.append(WallRow(job.name, job.pixels, name, float(np.median([t for t, _ in times[name]])),
-                                max(m for _, m in times[name])))
+            rows.append(
+                WallRow(
+                    job.name,
+                    job.pixels,
+                    name,
+                    float(np.median([t for t, _ in times[name]])),
+                    max(m for _, m in times[name]),
+                )
+            )
         cv = rows[-1]
-        for row in rows[-len(names):]:
+        for row in rows[-len(names) :]:
             row.vs_opencv = cv.seconds / row.seconds
     return rows
 
 
 def markdown(rows: list[WallRow], rounds: int) -> list[str]:
     """The whole-process section of docs/BENCHMARKS.md."""
-    lines = ["## Whole processes at x4: what a user waits for", "",
-             f"Each cell is the median wall time of {rounds} runs of a fresh process doing the whole job (start-up, "
-             "imports, model load, decode, network, colour, PNG encode), after one untimed warm-up run; contenders "
-             "alternate order round by round. x OpenCV is OpenCV's time over this one (throughput ratio); RSS is the "
-             "process's peak.", "",
-             "| job | LR pixels | method | wall s | x OpenCV | peak RSS MB |",
-             "| --- | ---: | --- | ---: | ---: | ---: |"]
+    lines = [
+        "## Whole processes at x4: what a user waits for",
+        "",
+        f"Each cell is the median wall time of {rounds} runs of a fresh process doing the whole job (start-up, "
+        "imports, model load, decode, network, colour, PNG encode), after one untimed warm-up run; contenders "
+        "alternate order round by round. x OpenCV is OpenCV's time over this one (throughput ratio); RSS is the "
+        "process's peak.",
+        "",
+        "| job | LR pixels | method | wall s | x OpenCV | peak RSS MB |",
+        "| --- | ---: | --- | ---: | ---: | ---: |",
+    ]
     for r in rows:
         ratio = "-" if r.vs_opencv is None else f"{r.vs_opencv:.2f}"
         lines.append(f"| {r.job} | {r.pixels:,} | {r.method} | {r.seconds:.2f} | {ratio} | {r.rss_mb:.0f} |")

@@ -22,8 +22,9 @@ class TorchNetwork:
         self.device, self.dtype = device, torch.float16 if half else torch.float32
 
     @classmethod
-    def from_weights(cls, spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cpu",
-                     half: bool = False) -> TorchNetwork:
+    def from_weights(
+        cls, spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cpu", half: bool = False
+    ) -> TorchNetwork:
         """A fresh reference module holding these weights."""
         module = spec.build()
         module.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in state.items()})

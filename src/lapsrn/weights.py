@@ -63,7 +63,6 @@ class ModelSpec:
         meta.update(self.extra)
         return meta
 
-
     def shapes(self) -> dict[str, tuple[int, ...]]:
         """Every tensor's name and shape, as in the reference model's state dict (checked against it in tests)."""
         out: dict[str, tuple[int, ...]] = {}
@@ -142,8 +141,15 @@ def _load_safetensors(path: Path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
     except (KeyError, ValueError) as e:
         raise WeightsError(f"{path}: bad lapsrn metadata ({e})") from None
     # bound the header before building anything: a forged depth must not allocate a huge network
-    if not (1 <= spec.depth <= 64 and 1 <= spec.levels <= MAX_LEVELS and 1 <= spec.recursions <= 64 and spec.skip in ("NS", "DS", "SS")):
-        raise WeightsError(f"{path}: implausible lapsrn metadata (depth {spec.depth}, levels {spec.levels}, R {spec.recursions})")
+    if not (
+        1 <= spec.depth <= 64
+        and 1 <= spec.levels <= MAX_LEVELS
+        and 1 <= spec.recursions <= 64
+        and spec.skip in ("NS", "DS", "SS")
+    ):
+        raise WeightsError(
+            f"{path}: implausible lapsrn metadata (depth {spec.depth}, levels {spec.levels}, R {spec.recursions})"
+        )
     return spec, state
 
 
@@ -279,14 +285,18 @@ def _check(path: Path, spec: ModelSpec, state: dict[str, np.ndarray]) -> None:
         raise WeightsError(f"{path}: tensors do not fit a {spec.arch} D{spec.depth}: {what}")
     for name, shape in want.items():
         if tuple(state[name].shape) != shape:
-            raise WeightsError(f"{path}: tensors do not fit a {spec.arch} D{spec.depth}: "
-                               f"{name} has shape {tuple(state[name].shape)}, expected {shape}")
+            raise WeightsError(
+                f"{path}: tensors do not fit a {spec.arch} D{spec.depth}: "
+                f"{name} has shape {tuple(state[name].shape)}, expected {shape}"
+            )
     for name, t in state.items():
         if not np.isfinite(t).all():
             raise WeightsError(f"{path}: weights contain NaN or infinity ({name})")
         if t.size and np.abs(t).max() > MAX_WEIGHT:
-            raise WeightsError(f"{path}: implausible weights ({name} reaches {np.abs(t).max():.3g}; trained ones stay "
-                               f"below {MAX_WEIGHT:g})")
+            raise WeightsError(
+                f"{path}: implausible weights ({name} reaches {np.abs(t).max():.3g}; trained ones stay "
+                f"below {MAX_WEIGHT:g})"
+            )
 
 
 def read(model: str | Path | None = None) -> tuple[ModelSpec, dict[str, np.ndarray]]:

@@ -22,10 +22,10 @@ from .winograd import (
     conv3x3,
     image_upsample,
     release_spares,
+    set_threads,  # noqa: F401 (re-exported)
     single_threaded_blas,
     upsample2x,
 )
-from .winograd import set_threads  # noqa: F401 (re-exported)
 
 SLOPE = 0.2  # LeakyReLU negative slope of both papers
 BAND_BYTES = 32 << 20  # one band of the last level's upsampled features
@@ -46,7 +46,9 @@ def _conv(state: dict[str, np.ndarray], name: str) -> Conv:
 
 def _level(state: dict[str, np.ndarray], upsampler: str, prefix: str = "") -> Level:
     up = Upsampler.from_weights(state[f"{upsampler}.deconv.weight"], state[f"{upsampler}.deconv.bias"])
-    return Level(up, _conv(state, f"{prefix}residual"), state[f"{prefix}image_up.deconv.weight"][0, 0].astype(np.float32))
+    return Level(
+        up, _conv(state, f"{prefix}residual"), state[f"{prefix}image_up.deconv.weight"][0, 0].astype(np.float32)
+    )
 
 
 class Network:
@@ -144,8 +146,9 @@ class MSLapSRNEngine(Network):
             for i, conv in enumerate(self.block):
                 last = i == len(self.block) - 1
                 post = SLOPE if last and r == self.recursions - 1 else 1.0
-                y = conv3x3(x, conv, pre=SLOPE, post=post, skip=skip if last else None,
-                            out=free.pop() if free else None)
+                y = conv3x3(
+                    x, conv, pre=SLOPE, post=post, skip=skip if last else None, out=free.pop() if free else None
+                )
                 if x is not source and x is not skip:
                     free.append(x)
                 x = y
@@ -156,8 +159,9 @@ class MSLapSRNEngine(Network):
         return x
 
 
-def build(arch: str, state: dict[str, np.ndarray], depth: int, levels: int = 3, recursions: int = 1,
-          skip: str = "SS") -> Network:
+def build(
+    arch: str, state: dict[str, np.ndarray], depth: int, levels: int = 3, recursions: int = 1, skip: str = "SS"
+) -> Network:
     """The engine network for a model description and its weights (reference names and layouts)."""
     if arch == "LapSRN":
         return LapSRNEngine(state, levels, depth)

@@ -88,13 +88,24 @@ def _kernels():
     @njit(inline="always")
     def bt6(d0, d1, d2, d3, d4, d5):
         """B^T d of F(4x4, 3x3), hand-expanded (the nonzero entries of B^T are 1, 2, 4, 5)."""
-        return (f4 * d0 - f5 * d2 + d4, -f4 * (d1 + d2) + d3 + d4, f4 * (d1 - d2) - d3 + d4,
-                -f2 * (d1 - d3) - d2 + d4, f2 * (d1 - d3) - d2 + d4, f4 * d1 - f5 * d3 + d5)
+        return (
+            f4 * d0 - f5 * d2 + d4,
+            -f4 * (d1 + d2) + d3 + d4,
+            f4 * (d1 - d2) - d3 + d4,
+            -f2 * (d1 - d3) - d2 + d4,
+            f2 * (d1 - d3) - d2 + d4,
+            f4 * d1 - f5 * d3 + d5,
+        )
 
     @njit(inline="always")
     def at6(m0, m1, m2, m3, m4, m5):
         """A^T m of F(4x4, 3x3), hand-expanded (the nonzero entries of A^T are 1, 2, 4, 8)."""
-        return m0 + m1 + m2 + m3 + m4, (m1 - m2) + f2 * (m3 - m4), (m1 + m2) + f4 * (m3 + m4), (m1 - m2) + f8 * (m3 - m4) + m5
+        return (
+            m0 + m1 + m2 + m3 + m4,
+            (m1 - m2) + f2 * (m3 - m4),
+            (m1 + m2) + f4 * (m3 + m4),
+            (m1 - m2) + f8 * (m3 - m4) + m5,
+        )
 
     @njit(inline="always")
     def leaky(x, slope):
@@ -110,13 +121,23 @@ def _kernels():
             for b in range(6):  # columns of the window: B^T along the rows
                 for c in range(c_in):
                     u[0, b, c], u[1, b, c], u[2, b, c], u[3, b, c], u[4, b, c], u[5, b, c] = bt6(
-                        leaky(xp[r, q + b, c], slope), leaky(xp[r + 1, q + b, c], slope),
-                        leaky(xp[r + 2, q + b, c], slope), leaky(xp[r + 3, q + b, c], slope),
-                        leaky(xp[r + 4, q + b, c], slope), leaky(xp[r + 5, q + b, c], slope))
+                        leaky(xp[r, q + b, c], slope),
+                        leaky(xp[r + 1, q + b, c], slope),
+                        leaky(xp[r + 2, q + b, c], slope),
+                        leaky(xp[r + 3, q + b, c], slope),
+                        leaky(xp[r + 4, q + b, c], slope),
+                        leaky(xp[r + 5, q + b, c], slope),
+                    )
             for i in range(6):  # then along the columns
                 for c in range(c_in):
-                    v[6 * i, t, c], v[6 * i + 1, t, c], v[6 * i + 2, t, c], v[6 * i + 3, t, c], v[6 * i + 4, t, c], \
-                        v[6 * i + 5, t, c] = bt6(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c])
+                    (
+                        v[6 * i, t, c],
+                        v[6 * i + 1, t, c],
+                        v[6 * i + 2, t, c],
+                        v[6 * i + 3, t, c],
+                        v[6 * i + 4, t, c],
+                        v[6 * i + 5, t, c],
+                    ) = bt6(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c])
 
     @compiled
     def output_transform(m, bias, out, skip, use_skip, first, n, tw, h, w, slope):
@@ -129,13 +150,15 @@ def _kernels():
             for j in range(6):  # A^T along the rows
                 for k in range(c_out):
                     s[0, j, k], s[1, j, k], s[2, j, k], s[3, j, k] = at6(
-                        m[j, t, k], m[6 + j, t, k], m[12 + j, t, k], m[18 + j, t, k], m[24 + j, t, k], m[30 + j, t, k])
+                        m[j, t, k], m[6 + j, t, k], m[12 + j, t, k], m[18 + j, t, k], m[24 + j, t, k], m[30 + j, t, k]
+                    )
             for i in range(4):  # then along the columns, one output row at a time
                 if r + i >= h:
                     break
                 for k in range(c_out):
-                    o[0, k], o[1, k], o[2, k], o[3, k] = at6(s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k],
-                                                            s[i, 5, k])
+                    o[0, k], o[1, k], o[2, k], o[3, k] = at6(
+                        s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k], s[i, 5, k]
+                    )
                 for j in range(4):
                     if q + j < w:
                         for k in range(c_out):
@@ -146,8 +169,7 @@ def _kernels():
     @njit(inline="always")
     def bt5(d0, d1, d2, d3, d4):
         """B^T d of F(4x4, 2x2) at the points 0, 1, -1, 2 (``BT2``), hand-expanded."""
-        return (f2 * (d0 - d2) - d1 + d3, -f2 * d1 - d2 + d3, f2 * d1 - f3 * d2 + d3, d3 - d1,
-                f2 * (d1 - d3) - d2 + d4)
+        return (f2 * (d0 - d2) - d1 + d3, -f2 * d1 - d2 + d3, f2 * d1 - f3 * d2 + d3, d3 - d1, f2 * (d1 - d3) - d2 + d4)
 
     @njit(inline="always")
     def at5(m0, m1, m2, m3, m4):
@@ -164,12 +186,17 @@ def _kernels():
             for b in range(5):
                 for c in range(c_in):
                     u[0, b, c], u[1, b, c], u[2, b, c], u[3, b, c], u[4, b, c] = bt5(
-                        xp[r, q + b, c], xp[r + 1, q + b, c], xp[r + 2, q + b, c], xp[r + 3, q + b, c],
-                        xp[r + 4, q + b, c])
+                        xp[r, q + b, c],
+                        xp[r + 1, q + b, c],
+                        xp[r + 2, q + b, c],
+                        xp[r + 3, q + b, c],
+                        xp[r + 4, q + b, c],
+                    )
             for i in range(5):
                 for c in range(c_in):
-                    v[5 * i, t, c], v[5 * i + 1, t, c], v[5 * i + 2, t, c], v[5 * i + 3, t, c], v[5 * i + 4, t, c] = \
+                    v[5 * i, t, c], v[5 * i + 1, t, c], v[5 * i + 2, t, c], v[5 * i + 3, t, c], v[5 * i + 4, t, c] = (
                         bt5(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c])
+                    )
 
     @compiled
     def upsample_output_transform(m, bias, out, first, n, tw, h, w, slope):
@@ -182,7 +209,8 @@ def _kernels():
             for j in range(5):  # A^T along the rows
                 for k in range(4 * c_out):
                     s[0, j, k], s[1, j, k], s[2, j, k], s[3, j, k] = at5(
-                        m[j, t, k], m[5 + j, t, k], m[10 + j, t, k], m[15 + j, t, k], m[20 + j, t, k])
+                        m[j, t, k], m[5 + j, t, k], m[10 + j, t, k], m[15 + j, t, k], m[20 + j, t, k]
+                    )
             for i in range(4):  # then along the columns, one output row at a time
                 if r + i >= h:
                     break
@@ -202,6 +230,7 @@ def _kernels():
 @cache
 def _image_kernel():
     """Compile (or load from Numba's cache) the image branch's transposed conv."""
+
     @_compiled
     def image_upsample(x, k, out):
         """out = ConvTranspose2d(x, k, stride 2, padding 1): a 4x4 kernel, one channel, no bias.
@@ -397,8 +426,12 @@ def single_threaded_blas() -> Iterator[None]:
 
 
 def conv3x3(
-    x: FeatureMap, conv: Conv, pre: float = 1.0, post: float = 1.0,
-    skip: FeatureMap | None = None, out: FeatureMap | None = None,
+    x: FeatureMap,
+    conv: Conv,
+    pre: float = 1.0,
+    post: float = 1.0,
+    skip: FeatureMap | None = None,
+    out: FeatureMap | None = None,
 ) -> FeatureMap:
     """post_act(conv(pre_act(x)) + skip), where *_act is LeakyReLU with that slope (1.0: none).
 
@@ -411,9 +444,12 @@ def conv3x3(
     skip_data = skip.data if skip is not None else _NO_SKIP
     pre32, post32 = np.float32(pre), np.float32(post)
     _run_bands(
-        x, conv.u,
+        x,
+        conv.u,
         lambda v, first, n: input_transform(x.data, v, first, n, tw, pre32),
-        lambda m, first, n: output_transform(m, conv.bias, out.data, skip_data, skip is not None, first, n, tw, h, w, post32),
+        lambda m, first, n: output_transform(
+            m, conv.bias, out.data, skip_data, skip is not None, first, n, tw, h, w, post32
+        ),
     )
     return out
 
@@ -425,15 +461,17 @@ def upsample2x(x: FeatureMap, up: Upsampler, post: float = 1.0) -> FeatureMap:
     out = FeatureMap.empty(2 * h, 2 * w, up.bias.shape[0])
     post32 = np.float32(post)
     _run_bands(
-        x, up.u,
+        x,
+        up.u,
         lambda v, first, n: upsample_input_transform(x.data, v, first, n, tw),
         lambda m, first, n: upsample_output_transform(m, up.bias, out.data, first, n, tw, h, w, post32),
     )
     return out
 
 
-def add_upsample_residual(x: FeatureMap, up: Upsampler, post: float, residual: Conv, out: np.ndarray,
-                          band_bytes: int) -> None:
+def add_upsample_residual(
+    x: FeatureMap, up: Upsampler, post: float, residual: Conv, out: np.ndarray, band_bytes: int
+) -> None:
     """out += residual(post_act(upsample(x))), in bands of rows: the last level's features never exist whole.
 
     The last level's upsampled 64-channel map is read by nothing but the residual conv, yet at full
