@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -40,7 +41,7 @@ def levels_for(scale: float) -> int:
     return n
 
 
-BYTES_PER_FEATURE = 4 * 64 * 4  # four live float32 maps of 64 channels (the engine keeps at most three)
+BYTES_PER_FEATURE = 3 * 64 * 4  # three live float32 maps of 64 channels: the most the engine keeps at a level
 CHUNK_OVERHEAD = 64 << 20  # the last level runs in bands (engine.network.BAND_BYTES) and its temporaries
 
 
@@ -219,8 +220,16 @@ class Upscaler:
                 raise ValueError("the network's output is not finite (NaN or infinity): the weights are unusable")
         return outs
 
-    def pyramid_y(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]:
-        """Every level's output (or only the last) for one luminance plane, float32, tiled if needed."""
+    def bands(
+        self, y: np.ndarray, levels: int, last_only: bool = False, reserved: int | None = None
+    ) -> Iterator[tuple[int, int, list[np.ndarray]]]:
+        """(r0, r1, outputs) for consecutive bands of LR rows [r0, r1): every level's output rows, or the last's.
+
+        One band is the whole image when it fits the memory budget; else a band is
+        a row of tiles, each run with its margin of context and cropped, so the
+        stitched result equals the whole-image one. ``reserved``: bytes of the
+        budget the caller already holds (default: whole output planes).
+        """
         if self.max_levels is not None and levels > self.max_levels:
             raise ValueError(
                 f"this LapSRN has {self.max_levels} level(s) (x{2**self.max_levels} at most); "
@@ -228,21 +237,28 @@ class Upscaler:
             )
         h, w = y.shape
         first = levels if last_only else 1
-        tile = self.tile_size(h, w, levels, reserved=sum(h * w * 4**l * 4 for l in range(first, levels + 1)))
+        if reserved is None:
+            reserved = sum(h * w * 4**l * 4 for l in range(first, levels + 1))
+        tile = self.tile_size(h, w, levels, reserved)
         if tile is None:
-            return self._run(y, levels, last_only)
+            yield 0, h, self._run(y, levels, last_only)
+            return
         m = receptive_margin(self.spec, levels)
-        outs = [np.empty((h * 2**l, w * 2**l), np.float32) for l in range(first, levels + 1)]
         for y0, y1 in _tiles(h, tile[0]):
+            outs = [np.empty(((y1 - y0) * 2**l, w * 2**l), np.float32) for l in range(first, levels + 1)]
+            py0 = max(y0 - m, 0)
             for x0, x1 in _tiles(w, tile[1]):
-                py0, px0 = max(y0 - m, 0), max(x0 - m, 0)
+                px0 = max(x0 - m, 0)
                 part = self._run(y[py0 : min(y1 + m, h), px0 : min(x1 + m, w)], levels, last_only)
                 for l, (out, res) in enumerate(zip(outs, part), start=first):
                     f = 2**l
-                    out[y0 * f : y1 * f, x0 * f : x1 * f] = res[
-                        (y0 - py0) * f : (y1 - py0) * f, (x0 - px0) * f : (x1 - px0) * f
-                    ]
-        return outs
+                    out[:, x0 * f : x1 * f] = res[(y0 - py0) * f : (y1 - py0) * f, (x0 - px0) * f : (x1 - px0) * f]
+            yield y0, y1, outs
+
+    def pyramid_y(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]:
+        """Every level's output (or only the last) for one luminance plane, float32, tiled if needed."""
+        parts = list(self.bands(y, levels, last_only))
+        return [np.concatenate(p) if len(p) > 1 else p[0] for p in zip(*(outs for _, _, outs in parts))]
 
 
 def network_for(
@@ -285,41 +301,47 @@ def quantize(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return img.astype(dtype, copy=False)
 
 
-def _compose_band(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float) -> np.ndarray:
-    """Output image from the network's Y: gray back from studio range, or Cb/Cr bicubic + BT.601 to RGB."""
-    size = (P.output_size(img.shape[0], scale), P.output_size(img.shape[1], scale))
-    if y.shape != size:
-        y = P.imresize(y, size=size)
-    if img.ndim == 2:
-        return np.clip((y - 16 / 255) * (255 / 219), 0.0, 1.0)
-    out = np.empty((*size, 3))
-    out[..., 0] = y
-    out[..., 1:] = P.imresize(ycc[..., 1:], scale)  # only the chroma: Y comes from the network
-    return P.ycbcr2rgb(out)
+def _compose_rows(gray: bool, ycc: np.ndarray, y: np.ndarray, r0: int, r1: int, scale: int, out: np.ndarray) -> None:
+    """Output rows of LR rows [r0, r1) into ``out``, from the network's Y for those rows (at the output size).
+
+    Gray comes back from studio range; colour takes Cb/Cr bicubic-upscaled
+    and converts BT.601 to RGB. In bands that overlap by BAND_MARGIN LR rows
+    and keep only their own rows, so the result equals composing the whole
+    image at once (tested) while float64 temporaries stay a few MB.
+    """
+    h, w = ycc.shape[:2]
+    rows = max(BAND_PIXELS // (w * scale * scale), 8)
+    for b0 in range(r0, r1, rows):
+        b1 = min(b0 + rows, r1)
+        yb = y[(b0 - r0) * scale : (b1 - r0) * scale]
+        if gray:
+            band = np.clip((yb - 16 / 255) * (255 / 219), 0.0, 1.0)
+        else:
+            a0, a1 = max(b0 - BAND_MARGIN, 0), min(b1 + BAND_MARGIN, h)
+            band = np.empty((*yb.shape, 3))
+            band[..., 0] = yb
+            band[..., 1:] = P.imresize(ycc[a0:a1, :, 1:], scale)[(b0 - a0) * scale : (b1 - a0) * scale]  # chroma only
+            band = P.ycbcr2rgb(band)
+        out[b0 * scale : b1 * scale] = quantize(band, out.dtype)
 
 
 def _compose(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
-    """_compose_band over horizontal bands of the LR image, written straight into the output type.
-
-    Bands overlap by BAND_MARGIN LR rows and keep only their own rows, so the
-    result equals composing the whole image at once (tested) while float64
-    temporaries stay a few MB. Only integer scales put band edges on whole
-    output rows; other scales compose in one piece.
-    """
+    """The output image from the network's last Y plane, at any scale: Y resized to the output size first
+    when the scale is not the network's; a non-integer scale composes in one piece."""
     h, w = img.shape[:2]
-    oh, ow = P.output_size(h, scale), P.output_size(w, scale)
-    f = y.shape[0] // h  # resolution of the network's output, in output rows per LR row
-    if scale != int(scale):
-        return quantize(_compose_band(img, ycc, y, scale), dtype)
-    s = int(scale)
-    out = np.empty((oh, ow, *img.shape[2:]), dtype)
-    rows = max(BAND_PIXELS // (ow * s), 8)
-    for r0 in range(0, h, rows):
-        r1 = min(r0 + rows, h)
-        a0, a1 = max(r0 - BAND_MARGIN, 0), min(r1 + BAND_MARGIN, h)
-        band = _compose_band(img[a0:a1], ycc[a0:a1], y[a0 * f : a1 * f], scale)
-        out[r0 * s : r1 * s] = quantize(band[(r0 - a0) * s : (r1 - a0) * s], dtype)
-    return out
+    size = (P.output_size(h, scale), P.output_size(w, scale))
+    if y.shape != size:
+        y = P.imresize(y, size=size)
+    if scale == int(scale):
+        out = np.empty((*size, *img.shape[2:]), dtype)
+        _compose_rows(img.ndim == 2, ycc, y, 0, h, int(scale), out)
+        return out
+    if img.ndim == 2:
+        return quantize(np.clip((y - 16 / 255) * (255 / 219), 0.0, 1.0), dtype)
+    out = np.empty((*size, 3))
+    out[..., 0] = y
+    out[..., 1:] = P.imresize(ycc[..., 1:], scale)
+    return quantize(P.ycbcr2rgb(out), dtype)
 
 
 def super_resolve(upscaler: Upscaler, img: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
@@ -330,12 +352,20 @@ def super_resolve(upscaler: Upscaler, img: np.ndarray, scale: float, dtype=np.fl
     so gray and colour images take the same path. A scale that is not a power
     of two runs to the next level and is resized down bicubically, as the
     official MS-LapSRN code does for x3. Output is clipped to [0, 1] and of
-    ``dtype``: float64, or uint8/uint16 quantised band by band, which keeps a
-    large upscale's memory near the size of its output file.
+    ``dtype``: float64, or uint8/uint16 quantised band by band. At a power of
+    two each band of the network's output goes straight into the output, so
+    a large upscale holds the input, the output and the feature maps, no more.
     """
     ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
-    y = upscaler.pyramid_y(ycc[..., 0], levels_for(scale), last_only=True)[-1]
-    return _compose(img, ycc, y, scale, dtype)
+    levels = levels_for(scale)
+    if scale != 2**levels:
+        return _compose(img, ycc, upscaler.pyramid_y(ycc[..., 0], levels, last_only=True)[-1], scale, dtype)
+    h, w = img.shape[:2]
+    out = np.empty((h * 2**levels, w * 2**levels, *img.shape[2:]), dtype)
+    held = img.nbytes + ycc.nbytes + out.nbytes
+    for r0, r1, (y,) in upscaler.bands(ycc[..., 0], levels, last_only=True, reserved=held):
+        _compose_rows(img.ndim == 2, ycc, y, r0, r1, 2**levels, out)
+    return out
 
 
 def super_resolve_pyramid(upscaler: Upscaler, img: np.ndarray, levels: int, dtype=np.float64) -> list[np.ndarray]:

@@ -83,6 +83,7 @@ class Network:
         outputs = []
         for i in range(levels):
             level, last = self.level(i), i == levels - 1
+            release_spares()  # the previous level's buffers are of other shapes: give them back
             embedded = self.embed(i, features)  # recycles the features' buffers it no longer needs
             image = image_upsample(image, level.image_kernel)
             if last:  # nothing reads the last level's features but its residual conv
