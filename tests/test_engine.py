@@ -34,6 +34,8 @@ def _close(got: np.ndarray, want: torch.Tensor, rel: float = 1e-5) -> bool:
 
 def test_kernels_compile_without_a_writable_cache_folder(monkeypatch):
     """Numba refuses cache=True when it finds no writable folder (read-only install, no HOME): no cache then."""
+    import importlib.util
+
     import numba
 
     real = numba.njit
@@ -44,8 +46,24 @@ def test_kernels_compile_without_a_writable_cache_folder(monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(numba, "njit", njit)
-    kernels = W._kernels.__wrapped__()
-    assert len(kernels) == 4 and all(type(k._cache).__name__ == "NullCache" for k in kernels)
+    spec = importlib.util.spec_from_file_location("fresh_kernels", W.__file__.replace("winograd.py", "kernels.py"))
+    fresh = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(fresh)  # a second copy of the module, compiled under the patched njit
+    kernels = [
+        fresh.input_transform,
+        fresh.output_transform,
+        fresh.upsample_input_transform,
+        fresh.upsample_output_transform,
+        fresh.image_upsample,
+    ]
+    assert all(type(k._cache).__name__ == "NullCache" for k in kernels)
+
+
+def test_kernels_are_cached_on_disk():
+    """Module-level kernels, so the next process loads them instead of compiling (closures are not cached)."""
+    from lapsrn.engine import kernels
+
+    assert all(type(k._cache).__name__ == "FunctionCache" for k in (kernels.input_transform, kernels.image_upsample))
 
 
 @pytest.mark.parametrize("points, m, r", [([0, 1, -1, 2, -2], 4, 3), ([0, 1, -1, 2], 4, 2)])

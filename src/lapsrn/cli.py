@@ -50,7 +50,9 @@ def _add_model_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
         p.add_argument("-m", "--model", help="bundled model name, .safetensors file or official .mat (default: bundled)")
     p.add_argument("-t", "--tile", type=int, default=None, help="LR tile side in pixels (default: automatic)")
-    p.add_argument("--max-memory", type=parse_bytes, default="1G", help="working memory for feature maps and output planes; tiles beyond it (default 1G)")
+    p.add_argument("--max-memory", type=parse_bytes, default="1G",
+                   help="working memory for the input, output and feature maps; larger images run in bands or tiles "
+                        "(default 1G)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--device", default="auto", help="auto (default: CUDA if PyTorch sees a GPU, else the CPU engine), cpu, cuda, cuda:N or mps")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")

@@ -35,7 +35,6 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cache
 
 import numpy as np
 
@@ -60,205 +59,11 @@ def toom_cook(points: list[float], m: int, r: int) -> tuple[np.ndarray, np.ndarr
 
 
 # F(4x4, 3x3) for the 3x3 convs, F(4x4, 2x2) for the feature upsampler: B^T and A^T are
-# hand-expanded in the kernels below (bt6, at6, bt5, at5), G is used as a matrix on the weights.
+# hand-expanded in kernels.py (bt6, at6, bt5, at5), G is used as a matrix on the weights.
 AT, G, BT = toom_cook([0, 1, -1, 2, -2], 4, 3)
 AT2, G2, BT2 = toom_cook([0, 1, -1, 2], 4, 2)
 BAND_TILES = 384  # tiles per band: 2 x 36 x 384 x 64 floats = 7 MB of scratch, in cache (measured best of 256-4096)
 _NO_SKIP = np.zeros((1, 1, 1), np.float32)
-
-
-def _compiled(fn):
-    """Numba-compile a kernel that releases the GIL, cached on disk; without a writable cache folder, at every start."""
-    from numba import njit
-
-    try:
-        return njit(nogil=True, fastmath=True, cache=True)(fn)
-    except RuntimeError:  # Numba found no writable folder for its cache (read-only install, no HOME)
-        return njit(nogil=True, fastmath=True)(fn)
-
-
-@cache
-def _kernels():
-    """Compile (or load from Numba's cache) the transforms of both algorithms; each call transforms one band."""
-    from numba import njit
-
-    f2, f3, f4, f5, f8 = np.float32(2), np.float32(3), np.float32(4), np.float32(5), np.float32(8)
-    compiled = _compiled
-
-    @njit(inline="always")
-    def bt6(d0, d1, d2, d3, d4, d5):
-        """B^T d of F(4x4, 3x3), hand-expanded (the nonzero entries of B^T are 1, 2, 4, 5)."""
-        return (
-            f4 * d0 - f5 * d2 + d4,
-            -f4 * (d1 + d2) + d3 + d4,
-            f4 * (d1 - d2) - d3 + d4,
-            -f2 * (d1 - d3) - d2 + d4,
-            f2 * (d1 - d3) - d2 + d4,
-            f4 * d1 - f5 * d3 + d5,
-        )
-
-    @njit(inline="always")
-    def at6(m0, m1, m2, m3, m4, m5):
-        """A^T m of F(4x4, 3x3), hand-expanded (the nonzero entries of A^T are 1, 2, 4, 8)."""
-        return (
-            m0 + m1 + m2 + m3 + m4,
-            (m1 - m2) + f2 * (m3 - m4),
-            (m1 + m2) + f4 * (m3 + m4),
-            (m1 - m2) + f8 * (m3 - m4) + m5,
-        )
-
-    @njit(inline="always")
-    def leaky(x, slope):
-        return x if x > 0 else x * slope
-
-    @compiled
-    def input_transform(xp, v, first, n, tw, slope):
-        """v[6i + j, t, c] = (B^T d B)[i, j], d the 6x6 window of LeakyReLU_slope(xp) at tile first + t."""
-        c_in = xp.shape[2]
-        u = np.empty((6, 6, c_in), np.float32)
-        for t in range(n):
-            r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
-            for b in range(6):  # columns of the window: B^T along the rows
-                for c in range(c_in):
-                    u[0, b, c], u[1, b, c], u[2, b, c], u[3, b, c], u[4, b, c], u[5, b, c] = bt6(
-                        leaky(xp[r, q + b, c], slope),
-                        leaky(xp[r + 1, q + b, c], slope),
-                        leaky(xp[r + 2, q + b, c], slope),
-                        leaky(xp[r + 3, q + b, c], slope),
-                        leaky(xp[r + 4, q + b, c], slope),
-                        leaky(xp[r + 5, q + b, c], slope),
-                    )
-            for i in range(6):  # then along the columns
-                for c in range(c_in):
-                    (
-                        v[6 * i, t, c],
-                        v[6 * i + 1, t, c],
-                        v[6 * i + 2, t, c],
-                        v[6 * i + 3, t, c],
-                        v[6 * i + 4, t, c],
-                        v[6 * i + 5, t, c],
-                    ) = bt6(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c])
-
-    @compiled
-    def output_transform(m, bias, out, skip, use_skip, first, n, tw, h, w, slope):
-        """LeakyReLU_slope((A^T m A) + bias (+ skip)) into tile first + t's 4x4 pixels of out (within h x w)."""
-        c_out = out.shape[2]
-        s = np.empty((4, 6, c_out), np.float32)
-        o = np.empty((4, c_out), np.float32)
-        for t in range(n):
-            r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
-            for j in range(6):  # A^T along the rows
-                for k in range(c_out):
-                    s[0, j, k], s[1, j, k], s[2, j, k], s[3, j, k] = at6(
-                        m[j, t, k], m[6 + j, t, k], m[12 + j, t, k], m[18 + j, t, k], m[24 + j, t, k], m[30 + j, t, k]
-                    )
-            for i in range(4):  # then along the columns, one output row at a time
-                if r + i >= h:
-                    break
-                for k in range(c_out):
-                    o[0, k], o[1, k], o[2, k], o[3, k] = at6(
-                        s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k], s[i, 5, k]
-                    )
-                for j in range(4):
-                    if q + j < w:
-                        for k in range(c_out):
-                            x = o[j, k] + bias[k]
-                            x = x + skip[1 + r + i, 1 + q + j, k] if use_skip else x
-                            out[1 + r + i, 1 + q + j, k] = leaky(x, slope)
-
-    @njit(inline="always")
-    def bt5(d0, d1, d2, d3, d4):
-        """B^T d of F(4x4, 2x2) at the points 0, 1, -1, 2 (``BT2``), hand-expanded."""
-        return (f2 * (d0 - d2) - d1 + d3, -f2 * d1 - d2 + d3, f2 * d1 - f3 * d2 + d3, d3 - d1, f2 * (d1 - d3) - d2 + d4)
-
-    @njit(inline="always")
-    def at5(m0, m1, m2, m3, m4):
-        """A^T m of F(4x4, 2x2) (``AT2``), hand-expanded."""
-        return m0 + m1 + m2 + m3, m1 - m2 + f2 * m3, m1 + m2 + f4 * m3, m1 - m2 + f8 * m3 + m4
-
-    @compiled
-    def upsample_input_transform(xp, v, first, n, tw):
-        """v[5i + j, t, c] = (B^T d B)[i, j], d the 5x5 window of xp at tile first + t (F(4x4, 2x2))."""
-        c_in = xp.shape[2]
-        u = np.empty((5, 5, c_in), np.float32)
-        for t in range(n):
-            r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
-            for b in range(5):
-                for c in range(c_in):
-                    u[0, b, c], u[1, b, c], u[2, b, c], u[3, b, c], u[4, b, c] = bt5(
-                        xp[r, q + b, c],
-                        xp[r + 1, q + b, c],
-                        xp[r + 2, q + b, c],
-                        xp[r + 3, q + b, c],
-                        xp[r + 4, q + b, c],
-                    )
-            for i in range(5):
-                for c in range(c_in):
-                    v[5 * i, t, c], v[5 * i + 1, t, c], v[5 * i + 2, t, c], v[5 * i + 3, t, c], v[5 * i + 4, t, c] = (
-                        bt5(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c])
-                    )
-
-    @compiled
-    def upsample_output_transform(m, bias, out, first, n, tw, h, w, slope):
-        """Output channel (2a + b) * C + k of tile pixel (i, j) -> out[1 + 2(4ti + i) + a, 1 + 2(4tj + j) + b, k]."""
-        c_out = out.shape[2]
-        s = np.empty((4, 5, 4 * c_out), np.float32)
-        o = np.empty((4, 4 * c_out), np.float32)  # the output row's 4 pixels, every phase's channels
-        for t in range(n):
-            r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
-            for j in range(5):  # A^T along the rows
-                for k in range(4 * c_out):
-                    s[0, j, k], s[1, j, k], s[2, j, k], s[3, j, k] = at5(
-                        m[j, t, k], m[5 + j, t, k], m[10 + j, t, k], m[15 + j, t, k], m[20 + j, t, k]
-                    )
-            for i in range(4):  # then along the columns, one output row at a time
-                if r + i >= h:
-                    break
-                for k in range(4 * c_out):
-                    o[0, k], o[1, k], o[2, k], o[3, k] = at5(s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k])
-                for j in range(4):
-                    if q + j >= w:
-                        break
-                    for ab in range(4):  # output phase (a, b) goes to pixel (2 row + a, 2 column + b)
-                        y, x = 1 + 2 * (r + i) + ab // 2, 1 + 2 * (q + j) + ab % 2
-                        for k in range(c_out):
-                            out[y, x, k] = leaky(o[j, ab * c_out + k] + bias[k], slope)
-
-    return input_transform, output_transform, upsample_input_transform, upsample_output_transform
-
-
-@cache
-def _image_kernel():
-    """Compile (or load from Numba's cache) the image branch's transposed conv."""
-
-    @_compiled
-    def image_upsample(x, k, out):
-        """out = ConvTranspose2d(x, k, stride 2, padding 1): a 4x4 kernel, one channel, no bias.
-
-        Output row 2m reads input rows m (tap 1) and m - 1 (tap 3); row 2m + 1 reads rows m + 1
-        (tap 0) and m (tap 2); the same along columns; rows outside the input are zero.
-        """
-        h, w = x.shape
-        for o in range(2 * h):
-            m, a = o // 2, o % 2
-            r0, kr0, r1, kr1 = (m, 1, m - 1, 3) if a == 0 else (m + 1, 0, m, 2)
-            for p in range(2 * w):
-                n, b = p // 2, p % 2
-                c0, kc0, c1, kc1 = (n, 1, n - 1, 3) if b == 0 else (n + 1, 0, n, 2)
-                s = np.float32(0)
-                if 0 <= r0 < h:
-                    if 0 <= c0 < w:
-                        s += x[r0, c0] * k[kr0, kc0]
-                    if 0 <= c1 < w:
-                        s += x[r0, c1] * k[kr0, kc1]
-                if 0 <= r1 < h:
-                    if 0 <= c0 < w:
-                        s += x[r1, c0] * k[kr1, kc0]
-                    if 0 <= c1 < w:
-                        s += x[r1, c1] * k[kr1, kc1]
-                out[o, p] = s
-
-    return image_upsample
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -437,7 +242,8 @@ def conv3x3(
 
     ``out``: a map of the right size to write into (not x or skip), so a chain of layers reuses two buffers.
     """
-    input_transform, output_transform = _kernels()[:2]
+    from .kernels import input_transform, output_transform
+
     h, w, tw = x.h, x.w, -(-x.w // 4)
     if out is None:
         out = FeatureMap.empty(h, w, conv.u.shape[2])
@@ -456,7 +262,8 @@ def conv3x3(
 
 def upsample2x(x: FeatureMap, up: Upsampler, post: float = 1.0) -> FeatureMap:
     """post_act(the released x2 feature upsampler), by Winograd F(4x4, 2x2): a 2h x 2w map."""
-    upsample_input_transform, upsample_output_transform = _kernels()[2:]
+    from .kernels import upsample_input_transform, upsample_output_transform
+
     h, w, tw = x.h, x.w, -(-x.w // 4)
     out = FeatureMap.empty(2 * h, 2 * w, up.bias.shape[0])
     post32 = np.float32(post)
@@ -497,5 +304,7 @@ def add_upsample_residual(
 def image_upsample(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     """The image branch: ConvTranspose2d(1, 1, 4, stride 2, padding 1) of a float32 (h, w) plane."""
     out = np.empty((2 * x.shape[0], 2 * x.shape[1]), np.float32)
-    _image_kernel()(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(k, np.float32), out)
+    from .kernels import image_upsample as kernel
+
+    kernel(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(k, np.float32), out)
     return out
