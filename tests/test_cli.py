@@ -11,7 +11,8 @@ from PIL import Image
 
 from lapsrn import protocol as P
 from lapsrn.cli import main
-from lapsrn.inference import Upscaler, super_resolve
+from lapsrn.imaging import super_resolve
+from lapsrn.inference import Upscaler
 from lapsrn.models import MSLapSRN
 from lapsrn.weights import save
 

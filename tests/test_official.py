@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from lapsrn import evaluate as E
-from lapsrn.inference import Upscaler, super_resolve
+from lapsrn.imaging import super_resolve
+from lapsrn.inference import Upscaler
 from lapsrn.io import read_image
 from lapsrn.weights import load
 
@@ -35,7 +36,7 @@ def test_official_weights_reproduce_set5(weights, scale, psnr, ssim):
 
 
 def test_bicubic_baseline_set5_x4():
-    from lapsrn.inference import bicubic
+    from lapsrn.imaging import bicubic
 
     folder = shared_path("datasets", "test", "Set5")
     scores = [E.evaluate_image(p.stem, read_image(p).pixels, 4, bicubic) for p in E.image_files(folder)]

@@ -7,7 +7,8 @@ import torch
 from lapsrn import protocol as P
 
 import lapsrn.inference as inference
-from lapsrn.inference import Upscaler, feature_bytes, super_resolve
+from lapsrn.imaging import super_resolve
+from lapsrn.inference import Upscaler, feature_bytes
 from lapsrn.models import MSLapSRN
 
 from .conftest import smooth_image
@@ -65,14 +66,14 @@ def test_too_small_budget_is_a_clear_error():
 @pytest.mark.parametrize("gray", [False, True])
 def test_banded_compose_equals_one_piece(rng, monkeypatch, scale, gray):
     """Colour is composed in horizontal bands straight into uint8; the bands must not show."""
-    from lapsrn import inference
+    from lapsrn import imaging
 
     torch.manual_seed(0)
     net = MSLapSRN(depth=1, recursions=1, levels=2).eval()
     img = smooth_image(rng, 53, 31)
     img = img[..., 0] if gray else img
     whole = super_resolve(Upscaler(net), img, scale)
-    monkeypatch.setattr(inference, "BAND_PIXELS", 31 * scale * 8)  # bands of 8 LR rows: 7 bands
+    monkeypatch.setattr(imaging, "BAND_PIXELS", 31 * scale * 8)  # bands of 8 LR rows: 7 bands
     banded = super_resolve(Upscaler(net), img, scale)
     assert np.abs(banded - whole).max() < 1e-12
     as_u8 = super_resolve(Upscaler(net), img, scale, np.uint8)

@@ -161,7 +161,7 @@ def _worker(spec: dict) -> dict:
 
         set_threads(threads)
         if kind == "bicubic":
-            from .inference import bicubic
+            from .imaging import bicubic
 
             def run(x: np.ndarray) -> np.ndarray:
                 return P.im2uint8(bicubic(x / 255.0, scale))

@@ -50,9 +50,9 @@ def _add_model_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
         p.add_argument("-m", "--model", help="bundled model name, .safetensors file or official .mat (default: bundled)")
     p.add_argument("-t", "--tile", type=int, default=None, help="LR tile side in pixels (default: automatic)")
-    p.add_argument("--max-memory", type=parse_bytes, default="1G",
+    p.add_argument("--max-memory", type=parse_bytes, default="768M",
                    help="working memory for the input, output and feature maps; larger images run in bands or tiles "
-                        "(default 1G)")
+                        "(default 768M)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--device", default="auto", help="auto (default: CUDA if PyTorch sees a GPU, else the CPU engine), cpu, cuda, cuda:N or mps")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
@@ -173,7 +173,7 @@ def _level_name(path: Path, factor: int) -> Path:
 
 def cmd_upscale(args: argparse.Namespace) -> int:
     """lapsrn upscale."""
-    from .inference import levels_for
+    from .imaging import levels_for
     from .io import ImageError
     from .upscale import upscale_file
 
@@ -275,7 +275,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_report(args: argparse.Namespace) -> int:
     """lapsrn report."""
     from .evaluate import image_files, run_evaluation
-    from .inference import super_resolve
+    from .imaging import super_resolve
     from .io import atomic_path, read_image
     from .report import Method, build_report
 

@@ -107,7 +107,7 @@ def run_evaluation(models: list[tuple[str, object]], folders: list[Path], scales
     """Score each (name, Upscaler) and bicubic on every folder and scale; a progress bar on long runs."""
     from tqdm import tqdm
 
-    from .inference import bicubic, super_resolve
+    from .imaging import bicubic, super_resolve
     from .io import read_image
 
     rows: list[Row] = []

@@ -1,11 +1,9 @@
-"""Running a model on images: Y through the network, Cb/Cr (and alpha) bicubic, as the authors do.
+"""Running a network on a luminance plane: the CPU engine or PyTorch on a device, in bands or tiles under a budget.
 
-``super_resolve`` is the single code path shared by ``lapsrn upscale``,
-``lapsrn evaluate`` and the Python API, so what you upscale is exactly what
-was scored. The network is the CPU engine (``lapsrn.engine``, no torch) or,
-on a GPU, the PyTorch reference (``torch_network.TorchNetwork``); both take a
-float32 luminance plane and return the pyramid's planes, so tiling, colour
-and quantisation here are the same for both.
+The network is the CPU engine (``lapsrn.engine``, no torch) or, on a GPU, the
+PyTorch reference (``torch_network.TorchNetwork``); both take a float32
+luminance plane and return the pyramid's planes, so the tiling here, and the
+colour handling in ``imaging``, are the same for both.
 """
 
 from __future__ import annotations
@@ -19,26 +17,16 @@ from typing import Protocol
 
 import numpy as np
 
-from . import protocol as P
-from .weights import MAX_LEVELS, ModelSpec
+from .upscale import upscale_image
+from .weights import ModelSpec
 
-DEFAULT_MAX_MEMORY = 1 << 30  # bytes for feature maps + output planes; tiling keeps within it
+DEFAULT_MAX_MEMORY = 768 << 20  # bytes for the input, output and feature maps: bands or tiles keep within it
 
 
 class PyramidNetwork(Protocol):
     """What an Upscaler runs: an (h, w) float32 LR luminance plane -> [x2, x4, ...] planes (or only the last)."""
 
     def __call__(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]: ...
-
-
-def levels_for(scale: float) -> int:
-    """Pyramid levels needed for a scale: the next power of two at or above it."""
-    if not math.isfinite(scale) or scale <= 1:
-        raise ValueError(f"scale must be a number > 1, got {scale}")
-    n = math.ceil(math.log2(scale) - 1e-9)
-    if n > MAX_LEVELS:
-        raise ValueError(f"scale {scale} is too large (at most {2**MAX_LEVELS})")
-    return n
 
 
 BYTES_PER_FEATURE = 3 * 64 * 4  # three live float32 maps of 64 channels: the most the engine keeps at a level
@@ -195,8 +183,6 @@ class Upscaler:
         >>> lapsrn.load().upscale(np.zeros((8, 6, 3), np.uint8), 2).shape
         (16, 12, 3)
         """
-        from .upscale import upscale_image
-
         return upscale_image(self, image, scale)
 
     def pyramid(self, image, levels: int | None = None) -> list:
@@ -206,8 +192,6 @@ class Upscaler:
         >>> [a.shape for a in lapsrn.load().pyramid(np.zeros((8, 6), np.uint8))]
         [(16, 12), (32, 24), (64, 48)]
         """
-        from .upscale import upscale_image
-
         n = levels or self.spec.levels
         return upscale_image(self, image, 2**n, all_levels=True)
 
@@ -284,97 +268,3 @@ def set_threads(n: int) -> None:
     threadpool_limits(n, user_api="blas")
     if "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(n)
-
-
-BAND_PIXELS = 2 << 20  # output pixels composed at a time: bounds the float64 colour temporaries
-BAND_MARGIN = 6  # LR rows of context for the bicubic kernels at a band's edges (at most 4 needed)
-
-
-def quantize(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """[0, 1] floats to the output sample type: uint8 as MATLAB im2uint8, uint16 alike, floats as they are."""
-    from .io import to_uint8, to_uint16
-
-    if np.dtype(dtype) == np.uint8:
-        return to_uint8(img)
-    if np.dtype(dtype) == np.uint16:
-        return to_uint16(img)
-    return img.astype(dtype, copy=False)
-
-
-def _compose_rows(gray: bool, ycc: np.ndarray, y: np.ndarray, r0: int, r1: int, scale: int, out: np.ndarray) -> None:
-    """Output rows of LR rows [r0, r1) into ``out``, from the network's Y for those rows (at the output size).
-
-    Gray comes back from studio range; colour takes Cb/Cr bicubic-upscaled
-    and converts BT.601 to RGB. In bands that overlap by BAND_MARGIN LR rows
-    and keep only their own rows, so the result equals composing the whole
-    image at once (tested) while float64 temporaries stay a few MB.
-    """
-    h, w = ycc.shape[:2]
-    rows = max(BAND_PIXELS // (w * scale * scale), 8)
-    for b0 in range(r0, r1, rows):
-        b1 = min(b0 + rows, r1)
-        yb = y[(b0 - r0) * scale : (b1 - r0) * scale]
-        if gray:
-            band = np.clip((yb - 16 / 255) * (255 / 219), 0.0, 1.0)
-        else:
-            a0, a1 = max(b0 - BAND_MARGIN, 0), min(b1 + BAND_MARGIN, h)
-            band = np.empty((*yb.shape, 3))
-            band[..., 0] = yb
-            band[..., 1:] = P.imresize(ycc[a0:a1, :, 1:], scale)[(b0 - a0) * scale : (b1 - a0) * scale]  # chroma only
-            band = P.ycbcr2rgb(band)
-        out[b0 * scale : b1 * scale] = quantize(band, out.dtype)
-
-
-def _compose(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
-    """The output image from the network's last Y plane, at any scale: Y resized to the output size first
-    when the scale is not the network's; a non-integer scale composes in one piece."""
-    h, w = img.shape[:2]
-    size = (P.output_size(h, scale), P.output_size(w, scale))
-    if y.shape != size:
-        y = P.imresize(y, size=size)
-    if scale == int(scale):
-        out = np.empty((*size, *img.shape[2:]), dtype)
-        _compose_rows(img.ndim == 2, ycc, y, 0, h, int(scale), out)
-        return out
-    if img.ndim == 2:
-        return quantize(np.clip((y - 16 / 255) * (255 / 219), 0.0, 1.0), dtype)
-    out = np.empty((*size, 3))
-    out[..., 0] = y
-    out[..., 1:] = P.imresize(ycc[..., 1:], scale)
-    return quantize(P.ycbcr2rgb(out), dtype)
-
-
-def super_resolve(upscaler: Upscaler, img: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
-    """Upscale float64 HxW (gray) or HxWx3 (RGB) in [0, 1], the authors' way.
-
-    RGB: BT.601 Y through the network; Cb/Cr bicubic-upscaled; back to RGB.
-    Gray: treated as RGB with three equal channels (Y = 16/255 + 219/255 g),
-    so gray and colour images take the same path. A scale that is not a power
-    of two runs to the next level and is resized down bicubically, as the
-    official MS-LapSRN code does for x3. Output is clipped to [0, 1] and of
-    ``dtype``: float64, or uint8/uint16 quantised band by band. At a power of
-    two each band of the network's output goes straight into the output, so
-    a large upscale holds the input, the output and the feature maps, no more.
-    """
-    ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
-    levels = levels_for(scale)
-    if scale != 2**levels:
-        return _compose(img, ycc, upscaler.pyramid_y(ycc[..., 0], levels, last_only=True)[-1], scale, dtype)
-    h, w = img.shape[:2]
-    out = np.empty((h * 2**levels, w * 2**levels, *img.shape[2:]), dtype)
-    held = img.nbytes + ycc.nbytes + out.nbytes
-    for r0, r1, (y,) in upscaler.bands(ycc[..., 0], levels, last_only=True, reserved=held):
-        _compose_rows(img.ndim == 2, ycc, y, r0, r1, 2**levels, out)
-    return out
-
-
-def super_resolve_pyramid(upscaler: Upscaler, img: np.ndarray, levels: int, dtype=np.float64) -> list[np.ndarray]:
-    """x2, x4, ... x2^levels of one image from a single forward pass."""
-    ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
-    ys = upscaler.pyramid_y(ycc[..., 0], levels)
-    return [_compose(img, ycc, y, 2**l, dtype) for l, y in enumerate(ys, start=1)]
-
-
-def bicubic(img: np.ndarray, scale: float) -> np.ndarray:
-    """The papers' baseline: MATLAB bicubic upscaling of every channel, clipped to [0, 1]."""
-    return np.clip(P.imresize(img, scale), 0.0, 1.0)

@@ -96,7 +96,7 @@ def _per_image(rows: list[E.Row]) -> str:
 
 def _crops(hr_images: dict[str, np.ndarray], methods: list[Method], scale: int) -> str:
     """For each chosen image: the same zoomed window in ground truth, bicubic and every model."""
-    from .inference import bicubic
+    from .imaging import bicubic
 
     blocks = []
     for name, hr_raw in hr_images.items():

@@ -25,7 +25,8 @@ import torch.distributed as dist
 from . import evaluate as E
 from .config import PRESETS, TrainConfig, make_config  # noqa: F401 (re-exported for users of training)
 from .data import PatchSampler, batches, load_y_images, make_pyramid
-from .inference import Upscaler, super_resolve
+from .imaging import super_resolve
+from .inference import Upscaler
 from .losses import pyramid_loss
 from .models import LapSRN, MSLapSRN
 

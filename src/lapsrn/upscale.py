@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import protocol as P
-from .inference import Upscaler, levels_for, quantize, super_resolve, super_resolve_pyramid
+from .imaging import levels_for, quantize, super_resolve, super_resolve_pyramid
 from .io import ImageError, Picture, image_size, memory_limit, read_image, write_image
+
+if TYPE_CHECKING:
+    from .inference import Upscaler
 
 BYTES_PER_OUTPUT_PIXEL = 16  # network Y (float32), the output samples and the encoder's copy; float64 only per band
 
