@@ -265,10 +265,16 @@ def test_upscale_never_imports_torch(tmp_path):
     assert "torch imported: False" in done.stdout and (tmp_path / "out.png").stat().st_size > 0
 
 
-def test_without_torch_upscale_works_and_train_names_the_extra(tmp_path):
+def test_without_torch_the_cpu_commands_work_and_train_names_the_extra(tmp_path):
     sample = REPO / "src/lapsrn/assets/sample.png"
-    done = _run_cli(["upscale", "-i", str(sample), "-o", "out.png", "-s", "2", "--device", "auto"], tmp_path, True)
-    assert done.returncode == 0, done.stderr
+    set5 = str(shared_path("datasets", "test", "Set5"))
+    for command in (["upscale", "-i", str(sample), "-o", "out.png", "-s", "2", "--device", "auto"],
+                    ["evaluate", "-d", set5, "-s", "2", "--no-bicubic"],
+                    ["report", "-d", set5, "-s", "2", "--crops", "1", "-o", "report.html"],
+                    ["convert", str(shared_path("weights", "official", "LapSRN_x2.mat")), "-o", "x2.safetensors"]):
+        done = _run_cli(command, tmp_path, block_torch=True)
+        assert done.returncode == 0 and "torch imported: False" in done.stdout, (command, done.stderr)
+    assert (tmp_path / "report.html").stat().st_size > 0 and (tmp_path / "x2.safetensors").stat().st_size > 0
     for command in (["train", "--steps", "1"], ["export", "--onnx", "x.onnx"]):
         done = _run_cli(command, tmp_path, block_torch=True)
         lines = done.stderr.strip().splitlines()
