@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from lapsrn import engine
+from lapsrn.engine import direct as D
+from lapsrn.engine import network as N
 from lapsrn.engine import winograd as W
 from lapsrn.inference import Upscaler
 from lapsrn.models import SLOPE, FeatureUpsample, ImageUpsample, LapSRN, MSLapSRN
@@ -75,9 +77,20 @@ def test_toom_cook_matrices_compute_a_correlation(points, m, r):
     assert np.allclose(at @ ((g @ k) * (bt @ d)), want, atol=1e-12)
 
 
+OPS = pytest.mark.parametrize("ops", [W, D], ids=["winograd", "direct"])
+
+
+@pytest.fixture(params=["winograd", "direct"])
+def path(request, monkeypatch) -> str:
+    """Run whole networks by Winograd (the default for all but small images) or by direct convolutions."""
+    monkeypatch.setattr(N, "DIRECT_PIXELS", 0 if request.param == "winograd" else 1 << 40)
+    return request.param
+
+
+@OPS
 @pytest.mark.parametrize("size", [(1, 1), (4, 4), (5, 7), (13, 9), (40, 33)])
 @pytest.mark.parametrize("channels", [(64, 64), (3, 5), (1, 64), (64, 1)])
-def test_conv3x3_equals_conv2d(size, channels):
+def test_conv3x3_equals_conv2d(size, channels, ops):
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(*channels, 3, padding=1)
     x = torch.randn(1, channels[0], *size)
@@ -91,13 +104,14 @@ def test_conv3x3_equals_conv2d(size, channels):
             ({"pre": SLOPE, "skip": W.FeatureMap.from_array(_hwc(skip))}, conv(F.leaky_relu(x, SLOPE)) + skip),
         ]
         for kwargs, want in cases:
-            got = W.conv3x3(fm, _conv(conv), **kwargs).inside
+            got = ops.conv3x3(fm, _conv(conv), **kwargs).inside
             assert _close(got, _hwc(want)), kwargs
 
 
+@OPS
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (13, 9), (24, 17)])
 @pytest.mark.parametrize("post", [1.0, SLOPE])
-def test_upsample2x_equals_the_released_transposed_conv(size, post):
+def test_upsample2x_equals_the_released_transposed_conv(size, post, ops):
     """The 3x3 stride-2 transposed conv, cropped (MatConvNet crop [0 1 0 1]), by Winograd F(4x4, 2x2)."""
     torch.manual_seed(0)
     up = FeatureUpsample(6)
@@ -105,12 +119,13 @@ def test_upsample2x_equals_the_released_transposed_conv(size, post):
     with torch.inference_mode():
         want = F.leaky_relu(up(x), post)
     u = W.Upsampler.from_weights(up.deconv.weight.detach().numpy(), up.deconv.bias.detach().numpy())
-    got = W.upsample2x(W.FeatureMap.from_array(_hwc(x)), u, post).inside
+    got = ops.upsample2x(W.FeatureMap.from_array(_hwc(x)), u, post).inside
     assert got.shape == (2 * size[0], 2 * size[1], 6) and _close(got, _hwc(want))
 
 
+@OPS
 @pytest.mark.parametrize("band_bytes", [1, 40_000, 1 << 30])  # one tile row per band, a few, all at once
-def test_last_level_bands_equal_the_plain_computation(band_bytes):
+def test_last_level_bands_equal_the_plain_computation(band_bytes, ops):
     torch.manual_seed(0)
     up, residual = FeatureUpsample(8), torch.nn.Conv2d(8, 1, 3, padding=1)
     x = torch.randn(1, 8, 37, 11)
@@ -118,19 +133,20 @@ def test_last_level_bands_equal_the_plain_computation(band_bytes):
         want = residual(F.leaky_relu(up(x), SLOPE))[0, 0].numpy()
     u = W.Upsampler.from_weights(up.deconv.weight.detach().numpy(), up.deconv.bias.detach().numpy())
     got = np.zeros((74, 22), np.float32)
-    W.add_upsample_residual(W.FeatureMap.from_array(_hwc(x)), u, SLOPE, _conv(residual), got, band_bytes)
+    ops.add_upsample_residual(W.FeatureMap.from_array(_hwc(x)), u, SLOPE, _conv(residual), got, band_bytes)
     assert _close(got, want)
 
 
+@OPS
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (17, 10)])
-def test_image_upsample_equals_the_transposed_conv(size):
+def test_image_upsample_equals_the_transposed_conv(size, ops):
     torch.manual_seed(0)
     up = ImageUpsample()
     up.deconv.weight.data.normal_()  # any trained kernel, not only the bilinear initialisation
     x = torch.rand(1, 1, *size)
     with torch.inference_mode():
         want = up(x)[0, 0].numpy()
-    assert _close(W.image_upsample(x[0, 0].numpy(), up.deconv.weight[0, 0].detach().numpy()), want)
+    assert _close(ops.image_upsample(x[0, 0].numpy(), up.deconv.weight[0, 0].detach().numpy()), want)
 
 
 def test_feature_map_border_is_the_zero_padding():
@@ -174,7 +190,7 @@ NETS = {
 
 @pytest.mark.parametrize("name", NETS)
 @pytest.mark.parametrize("size", [(1, 1), (2, 5), (19, 26)])
-def test_networks_equal_the_reference(name, size):
+def test_networks_equal_the_reference(name, size, path):
     """Every architecture and skip (the buffer reuse differs for each), 1 to 4 levels, odd sizes down to 1x1."""
     torch.manual_seed(0)
     net = NETS[name]()
@@ -193,7 +209,7 @@ def test_networks_equal_the_reference(name, size):
 
 
 @pytest.mark.parametrize("name", ["LapSRN_x4.mat", "LapSRN_x8.mat", "MSLapSRN_D5R8.mat"])
-def test_official_networks_equal_the_reference(name, rng):
+def test_official_networks_equal_the_reference(name, rng, path):
     path = shared_path("weights", "official", name)
     spec, state = read(path)
     fast = engine.build(spec.arch, state, spec.depth, spec.levels, spec.recursions, spec.skip)
@@ -203,7 +219,7 @@ def test_official_networks_equal_the_reference(name, rng):
         assert np.abs(a - b).max() < 2e-5
 
 
-def test_uint8_output_matches_the_torch_path(lapsrn_x4, rng):
+def test_uint8_output_matches_the_torch_path(lapsrn_x4, rng, path):
     """What a user gets, in uint8: at most one level of rounding apart, on at most 0.1 % of the pixels."""
     img = (smooth_image(rng, 40, 50) * 255).round().astype(np.uint8)
     fast = Upscaler(lapsrn_x4).upscale(img, 4)
@@ -263,6 +279,18 @@ def test_upscale_never_imports_torch(tmp_path):
     done = _run_cli(["upscale", "-i", str(sample), "-o", "out.png", "-s", "2"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "torch imported: False" in done.stdout and (tmp_path / "out.png").stat().st_size > 0
+
+
+def test_small_images_start_without_numba(tmp_path):
+    """A small image runs the direct path, which needs no Numba (its import and kernel loading cost ~1 s)."""
+    from PIL import Image
+
+    Image.new("RGB", (40, 30), (90, 140, 200)).save(tmp_path / "small.png")
+    code = "import sys; from lapsrn.cli import main; rc = main(sys.argv[1:]); print('numba' in sys.modules); exit(rc)"
+    for size, numba in [("small.png", "False"), (str(REPO / "src/lapsrn/assets/sample.png"), "True")]:
+        done = subprocess.run([sys.executable, "-c", code, "upscale", "-i", size, "-o", "o.png", "-s", "4"],
+                              capture_output=True, text=True, cwd=tmp_path)
+        assert done.returncode == 0 and done.stdout.strip() == numba, (size, done.stderr)
 
 
 def test_without_torch_the_cpu_commands_work_and_train_names_the_extra(tmp_path):

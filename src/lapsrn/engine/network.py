@@ -4,31 +4,31 @@ The same computation as ``models.py`` (the reference), organised for a CPU:
 every 3x3 conv and feature upsampler runs by Winograd (``winograd.py``) with
 its activation, pre-activation and skip fused in; feature maps chain through
 reused buffers; the last level's upsampled features are made band by band and
-added straight into the output image. Weights use the reference's state-dict
+added straight into the output image. Small images take the same steps as
+direct convolutions in NumPy (``direct.py``), which start at once. Weights use the reference's state-dict
 names and layouts, so one file serves both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
 
+from . import direct, winograd
 from .winograd import (
     Conv,
     FeatureMap,
     Upsampler,
-    add_upsample_residual,
-    conv3x3,
-    image_upsample,
     release_spares,
     set_threads,  # noqa: F401 (re-exported)
     single_threaded_blas,
-    upsample2x,
 )
 
 SLOPE = 0.2  # LeakyReLU negative slope of both papers
 BAND_BYTES = 32 << 20  # one band of the last level's upsampled features
+DIRECT_PIXELS = 1 << 15  # up to this many pixels in the largest map, direct convolutions beat Winograd's start-up
 
 
 @dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Network:
     def level(self, i: int) -> Level:
         raise NotImplementedError
 
-    def embed(self, i: int, x: FeatureMap) -> FeatureMap:
+    def embed(self, i: int, x: FeatureMap, ops: ModuleType) -> FeatureMap:
         """The level's feature embedding of x; x and every other buffer but the result are recycled."""
         raise NotImplementedError
 
@@ -70,27 +70,31 @@ class Network:
         """x2, x4, ... x2^levels of an (h, w) LR luminance plane in [0, 1] (or only the last), float32."""
         if self.levels is not None and not 1 <= levels <= self.levels:
             raise ValueError(f"this LapSRN has {self.levels} levels, asked for {levels}")
+        image = np.ascontiguousarray(y, np.float32)
+        ops = direct if image.size * 4 ** (levels - 1) <= DIRECT_PIXELS else winograd
         try:
-            with single_threaded_blas():
-                return self._forward(np.ascontiguousarray(y, np.float32), levels, last_only)
+            with single_threaded_blas():  # robust on a busy machine, where spinning BLAS threads stall
+                return self._forward(image, levels, last_only, ops)
         finally:
             release_spares()
 
-    def _forward(self, image: np.ndarray, levels: int, last_only: bool) -> list[np.ndarray]:
+    def _forward(self, image: np.ndarray, levels: int, last_only: bool, ops: ModuleType) -> list[np.ndarray]:
         lr = FeatureMap.from_array(image)
-        features = conv3x3(lr, self.input_conv, post=self.input_post)
+        features = ops.conv3x3(lr, self.input_conv, post=self.input_post)
         lr.recycle()
         outputs = []
         for i in range(levels):
             level, last = self.level(i), i == levels - 1
             release_spares()  # the previous level's buffers are of other shapes: give them back
-            embedded = self.embed(i, features)  # recycles the features' buffers it no longer needs
-            image = image_upsample(image, level.image_kernel)
+            embedded = self.embed(i, features, ops)  # recycles the features' buffers it no longer needs
+            image = ops.image_upsample(image, level.image_kernel)
             if last:  # nothing reads the last level's features but its residual conv
-                add_upsample_residual(embedded, level.upsample, self.upsample_post, level.residual, image, BAND_BYTES)
+                ops.add_upsample_residual(
+                    embedded, level.upsample, self.upsample_post, level.residual, image, BAND_BYTES
+                )
             else:
-                features = upsample2x(embedded, level.upsample, self.upsample_post)
-                residual = conv3x3(features, level.residual)
+                features = ops.upsample2x(embedded, level.upsample, self.upsample_post)
+                residual = ops.conv3x3(features, level.residual)
                 image += residual.inside[..., 0]
                 residual.recycle()
             embedded.recycle()
@@ -113,10 +117,10 @@ class LapSRNEngine(Network):
     def level(self, i: int) -> Level:
         return self.branches[i]
 
-    def embed(self, i: int, x: FeatureMap) -> FeatureMap:
+    def embed(self, i: int, x: FeatureMap, ops: ModuleType) -> FeatureMap:
         spare = None
         for conv in self.convs[i]:  # two buffers, swapped after each layer
-            x, spare = conv3x3(x, conv, post=SLOPE, out=spare), x
+            x, spare = ops.conv3x3(x, conv, post=SLOPE, out=spare), x
         spare.recycle()
         return x
 
@@ -136,7 +140,7 @@ class MSLapSRNEngine(Network):
     def level(self, i: int) -> Level:
         return self.shared
 
-    def embed(self, i: int, source: FeatureMap) -> FeatureMap:
+    def embed(self, i: int, source: FeatureMap, ops: ModuleType) -> FeatureMap:
         """R recursions of the block (LeakyReLU, conv) x D with the skip fused, and the final LeakyReLU."""
         if self.recursions == 0:
             np.maximum(source.data, SLOPE * source.data, out=source.data)
@@ -147,7 +151,7 @@ class MSLapSRNEngine(Network):
             for i, conv in enumerate(self.block):
                 last = i == len(self.block) - 1
                 post = SLOPE if last and r == self.recursions - 1 else 1.0
-                y = conv3x3(
+                y = ops.conv3x3(
                     x, conv, pre=SLOPE, post=post, skip=skip if last else None, out=free.pop() if free else None
                 )
                 if x is not source and x is not skip:

@@ -157,6 +157,7 @@ class Conv:
 
     u: np.ndarray  # (36, Cin, Cout) float32
     bias: np.ndarray  # (Cout,) float32
+    w: np.ndarray  # (Cout, Cin, 3, 3) float32, as given: for the direct path on small images (``direct.py``)
 
     @classmethod
     def from_weights(cls, w: np.ndarray, b: np.ndarray | None) -> Conv:
@@ -164,7 +165,7 @@ class Conv:
         c_out, c_in = w.shape[:2]
         u = np.einsum("ia,kcab,jb->ijck", G, w.astype(np.float64), G).reshape(36, c_in, c_out)
         bias = np.zeros(c_out, np.float32) if b is None else b.astype(np.float32)
-        return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(bias))
+        return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(bias), np.asarray(w, np.float32))
 
 
 @dataclass(frozen=True)
@@ -173,6 +174,7 @@ class Upsampler:
 
     u: np.ndarray  # (25, Cin, 4 Cout) float32
     bias: np.ndarray  # (Cout,) float32
+    w: np.ndarray  # (Cin, Cout, 3, 3) float32, the transposed conv as given: for the direct path
 
     @classmethod
     def from_weights(cls, w: np.ndarray, b: np.ndarray) -> Upsampler:
@@ -191,7 +193,7 @@ class Upsampler:
                         if ti is not None and tj is not None:
                             k[a, b_, :, :, i, j] = w[:, :, ti, tj].T
         u = np.einsum("ia,pkcab,jb->ijcpk", G2, k.reshape(4, c_out, c_in, 2, 2), G2).reshape(25, c_in, 4 * c_out)
-        return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(b, np.float32))
+        return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(b, np.float32), np.asarray(w, np.float32))
 
 
 TAPS = ((2, 0), (None, 1))  # output phase a -> transposed-conv tap applied to input row m - 1, row m

@@ -1,0 +1,74 @@
+"""The engine's operations as direct convolutions in NumPy, for small images.
+
+On a small image the Winograd path's fixed costs dominate: importing Numba
+and loading its compiled kernels take longer than the whole network does as
+plain matrix products. These functions have the signatures of their
+``winograd`` counterparts and compute the same numbers (``tests/test_engine.py``);
+``network.Network`` picks this module when the largest feature map is small.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .winograd import TAPS, Conv, FeatureMap, Upsampler
+
+
+def _leaky(x: np.ndarray, slope: float) -> np.ndarray:
+    return x if slope == 1.0 else np.where(x > 0, x, x * np.float32(slope))
+
+
+def conv3x3(
+    x: FeatureMap, conv: Conv, pre: float = 1.0, post: float = 1.0,
+    skip: FeatureMap | None = None, out: FeatureMap | None = None,
+) -> FeatureMap:
+    """post_act(conv(pre_act(x)) + skip) as one matrix product: the nine shifted copies of the zero-bordered
+    map side by side (h, w, 9 Cin) against the weights as (9 Cin, Cout)."""
+    h, w = x.h, x.w
+    src = _leaky(x.data[: h + 2, : w + 2], pre)
+    columns = np.concatenate([src[dy : dy + h, dx : dx + w] for dy in range(3) for dx in range(3)], axis=-1)
+    weights = conv.w.transpose(2, 3, 1, 0).reshape(-1, conv.w.shape[0])  # (ky, kx, Cin) x Cout
+    y = columns @ weights + conv.bias
+    if skip is not None:
+        y += skip.inside
+    out = FeatureMap.empty(h, w, conv.w.shape[0]) if out is None else out
+    out.inside[...] = _leaky(y, post)
+    return out
+
+
+def upsample2x(x: FeatureMap, up: Upsampler, post: float = 1.0) -> FeatureMap:
+    """post_act(the released x2 feature upsampler), phase by phase: output (2m + a, 2n + b) sums input
+    rows m - 1, m (a = 0; taps 2, 0) or m (a = 1; tap 1), and the same for columns (``TAPS``)."""
+    h, w = x.h, x.w
+    out = FeatureMap.empty(2 * h, 2 * w, up.w.shape[1])
+    for a in range(2):
+        for b in range(2):
+            y = np.broadcast_to(up.bias, (h, w, up.bias.shape[0])).copy()
+            for i, ti in enumerate(TAPS[a]):
+                for j, tj in enumerate(TAPS[b]):
+                    if ti is not None and tj is not None:  # x.data[m + i] is input row m - 1 + i
+                        y += x.data[i : i + h, j : j + w] @ up.w[:, :, ti, tj]
+            out.data[1 + a : 1 + 2 * h : 2, 1 + b : 1 + 2 * w : 2] = _leaky(y, post)
+    return out
+
+
+def add_upsample_residual(
+    x: FeatureMap, up: Upsampler, post: float, residual: Conv, out: np.ndarray, band_bytes: int
+) -> None:
+    """out += residual(post_act(upsample(x))), in one piece: a small image needs no bands."""
+    out += conv3x3(upsample2x(x, up, post), residual).inside[..., 0]
+
+
+def image_upsample(x: np.ndarray, k: np.ndarray) -> np.ndarray:
+    """ConvTranspose2d(1, 1, 4, stride 2, padding 1): output row 2m reads input rows m (tap 1) and m - 1
+    (tap 3), row 2m + 1 reads rows m + 1 (tap 0) and m (tap 2); the same along columns."""
+    h, w = x.shape
+    xp = np.pad(x.astype(np.float32), 1)  # xp[r + 1] is input row r; the pad is the zero outside
+    taps = (((0, 1), (-1, 3)), ((1, 0), (0, 2)))  # phase -> (row offset, kernel tap) pairs
+    out = np.zeros((2 * h, 2 * w), np.float32)
+    for a in range(2):
+        for b in range(2):
+            for dr, kr in taps[a]:
+                for dc, kc in taps[b]:
+                    out[a::2, b::2] += xp[1 + dr : 1 + dr + h, 1 + dc : 1 + dc + w] * k[kr, kc]
+    return out
