@@ -20,11 +20,12 @@ from lapsrn.data import PatchSampler, batches, downscale, make_pyramid, random_p
 from lapsrn.losses import charbonnier, pyramid_loss
 
 from .conftest import smooth_image
-from .train_fixtures import (
+from .train_fixtures import (  # noqa: F401 (fixtures)
     assert_same_weights,
     log_without_seconds,
+    one_thread_fixture,
     tiny_config,
-    tiny_data_fixture,  # noqa: F401 (the tiny_data fixture)
+    tiny_data_fixture,
     tiny_flags,
     weights_of,
 )
@@ -85,6 +86,17 @@ def test_batches_depend_only_on_seed_and_step_even_with_workers():
     assert not torch.equal(inline[0][0][1], inline[1][0][1])
     other_seed = PatchSampler(imgs, 32, [2, 4], seed=2, size=4)[0]
     assert not torch.equal(inline[0][0][1], other_seed[0][1])
+
+
+def test_validation_leaves_the_training_network_and_threads_as_they_were(tiny_data, tmp_path, rng):
+    """The two known ways validation perturbed training: channels-last weights, and torch's thread count."""
+    cfg = tiny_config(tiny_data, tmp_path / "v")
+    net = T.build_model(cfg)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    T.validate(net, cfg, {"v": [smooth_image(rng, 24, 24)]}, "cpu")
+    assert torch.get_num_threads() == 1  # the one_thread fixture's
+    for k, v in net.state_dict().items():
+        assert v.is_contiguous() and torch.equal(v, before[k]), k
 
 
 def _signal_at(monkeypatch, signals: dict[int, int]) -> None:

@@ -15,6 +15,15 @@ from lapsrn.weights import load
 from .conftest import smooth_image
 
 
+@pytest.fixture(name="one_thread", autouse=True)
+def one_thread_fixture():
+    """Training tests run on one thread: tiny convs on two threads of a busy machine spin for seconds per step."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(name="tiny_data")
 def tiny_data_fixture(tmp_path, rng) -> tuple[Path, Path]:
     """(train folder of three 70x80 images, validation folder of one 24x24 image)."""
@@ -38,12 +47,13 @@ def tiny_config(tiny_data: tuple[Path, Path], out: Path, **kw) -> TrainConfig:
 
 
 def tiny_flags(tiny_data: tuple[Path, Path], **kw) -> list[str]:
-    """The same as ``lapsrn train`` flags."""
+    """The same as ``lapsrn train`` flags; a field given as None is left out."""
     train, val = tiny_data
     values = {**TINY, "train_dirs": [str(train)], "val_dirs": [str(val)], **kw}
     flags = []
     for name, value in values.items():
-        flags += [f"--{name.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
+        if value is not None:
+            flags += [f"--{name.replace('_', '-')}", *map(str, value if isinstance(value, list) else [value])]
     return flags
 
 

@@ -138,18 +138,24 @@ def _average_gradients(net: torch.nn.Module, world: int) -> None:
 
 
 def validate(net: torch.nn.Module, cfg: TrainConfig, images: dict[str, list], device: str) -> dict[str, float]:
-    """Mean protocol PSNR per validation folder at cfg.val_scale.
+    """Mean protocol PSNR per validation folder at cfg.val_scale, leaving training exactly as it was.
 
     Scores a copy: an ``Upscaler`` switches its network to channels-last, and
-    a training network in another memory layout rounds differently, so a
-    resumed run would drift from one that never stopped.
+    a training network in another memory layout rounds differently. And puts
+    torch's thread count back: Numba's OpenMP layer, which the CPU inference
+    path uses, changes it, and another thread count sums in another order.
+    Either would make a resumed run drift from one that never stopped.
     """
+    threads = torch.get_num_threads()
     up = Upscaler(copy.deepcopy(net).eval(), device=device)
     result = {}
-    for name, hrs in images.items():
-        scores = [E.evaluate_image(str(i), hr, cfg.val_scale, lambda lr, s: super_resolve(up, lr, s))
-                  for i, hr in enumerate(hrs)]
-        result[name] = E.mean_scores(scores)["psnr"]
+    try:
+        for name, hrs in images.items():
+            scores = [E.evaluate_image(str(i), hr, cfg.val_scale, lambda lr, s: super_resolve(up, lr, s))
+                      for i, hr in enumerate(hrs)]
+            result[name] = E.mean_scores(scores)["psnr"]
+    finally:
+        torch.set_num_threads(threads)
     return result
 
 
