@@ -119,3 +119,21 @@ def test_kills_at_random_moments_then_resume_reach_the_uninterrupted_weights(tin
     F.assert_same_weights(tmp_path / "ref", out)
     assert F.log_without_seconds(tmp_path / "ref") == F.log_without_seconds(out)
     assert not [p.name for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_signal_while_loading_the_data_stops_with_a_checkpoint(tiny_data, tmp_path, monkeypatch):
+    """SIGTERM before the first step: step 0 is checkpointed, and --resume goes on from it."""
+    real = T.load_y_images
+
+    def load_then_signal(*args):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return real(*args)
+
+    monkeypatch.setattr(T, "load_y_images", load_then_signal)
+    with pytest.raises(T.TrainingInterrupted, match="SIGTERM at step 0: saved .*checkpoint.pt"):
+        T.train(F.tiny_config(tiny_data, tmp_path / "run"), quiet=True)
+    monkeypatch.undo()
+    assert torch.load(tmp_path / "run" / "checkpoint.pt", weights_only=True)["step"] == 0
+    T.train(F.tiny_config(tiny_data, tmp_path / "run"), resume=True, quiet=True)
+    T.train(F.tiny_config(tiny_data, tmp_path / "ref"), quiet=True)
+    F.assert_same_weights(tmp_path / "ref", tmp_path / "run")

@@ -28,8 +28,9 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -359,13 +360,27 @@ def _val_images(cfg: TrainConfig) -> dict[str, list[np.ndarray]]:
     return images
 
 
-def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
-    """Run (or continue) training; returns the output folder.
+@dataclass
+class Run:
+    """A training run set up and ready for its loop: rank 0 has checked and written the run folder."""
 
-    Raises ``TrainingInterrupted`` after checkpointing when SIGINT or SIGTERM
-    arrives, and ValueError before any work for a config, folder or
-    checkpoint it cannot use.
-    """
+    cfg: TrainConfig
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sampler: PatchSampler
+    val_images: dict[str, list[np.ndarray]]
+    progress: dict[str, Any]  # as of the last checkpoint: step, log rows, losses since the last row, seconds
+    rank: int
+    world: int
+    device: str
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+
+def _setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Run:
+    """Check everything, build the network, load the data, then start or resume the run folder."""
     started = time.time()
     rank, world = _distributed()
     check_batch(cfg.batch, cfg.scales, world)
@@ -400,43 +415,62 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     if world > 1:  # start every rank from rank 0's weights
         for t in net.state_dict().values():
             dist.broadcast(t, 0)
+    return Run(cfg, net, opt, sampler, val_images, progress, rank, world, device)
+
+
+def _loop(run: Run, stop: StopRequest, quiet: bool) -> int:
+    """Train to cfg.steps, checkpointing every val_every steps; returns the signal that stopped it early, or 0."""
+    cfg, net = run.cfg, run.net
     bar = None
-    if rank == 0 and not quiet:
+    if run.rank == 0 and not quiet:
         from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, initial=progress["step"], unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=run.progress["step"], unit="step", dynamic_ncols=True)
     net.train()
-    step, window = progress["step"], list(progress["window"])
-    clock = time.perf_counter() - progress["seconds"]
-    with stop_signals() as stop:
-        loader = iter(batches(sampler, step, cfg.steps, cfg.workers, pin=device.startswith("cuda")))
-        while step < cfg.steps and not stop.agreed(world, device):
-            lr = lr_at(cfg, step)
-            window.append(_train_step(net, opt, cfg, next(loader), lr, rank, world, device))
-            step += 1
-            if bar:
-                bar.update(1)
-                bar.set_postfix(loss=f"{np.mean(window[-50:]):.4f}", lr=f"{lr:.2e}")
-            if step % cfg.val_every and step != cfg.steps:
-                continue
-            if rank == 0:
-                psnrs = validate(net, cfg, val_images, device)
-                row = [str(step), f"{np.mean(window):.6f}", f"{lr:.3e}", f"{time.perf_counter() - clock:.1f}"]
-                progress = {"step": step, "log": [*progress["log"], row + [f"{p:.4f}" for p in psnrs.values()]],
+    step, window = run.progress["step"], list(run.progress["window"])
+    clock = time.perf_counter() - run.progress["seconds"]
+    loader = iter(batches(run.sampler, step, cfg.steps, cfg.workers, pin=run.device.startswith("cuda")))
+    while step < cfg.steps and not stop.agreed(run.world, run.device):
+        lr = lr_at(cfg, step)
+        window.append(_train_step(net, run.opt, cfg, next(loader), lr, run.rank, run.world, run.device))
+        step += 1
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(window[-50:]):.4f}", lr=f"{lr:.2e}")
+        if step % cfg.val_every and step != cfg.steps:
+            continue
+        if run.rank == 0:
+            psnrs = validate(net, cfg, run.val_images, run.device)
+            row = [str(step), f"{np.mean(window):.6f}", f"{lr:.3e}", f"{time.perf_counter() - clock:.1f}"]
+            run.progress = {"step": step, "log": [*run.progress["log"], row + [f"{p:.4f}" for p in psnrs.values()]],
                             "window": [], "seconds": time.perf_counter() - clock}
-                write_checkpoint(out, net, opt, cfg, progress)
-                window = []
-                if bar and psnrs:
-                    bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnrs.items()))
-            if world > 1:
-                dist.barrier()
-        signum = stop.agreed(world, device) if step < cfg.steps else 0  # a signal after the last step stops nothing
+            write_checkpoint(run.out, net, run.opt, cfg, run.progress)
+            window = []
+            if bar and psnrs:
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnrs.items()))
+        if run.world > 1:
+            dist.barrier()
     if bar:
         bar.close()
+    if step == cfg.steps:
+        return 0  # a signal after the last step stops nothing
+    if run.rank == 0 and step != run.progress["step"]:  # stopped between checkpoints: checkpoint this step
+        run.progress = {**run.progress, "step": step, "window": window, "seconds": time.perf_counter() - clock}
+        write_checkpoint(run.out, net, run.opt, cfg, run.progress)
+    return stop.agreed(run.world, run.device)
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
+    """Run (or continue) training; returns the output folder.
+
+    SIGINT and SIGTERM, from the moment it is called, end in a checkpoint of
+    the current step and ``TrainingInterrupted``; a config, folder or
+    checkpoint it cannot use is a ValueError before anything is written.
+    """
+    with stop_signals() as stop:
+        run = _setup(cfg, resume, overwrite)
+        signum = _loop(run, stop, quiet)
     if signum:
-        if rank == 0 and step != progress["step"]:
-            progress = {**progress, "step": step, "window": window, "seconds": time.perf_counter() - clock}
-            write_checkpoint(out, net, opt, cfg, progress)
-        raise TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} at step {step}: saved "
-                                          f"{out / 'checkpoint.pt'}; continue with the same command and --resume")
-    return out
+        raise TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} at step {run.progress['step']}: "
+                                          f"saved {run.out / 'checkpoint.pt'}; continue with the same command and --resume")
+    return run.out
