@@ -37,7 +37,7 @@ def tiny_data_fixture(tmp_path, rng) -> tuple[Path, Path]:
 
 
 TINY = {"depth": 1, "recursions": 1, "scales": [2, 4], "patch": 32, "batch": 4, "steps": 4, "val_every": 2,
-        "val_scale": 2, "optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "warmup": 1}
+        "val_scale": 2, "optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "warmup": 1, "device": "cpu"}
 
 
 def tiny_config(tiny_data: tuple[Path, Path], out: Path, **kw) -> TrainConfig:
