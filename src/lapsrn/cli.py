@@ -291,8 +291,6 @@ def cmd_train(args: argparse.Namespace) -> int:
         if args.val_dirs:
             raise CLIError("--no-val and --val-dirs contradict each other: choose one")
         overrides["val_dirs"] = []
-    if args.resume and args.overwrite:
-        raise CLIError("--resume and --overwrite contradict each other: choose one")
     cfg = make_config(args.preset, args.config, **overrides)
 
     from .training import TrainingInterrupted, train
