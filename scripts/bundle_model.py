@@ -2,6 +2,9 @@
 
     python scripts/bundle_model.py runs/stage2/model.safetensors --command "lapsrn train ..." \
         --metrics docs/results/default.json --name mslapsrn_d5r2
+
+--metrics must be newer than the model file: metrics scored before the model existed describe
+another model (scripts/train_default.sh bundles, scores the bundled file, then adds the metrics).
 """
 
 import argparse
@@ -18,6 +21,9 @@ def main() -> None:
     ap.add_argument("--command", required=True, help="the training command(s) that made it")
     ap.add_argument("--metrics", type=Path, help="lapsrn evaluate --json output to record")
     args = ap.parse_args()
+    if args.metrics and args.metrics.stat().st_mtime < args.model.stat().st_mtime:
+        ap.error(f"{args.metrics} is older than {args.model}: it scores an earlier model "
+                 "(bundle, run scripts/evaluate_default.sh, then bundle again with --metrics)")
 
     net, spec = load(args.model)
     PACKAGE_WEIGHTS.mkdir(exist_ok=True)

@@ -6,8 +6,7 @@ cd "$(dirname "$0")/.."
 # (the fast preset's 200-step warm-up is shortened to 20 to fit in 300 steps)
 for p in paper fast; do
   extra=(); [ "$p" = fast ] && extra=(--warmup 20)
-  rm -rf "runs/compare_$p"
   lapsrn train --preset "$p" --steps 300 --batch 12 --patch 48 --val-every 50 "${extra[@]}" \
-    --val-dirs ../shared/datasets/test/Set5 --out "runs/compare_$p" --quiet
+    --val-dirs ../shared/datasets/test/Set5 --out "runs/compare_$p" --overwrite --quiet
 done
 lapsrn plot runs/compare_paper/log.csv runs/compare_fast/log.csv -o docs/presets.png

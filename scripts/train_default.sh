@@ -4,7 +4,8 @@
 #   2. 128 px patches, batch 96, 6,200 steps from stage 1 (ran on one H100: 283 s).
 #   3. the same, 18,000 steps from stage 2 at a lower peak lr (ran on one H100: 733 s).
 # Every stage resumes from its checkpoint, so running this again after an interruption (or under
-# `timeout`, in chunks) continues where it stopped; a finished stage is skipped in seconds.
+# `timeout`, whose SIGTERM makes lapsrn checkpoint the current step) continues where it stopped; a
+# finished stage is skipped in seconds. Then the new model is scored and bundled with its own metrics.
 # Usage: bash scripts/train_default.sh [DATA]   (DATA defaults to ../shared/datasets; needs train/T91,
 #        train/BSDS200, test/Set5, test/Set14 -- any lossless copies, e.g. from scripts/pack_data.py)
 set -euo pipefail
@@ -18,5 +19,9 @@ lapsrn train --preset fast "${data[@]}" "${big[@]}" --init runs/stage1/model.saf
   --steps 6200 --val-every 300 --out runs/stage2
 lapsrn train --preset fast "${data[@]}" "${big[@]}" --init runs/stage2/model.safetensors --lr 2e-4 \
   --steps 18000 --val-every 1500 --out runs/stage3
+# Bundle the new weights, score the file now bundled (docs/results/default.json and the tables),
+# then write its card with those metrics: never the previous model's.
+python scripts/bundle_model.py runs/stage3/model.safetensors --command "bash scripts/train_default.sh"
+bash scripts/evaluate_default.sh "${THREADS:-2}"
 python scripts/bundle_model.py runs/stage3/model.safetensors --command "bash scripts/train_default.sh" \
   --metrics docs/results/default.json

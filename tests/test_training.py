@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import errno
 import os
+import signal
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,9 +18,17 @@ import lapsrn.training as T
 from lapsrn import protocol as P
 from lapsrn.data import PatchSampler, batches, downscale, make_pyramid, random_patch
 from lapsrn.losses import charbonnier, pyramid_loss
-from lapsrn.weights import load
 
 from .conftest import smooth_image
+from .train_fixtures import (  # noqa: F401 (fixtures)
+    assert_same_weights,
+    log_without_seconds,
+    one_thread_fixture,
+    tiny_config,
+    tiny_data_fixture,
+    tiny_flags,
+    weights_of,
+)
 
 
 def test_charbonnier_is_the_papers():
@@ -79,87 +88,83 @@ def test_batches_depend_only_on_seed_and_step_even_with_workers():
     assert not torch.equal(inline[0][0][1], other_seed[0][1])
 
 
-@pytest.fixture
-def tiny_data(tmp_path, rng):
-    train, val = tmp_path / "train", tmp_path / "val"
-    train.mkdir()
-    val.mkdir()
-    for i in range(3):
-        Image.fromarray(P.im2uint8(smooth_image(rng, 70, 80))).save(train / f"{i}.png")
-    Image.fromarray(P.im2uint8(smooth_image(rng, 24, 24))).save(val / "v.png")
-    return train, val
+def test_validation_leaves_the_training_network_and_threads_as_they_were(tiny_data, tmp_path, rng):
+    """The two known ways validation perturbed training: channels-last weights, and torch's thread count."""
+    cfg = tiny_config(tiny_data, tmp_path / "v")
+    net = T.build_model(cfg)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    T.validate(net, cfg, {"v": [smooth_image(rng, 24, 24)]}, "cpu")
+    assert torch.get_num_threads() == 1  # the one_thread fixture's
+    for k, v in net.state_dict().items():
+        assert v.is_contiguous() and torch.equal(v, before[k]), k
 
 
-def tiny_config(tiny_data, out: Path, **kw) -> T.TrainConfig:
-    train, val = tiny_data
-    base = dict(depth=1, recursions=1, scales=[2, 4], patch=32, batch=4, steps=4, val_every=2, val_scale=2,
-                train_dirs=[str(train)], val_dirs=[str(val)], out=str(out), optimizer="adam", lr=1e-3,
-                schedule="cosine", warmup=1)
-    base.update(kw)
-    return T.make_config(None, None, **base)
+def _signal_at(monkeypatch, signals: dict[int, int]) -> None:
+    """Send this process each signal as the training loop starts the given step (lr_at runs once per step)."""
+    real_lr_at = T.lr_at
+
+    def lr_at(cfg, step):
+        if step in signals:
+            os.kill(os.getpid(), signals.pop(step))
+        return real_lr_at(cfg, step)
+
+    monkeypatch.setattr(T, "lr_at", lr_at)
 
 
-def weights_of(out: Path) -> dict[str, torch.Tensor]:
-    return load(out / "model.safetensors")[0].state_dict()
+def test_resume_after_sigterm_and_sigint_is_bit_identical(tiny_data, tmp_path, monkeypatch):
+    """Stopped twice between checkpoints, resumed twice: the very same weights and log as one run."""
+    T.train(tiny_config(tiny_data, tmp_path / "a", steps=12, val_every=4), quiet=True)
+    cfg = tiny_config(tiny_data, tmp_path / "b", steps=12, val_every=4)
+    _signal_at(monkeypatch, {3: signal.SIGTERM})
+    with pytest.raises(T.TrainingInterrupted, match="SIGTERM at step 4.*--resume") as stopped:
+        T.train(cfg, quiet=True)
+    assert stopped.value.signum == signal.SIGTERM
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 4
+    _signal_at(monkeypatch, {9: signal.SIGINT})  # after the step-8 checkpoint, mid-interval
+    with pytest.raises(T.TrainingInterrupted, match="SIGINT at step 10"):
+        T.train(cfg, resume=True, quiet=True)
+    assert len(log_without_seconds(tmp_path / "b")) == 1 + 2  # header, steps 4 and 8: the rows of the checkpoint
+    T.train(cfg, resume=True, quiet=True)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    assert log_without_seconds(tmp_path / "a") == log_without_seconds(tmp_path / "b")
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
-def test_resume_reaches_the_same_result(tiny_data, tmp_path, monkeypatch):
-    T.train(tiny_config(tiny_data, tmp_path / "a"), quiet=True)
+def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_previous(tiny_data, tmp_path, monkeypatch, capsys):
+    """ENOSPC while writing the step-2 checkpoint (simulated: fsync fails as on a full disk): one line naming
+    checkpoint.pt, exit 1, step 0's checkpoint whole, no temp file left."""
+    from lapsrn.cli import main
 
-    real_save = T._save_checkpoint
+    real_fsync, calls = os.fsync, []
 
-    def save_then_die(path, state):
-        real_save(path, state)
-        raise KeyboardInterrupt  # killed right after the step-2 checkpoint
+    def fsync_until_full(fd):  # the run's writes: config.json, checkpoint, model, log at step 0; then the checkpoint
+        calls.append(fd)
+        if len(calls) == 5:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
 
-    monkeypatch.setattr(T, "_save_checkpoint", save_then_die)
-    with pytest.raises(KeyboardInterrupt):
-        T.train(tiny_config(tiny_data, tmp_path / "b"), quiet=True)
-    monkeypatch.setattr(T, "_save_checkpoint", real_save)
-    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 2
-    T.train(tiny_config(tiny_data, tmp_path / "b"), resume=True, quiet=True)
-
-    a, b = weights_of(tmp_path / "a"), weights_of(tmp_path / "b")
-    for k in a:
-        torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6)
-    rows_a = list(csv.reader(open(tmp_path / "a" / "log.csv")))
-    rows_b = list(csv.reader(open(tmp_path / "b" / "log.csv")))
-    assert [r[1] for r in rows_a] == [r[1] for r in rows_b]  # same losses at steps 2 and 4
-
-
-def test_failed_checkpoint_write_keeps_the_previous_one(tiny_data, tmp_path, monkeypatch):
-    cfg = tiny_config(tiny_data, tmp_path / "c", steps=2)
-    T.train(cfg, quiet=True)
-    ckpt = tmp_path / "c" / "checkpoint.pt"
-    before = ckpt.read_bytes()
-
-    def torn_save(obj, f):
-        f.write(b"half a checkpoint")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", torn_save)
-    with pytest.raises(OSError):
-        T._save_checkpoint(ckpt, {"step": 99})
-    assert ckpt.read_bytes() == before
-    assert torch.load(ckpt, weights_only=True)["step"] == 2
+    monkeypatch.setattr(os, "fsync", fsync_until_full)
+    out = tmp_path / "c"
+    assert main(["train", *tiny_flags(tiny_data), "--out", str(out), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert err == f"lapsrn: error: cannot write {out / 'checkpoint.pt'}: No space left on device (its previous version is kept)\n"
+    assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "log.csv", "model.safetensors"]
 
 
 def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
     """torchrun --nproc-per-node 2 (gloo) follows the same loss trajectory as one process."""
-    train, val = tiny_data
-    args = ["--depth", "1", "--recursions", "1", "--scales", "2", "4", "--patch", "32", "--batch", "8", "--steps", "3",
-            "--val-every", "1", "--val-scale", "2", "--train-dirs", str(train), "--val-dirs", str(val),
-            "--optimizer", "adam", "--lr", "1e-3", "--warmup", "1", "--quiet"]
+    args = [*tiny_flags(tiny_data, batch=8, steps=3, val_every=1), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([sys.executable, "-m", "lapsrn", "train", *args, "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=300)
+                         env=env, capture_output=True, text=True, timeout=300, check=False)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
                           "-m", "lapsrn", "train", *args, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300)
+                         env=env, capture_output=True, text=True, timeout=300, check=False)
     assert two.returncode == 0, two.stderr[-2000:]
-    loss_one = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / "one" / "log.csv"))]
-    loss_two = [float(r["loss"]) for r in csv.DictReader(open(tmp_path / "two" / "log.csv"))]
+    loss_one = [float(r["loss"]) for r in csv.DictReader((tmp_path / "one" / "log.csv").open())]
+    loss_two = [float(r["loss"]) for r in csv.DictReader((tmp_path / "two" / "log.csv").open())]
     assert len(loss_one) == 3
     np.testing.assert_allclose(loss_two, loss_one, rtol=1e-4)
     a, b = weights_of(tmp_path / "one"), weights_of(tmp_path / "two")

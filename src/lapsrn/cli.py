@@ -58,9 +58,48 @@ def _add_model_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
 
 
+def _add_train_args(p: argparse.ArgumentParser) -> None:
+    """lapsrn train's flags: a few of its own, then one per TrainConfig field with its help, type and choices."""
+    from dataclasses import fields
+    from typing import Literal, get_args, get_origin, get_type_hints
+
+    from .config import DEFAULT_PRESET, MAY_CHANGE_ON_RESUME, Preset, TrainConfig, field_help
+
+    p.add_argument("--preset", choices=get_args(Preset), default=DEFAULT_PRESET,
+                   help=f"recipe the other flags start from (default: {DEFAULT_PRESET}; see docs/TRAINING.md)")
+    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields, applied after the preset and before "
+                   "the flags (a run's OUT/config.json works)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt; refused when a setting "
+                   f"that changes the result differs (only {', '.join(MAY_CHANGE_ON_RESUME)} may)")
+    p.add_argument("--overwrite", action="store_true", help="replace the training run already in OUT")
+    p.add_argument("--no-val", action="store_true", help="no validation folders (the same as an empty --val-dirs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    hints = get_type_hints(TrainConfig)
+    for f in fields(TrainConfig):
+        hint, kw = hints[f.name], {"default": None, "help": field_help(f)}
+        if get_origin(hint) is Literal:
+            kw["choices"] = get_args(hint)
+        elif get_origin(hint) is list:
+            kw.update(type=get_args(hint)[0], nargs="*" if f.name == "val_dirs" else "+", metavar=f.name[:-1].upper())
+        else:
+            kw["type"] = hint
+        p.add_argument(f"--{f.name.replace('_', '-')}", **kw)
+
+
+def _version() -> str:
+    """The installed package's version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("lapsrn")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """argparse tree of all subcommands."""
     parser = Parser(prog="lapsrn", description="LapSRN / MS-LapSRN image super-resolution")
+    parser.add_argument("--version", action="version", version=f"lapsrn {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     up = sub.add_parser("upscale", help="upscale an image or a folder of images")
@@ -89,21 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--levels", type=int, default=None, help="pyramid levels in the graph (default: the model's)")
 
     tr = sub.add_parser("train", help="train LapSRN / MS-LapSRN (see docs/TRAINING.md)")
-    tr.add_argument("--preset", choices=["paper", "fast"], default="fast")
-    tr.add_argument("--config", help="JSON file with TrainConfig fields")
-    tr.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
-    from dataclasses import fields
-
-    from .config import TrainConfig
-
-    for f in fields(TrainConfig):
-        kind = {"int": int, "float": float, "str": str}.get(str(f.type))
-        if kind is not None:
-            tr.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=None)
-        else:  # list fields
-            elem = int if f.name == "scales" else str
-            tr.add_argument(f"--{f.name.replace('_', '-')}", type=elem, nargs="+", default=None)
+    _add_train_args(tr)
 
     rp = sub.add_parser("report", help="self-contained HTML comparison: tables, zoomed crops, training curve")
     rp.add_argument("-d", "--dataset", action="append", required=True, type=Path, help="folder of HR images (repeat)")
@@ -259,15 +284,25 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    """lapsrn train."""
+    """lapsrn train: the config is checked in full before torch is imported or anything is written."""
     from dataclasses import fields
 
     from .config import TrainConfig, make_config
-    from .training import train
 
     overrides = {f.name: getattr(args, f.name) for f in fields(TrainConfig)}
+    if args.no_val:
+        if args.val_dirs:
+            raise CLIError("--no-val and --val-dirs contradict each other: choose one")
+        overrides["val_dirs"] = []
     cfg = make_config(args.preset, args.config, **overrides)
-    out = train(cfg, resume=args.resume, quiet=args.quiet)
+
+    from .training import TrainingInterrupted, train
+
+    try:
+        out = train(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+    except TrainingInterrupted as e:
+        print(f"lapsrn: {e}", file=sys.stderr)
+        return 128 + e.signum
     print(f"done: {out}/model.safetensors")
     return 0
 

@@ -8,6 +8,7 @@ can prepare future steps in parallel without changing a single patch.
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import numpy as np
 import torch
 
 from . import protocol as P
+from .config import scale_shares
 
 
 def load_y_images(folders: list[Path], min_side: int) -> list[np.ndarray]:
@@ -96,16 +98,21 @@ class PatchSampler(torch.utils.data.Dataset):
         return 2**62  # indexed by step, never exhausted
 
     def __getitem__(self, step: int) -> list[tuple[int, torch.Tensor]]:
-        """[(scale, HR patches)] with the batch split evenly over the scales (getBatch_MSLapSRN.m)."""
+        """[(scale, HR patches)]: the batch split over the scales in ceil-sized shares (getBatch_MSLapSRN.m)."""
         rng = np.random.default_rng([self.seed, step])
         patches = [random_patch(self.images[rng.integers(len(self.images))], self.patch, rng) for _ in range(self.size)]
         hr = torch.from_numpy(np.stack(patches))[:, None]
-        split = -(-self.size // len(self.scales))
-        return [(s, hr[i * split : (i + 1) * split]) for i, s in enumerate(self.scales) if i * split < self.size]
+        return list(zip(self.scales, hr.split(scale_shares(self.size, len(self.scales)))))
+
+
+def _ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave Ctrl-C and SIGTERM to the training process, which checkpoints, then stops them."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 def batches(sampler: PatchSampler, first: int, last: int, workers: int, pin: bool = False) -> torch.utils.data.DataLoader:
     """Batches of steps first..last-1 in order; workers > 0 prepare them in parallel processes."""
     return torch.utils.data.DataLoader(sampler, batch_size=None, sampler=range(first, last), num_workers=workers,
                                        pin_memory=pin, prefetch_factor=4 if workers else None,
-                                       persistent_workers=False)
+                                       persistent_workers=False, worker_init_fn=_ignore_stop_signals)

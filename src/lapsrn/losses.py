@@ -11,11 +11,9 @@ the summed gradient by the batch size).
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 
-Reduction = Literal["mean", "sum"]
+from .config import Loss, Reduction
 
 
 def _reduce(per_pixel: torch.Tensor, reduction: Reduction) -> torch.Tensor:
@@ -34,7 +32,7 @@ def l2(pred: torch.Tensor, target: torch.Tensor, reduction: Reduction = "mean") 
 
 
 def pyramid_loss(
-    preds: list[torch.Tensor], targets: list[torch.Tensor], kind: str = "charbonnier", reduction: Reduction = "mean"
+    preds: list[torch.Tensor], targets: list[torch.Tensor], kind: Loss = "charbonnier", reduction: Reduction = "mean"
 ) -> torch.Tensor:
     """Sum over levels of the per-level loss against the ground truth at that level's size."""
     fn = charbonnier if kind == "charbonnier" else l2

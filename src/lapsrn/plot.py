@@ -42,7 +42,8 @@ def plot_logs(logs: list[Path], out: Path) -> None:
     ax_loss.set(xlabel="step", ylabel="training loss", yscale="log", title="loss")
     ax_psnr.set(xlabel="step", ylabel="PSNR (dB, protocol)", title="validation")
     ax_loss.legend()
-    ax_psnr.legend()
+    if ax_psnr.lines:  # runs trained with --no-val have no PSNR columns
+        ax_psnr.legend()
     fig.tight_layout()
     with atomic_path(out) as tmp:
         fig.savefig(tmp, format="png", dpi=100)

@@ -1,34 +1,63 @@
-"""``lapsrn train``: the papers' recipe and a faster one, resumable, data-parallel with torchrun.
+"""``lapsrn train``: the papers' recipe and a faster one, crash-safe, exactly resumable, data-parallel with torchrun.
 
 Config is one dataclass (``TrainConfig``), filled from a preset, then a JSON
-file, then command-line flags. Every ``val_every`` steps we score Set5/Set14
-with the evaluation protocol, append a CSV row, and write a checkpoint
-atomically (model, optimiser, scheduler, RNG states, step), so killing the
-process at any moment leaves the previous checkpoint intact and ``--resume``
-continues to the same result as an uninterrupted run.
+file, then command-line flags. ``checkpoint.pt`` is the run's one source of
+truth: weights, optimiser, RNG state, step, config and the log's rows. It is
+written atomically (temp file, fsync, rename) at step 0, every ``val_every``
+steps (after scoring the validation folders) and when SIGINT or SIGTERM
+arrives; ``model.safetensors`` and ``log.csv`` are then rewritten from it, and
+again on every resume, so they always catch up with the checkpoint. A run
+resumed from any checkpoint reaches bit-identical weights on the CPU, because
+batch k depends only on (seed, k) and validation runs on a copy of the
+network, leaving the training network's memory layout untouched.
 """
 
 from __future__ import annotations
 
+import copy
 import csv
+import io
 import json
 import math
 import os
+import pickle
+import re
+import signal
+import sys
+import threading
 import time
-from dataclasses import asdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.distributed as dist
 
 from . import evaluate as E
-from .config import PRESETS, TrainConfig, make_config  # noqa: F401 (re-exported for users of training)
+from .config import PRESETS, TrainConfig, check_batch, make_config, resume_mismatches  # noqa: F401 (re-exported)
 from .data import PatchSampler, batches, load_y_images, make_pyramid
 from .imaging import super_resolve
 from .inference import Upscaler
 from .losses import pyramid_loss
 from .models import LapSRN, MSLapSRN
+
+RUN_FILES = ("config.json", "log.csv", "checkpoint.pt", "model.safetensors")
+# Temp files our atomic writes leave behind when killed: io.atomic_path's ".NAME.RANDOM.tmp" and the older
+# "checkpoint.pt.tmp".
+TEMP_FILE = re.compile(r"\.(config\.json|log\.csv|checkpoint\.pt|model\.safetensors)\.\w+\.tmp|checkpoint\.pt\.tmp")
+LOG_COLUMNS = ["step", "loss", "lr", "seconds"]
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT or SIGTERM arrived: the run was checkpointed at its current step and stopped."""
+
+    def __init__(self, signum: int, message: str) -> None:
+        super().__init__(message)
+        self.signum = signum
+
 
 def build_model(cfg: TrainConfig) -> torch.nn.Module:
     """The network a config describes, freshly initialised; img_up always starts bilinear.
@@ -73,33 +102,13 @@ def make_optimizer(cfg: TrainConfig, net: torch.nn.Module) -> torch.optim.Optimi
     return torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def validate(net: torch.nn.Module, cfg: TrainConfig, images: dict[str, list], device: str) -> dict[str, float]:
-    """Mean protocol PSNR per validation folder at cfg.val_scale."""
-    net.eval()
-    up = Upscaler(net, device=device)
-    result = {}
-    for name, hrs in images.items():
-        scores = [E.evaluate_image(str(i), hr, cfg.val_scale, lambda lr, s: super_resolve(up, lr, s)) for i, hr in enumerate(hrs)]
-        result[name] = E.mean_scores(scores)["psnr"]
-    net.train()
-    return result
-
-
-def _save_checkpoint(path: Path, state: dict) -> None:
-    """torch.save to a temp file, fsync, rename: a crash leaves the old checkpoint whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def _device(cfg: TrainConfig) -> str:
     """cfg.device with "auto" resolved; under torchrun each rank takes its local GPU."""
-    if cfg.device == "auto":
-        return f"cuda:{os.environ.get('LOCAL_RANK', 0)}" if torch.cuda.is_available() else "cpu"
-    return cfg.device
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return "cpu"
+    if not torch.cuda.is_available():
+        raise ValueError("--device cuda: this machine has no usable CUDA GPU (use --device auto or cpu)")
+    return f"cuda:{os.environ.get('LOCAL_RANK', '0')}"
 
 
 def _distributed() -> tuple[int, int]:
@@ -130,17 +139,254 @@ def _average_gradients(net: torch.nn.Module, world: int) -> None:
         offset += g.numel()
 
 
-def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
-    """Run (or continue) training; returns the output folder."""
-    from .io import read_image
-    from .weights import save
+def validate(net: torch.nn.Module, cfg: TrainConfig, images: dict[str, list], device: str) -> dict[str, float]:
+    """Mean protocol PSNR per validation folder at cfg.val_scale, leaving training exactly as it was.
 
-    rank, world = _distributed()
-    if cfg.batch % (len(cfg.scales) * world):
-        raise ValueError(f"batch {cfg.batch} must split evenly over {len(cfg.scales)} scales x {world} ranks")
+    Scores a copy: an ``Upscaler`` switches its network to channels-last, and
+    a training network in another memory layout rounds differently. And puts
+    torch's thread count back: Numba's OpenMP layer, which the CPU inference
+    path uses, changes it, and another thread count sums in another order.
+    Either would make a resumed run drift from one that never stopped.
+    """
+    threads = torch.get_num_threads()
+    up = Upscaler(copy.deepcopy(net).eval(), device=device)
+    result = {}
+    try:
+        for name, hrs in images.items():
+            scores = [E.evaluate_image(str(i), hr, cfg.val_scale, lambda lr, s: super_resolve(up, lr, s))
+                      for i, hr in enumerate(hrs)]
+            result[name] = E.mean_scores(scores)["psnr"]
+    finally:
+        torch.set_num_threads(threads)
+    return result
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Temp file, fsync, rename: a crash leaves the old file whole; disk full is one line naming the file."""
+    from .io import atomic_path
+
+    try:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as e:
+        raise RuntimeError(f"cannot write {path}: {e.strerror or e} (its previous version is kept)") from None
+
+
+def _model_bytes(net: torch.nn.Module, cfg: TrainConfig, step: int) -> bytes:
+    """model.safetensors's content: the weights with their spec and recipe."""
+    from safetensors.torch import save as safetensors_bytes
+
+    from .weights import spec_of
+
+    recipe = json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("train_dirs", "val_dirs", "out")})
+    spec = spec_of(net, trained_by=f"lapsrn train, {step} steps", recipe=recipe)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
+    return safetensors_bytes(tensors, metadata=spec.metadata())
+
+
+def _log_bytes(cfg: TrainConfig, rows: list[list[str]]) -> bytes:
+    """log.csv's content: one row per checkpoint of the log (step, loss, lr, seconds, PSNR per folder)."""
+    text = io.StringIO()
+    writer = csv.writer(text, lineterminator="\n")
+    writer.writerow(LOG_COLUMNS + [Path(d).name for d in cfg.val_dirs])
+    writer.writerows(rows)
+    return text.getvalue().encode()
+
+
+def write_checkpoint(out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, progress: dict) -> None:
+    """checkpoint.pt, then model.safetensors and log.csv from the same state.
+
+    ``progress``: step, log rows, the losses since the last row and the
+    training seconds so far -- all a resumed run needs to go on as if it had
+    never stopped. A kill between the three writes leaves the derived files
+    one checkpoint behind; the next start rewrites them (``write_derived``).
+    """
+    state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
+             "config": asdict(cfg), **progress}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_atomically(out / "checkpoint.pt", buffer.getvalue())
+    write_derived(out, net, cfg, progress)
+
+
+def write_derived(out: Path, net: torch.nn.Module, cfg: TrainConfig, progress: dict) -> None:
+    """model.safetensors and log.csv as of the checkpoint described by ``progress``."""
+    write_atomically(out / "model.safetensors", _model_bytes(net, cfg, progress["step"]))
+    write_atomically(out / "log.csv", _log_bytes(cfg, progress["log"]))
+
+
+def remove_stale_temp_files(out: Path, started: float) -> list[Path]:
+    """Our temp files in the run folder from processes that died before ``started`` (kills leave them)."""
+    stale = [p for p in out.iterdir() if TEMP_FILE.fullmatch(p.name) and p.stat().st_mtime < started]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def _check_folders(cfg: TrainConfig) -> None:
+    """Every data folder exists, or one line saying which and what to give instead."""
+    for d in cfg.train_dirs:
+        if not Path(d).is_dir():
+            raise ValueError(f"{d}: no such training folder (give --train-dirs DIR..., or set LAPSRN_SHARED "
+                             "to the folder that holds datasets/)")
+    for d in cfg.val_dirs:
+        if not Path(d).is_dir():
+            raise ValueError(f"{d}: no such validation folder (give --val-dirs DIR..., or --no-val)")
+
+
+def _load_checkpoint(path: Path, cfg: TrainConfig, device: str) -> dict:
+    """The checkpoint to resume from, refused when the given config would change the result."""
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
+        raise ValueError(f"{path}: not a readable checkpoint ({str(e).strip().splitlines()[0]})") from None
+    if not isinstance(ckpt, dict) or not {"config", "step", "model", "optimizer", "log"} <= set(ckpt):
+        raise ValueError(f"{path}: not a checkpoint of this version of lapsrn train")
+    mismatches = resume_mismatches(ckpt["config"], cfg)
+    if mismatches:
+        raise ValueError(f"{path}: --resume with settings that change the result: {', '.join(mismatches)}; give the "
+                         f"run's own settings (e.g. --config {path.parent / 'config.json'}) or a new --out")
+    if ckpt["step"] > cfg.steps:
+        raise ValueError(f"{path}: the checkpoint is at step {ckpt['step']}, beyond --steps {cfg.steps}")
+    return ckpt
+
+
+def _open_run(cfg: TrainConfig, resume: bool, overwrite: bool, device: str) -> dict | None:
+    """The checkpoint to resume from, or None for a new run; refuses to replace a run unless told to.
+
+    Only checks and reads: nothing in the folder changes before the data is loaded too.
+    """
     out = Path(cfg.out)
+    existing = [n for n in RUN_FILES if (out / n).exists()]
+    if resume and overwrite:
+        raise ValueError("--resume and --overwrite contradict each other: choose one")
+    if existing and not (resume or overwrite):
+        raise ValueError(f"{out} already holds a training run ({', '.join(existing)}): add --resume to continue it "
+                         "or --overwrite to replace it")
+    if resume and (out / "checkpoint.pt").exists():
+        return _load_checkpoint(out / "checkpoint.pt", cfg, device)
+    if resume:
+        print(f"lapsrn: no checkpoint in {out} yet: starting at step 0", file=sys.stderr)
+    return None
+
+
+def _start_files(out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, progress: dict,
+                 started: float, fresh: bool) -> None:
+    """The run folder as the run begins: no stale temp files, config.json, and the checkpoint with its files.
+
+    A new run replaces any earlier run's files and checkpoints step 0 at once,
+    so even a kill before the first ``val_every`` steps leaves a run to resume.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    ckpt_path = out / "checkpoint.pt"
+    remove_stale_temp_files(out, started)
+    if fresh:
+        for name in RUN_FILES:
+            (out / name).unlink(missing_ok=True)
+    write_atomically(out / "config.json", json.dumps(asdict(cfg), indent=2).encode())
+    if fresh:
+        write_checkpoint(out, net, opt, cfg, progress)
+    else:
+        write_derived(out, net, cfg, progress)
+
+
+class StopRequest:
+    """The signal (SIGINT or SIGTERM) that asked training to stop, 0 while none has."""
+
+    def __init__(self) -> None:
+        self.signum = 0
+
+    def set(self, signum: int, frame: object) -> None:
+        """The signal handler: remember, and let the loop end its step, checkpoint and stop."""
+        self.signum = signum
+
+    def agreed(self, world: int, device: str) -> int:
+        """The signal to stop for, 0 if none; every rank stops at the same step (one tiny all_reduce)."""
+        if world == 1:
+            return self.signum
+        flag = torch.tensor(float(self.signum), device=device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        return int(flag)
+
+
+@contextmanager
+def stop_signals() -> Iterator[StopRequest]:
+    """SIGINT and SIGTERM set a flag instead of killing the process, until the block ends."""
+    request, previous = StopRequest(), {}
+    if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
+        previous = {s: signal.signal(s, request.set) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield request
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, batch: list, lr: float,
+                rank: int, world: int, device: str) -> float:
+    """One optimiser step on a global batch (this rank's slice of each scale's share); returns the mean loss."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    loss_total = torch.zeros((), device=device)
+    opt.zero_grad(set_to_none=True)
+    for scale, hr in batch:
+        shard = (hr.chunk(world)[rank] if world > 1 else hr).to(device, non_blocking=True)
+        levels = int(math.log2(scale))
+        pyr = make_pyramid(shard, levels)
+        preds = net(pyr.lr, levels)
+        loss_total = loss_total + pyramid_loss(preds, pyr.targets, cfg.loss, cfg.reduction)
+    loss_total.backward()
+    loss_value = loss_total.detach().clone()
+    if world > 1:
+        _average_gradients(net, world)
+        dist.all_reduce(loss_value)
+        loss_value /= world
+    if cfg.clip_grad > 0:
+        torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
+    opt.step()
+    return float(loss_value)
+
+
+def _val_images(cfg: TrainConfig) -> dict[str, list[np.ndarray]]:
+    """The validation folders' images by folder name, decoded once."""
+    from .io import read_image
+
+    images = {}
+    for d in cfg.val_dirs:
+        files = E.image_files(Path(d))
+        if not files:
+            raise ValueError(f"{d}: no images to validate on")
+        images[Path(d).name] = [read_image(p).pixels for p in files]
+    return images
+
+
+@dataclass
+class Run:
+    """A training run set up and ready for its loop: rank 0 has checked and written the run folder."""
+
+    cfg: TrainConfig
+    net: torch.nn.Module
+    opt: torch.optim.Optimizer
+    sampler: PatchSampler
+    val_images: dict[str, list[np.ndarray]]
+    progress: dict[str, Any]  # as of the last checkpoint: step, log rows, losses since the last row, seconds
+    rank: int
+    world: int
+    device: str
+
+    @property
+    def out(self) -> Path:
+        return Path(self.cfg.out)
+
+
+def _setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Run:
+    """Check everything, build the network, load the data, then start or resume the run folder."""
+    started = time.time()
+    rank, world = _distributed()
+    check_batch(cfg.batch, cfg.scales, world)
+    _check_folders(cfg)
+    out = Path(cfg.out)
     device = _device(cfg)
     torch.manual_seed(cfg.seed)
     net = build_model(cfg)
@@ -151,73 +397,81 @@ def train(cfg: TrainConfig, resume: bool = False, quiet: bool = False) -> Path:
     net.to(device)
     torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick its fastest kernels
     opt = make_optimizer(cfg, net)
+    ckpt = _open_run(cfg, resume, overwrite, device) if rank == 0 else None
     images = load_y_images([Path(d) for d in cfg.train_dirs], cfg.patch + 1)
     sampler = PatchSampler(images, cfg.patch, cfg.scales, cfg.seed, cfg.batch)
-    step = 0
-    if resume and ckpt_path.exists():
-        ckpt = torch.load(ckpt_path, map_location=device, weights_only=True)
+    val_images = _val_images(cfg) if rank == 0 else {}
+    progress = {"step": 0, "log": [], "window": [], "seconds": 0.0}
+    if world > 1:  # the other ranks read the checkpoint rank 0 has checked
+        dist.barrier()
+        if rank > 0 and resume and (out / "checkpoint.pt").exists():
+            ckpt = _load_checkpoint(out / "checkpoint.pt", cfg, device)
+    if ckpt is not None:
         net.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"].cpu())
-        step = ckpt["step"]
-    elif rank == 0:
-        (out / "config.json").write_text(json.dumps(asdict(cfg), indent=2))
-        with open(out / "log.csv", "w", newline="") as f:
-            csv.writer(f).writerow(["step", "loss", "lr", "seconds", *[Path(d).name for d in cfg.val_dirs]])
+        progress = {k: ckpt[k] for k in progress}
+    if rank == 0:
+        _start_files(out, net, opt, cfg, progress, started, fresh=ckpt is None)
     if world > 1:  # start every rank from rank 0's weights
         for t in net.state_dict().values():
             dist.broadcast(t, 0)
-    val_images = {Path(d).name: [read_image(p).pixels for p in E.image_files(Path(d))] for d in cfg.val_dirs} if rank == 0 else {}
-    progress = None
-    if rank == 0 and not quiet:
+    return Run(cfg, net, opt, sampler, val_images, progress, rank, world, device)
+
+
+def _loop(run: Run, stop: StopRequest, quiet: bool) -> int:
+    """Train to cfg.steps, checkpointing every val_every steps; returns the signal that stopped it early, or 0."""
+    cfg, net = run.cfg, run.net
+    bar = None
+    if run.rank == 0 and not quiet:
         from tqdm import tqdm
 
-        progress = tqdm(total=cfg.steps, initial=step, unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=run.progress["step"], unit="step", dynamic_ncols=True)
     net.train()
-    window: list[float] = []
-    start = time.perf_counter()
-    for batch in batches(sampler, step, cfg.steps, cfg.workers, pin=device.startswith("cuda")):
+    step, window = run.progress["step"], list(run.progress["window"])
+    clock = time.perf_counter() - run.progress["seconds"]
+    loader = iter(batches(run.sampler, step, cfg.steps, cfg.workers, pin=run.device.startswith("cuda")))
+    while step < cfg.steps and not stop.agreed(run.world, run.device):
         lr = lr_at(cfg, step)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        loss_total = torch.zeros((), device=device)
-        opt.zero_grad(set_to_none=True)
-        for scale, hr in batch:
-            shard = (hr.chunk(world)[rank] if world > 1 else hr).to(device, non_blocking=True)
-            levels = int(math.log2(scale))
-            pyr = make_pyramid(shard, levels)
-            preds = net(pyr.lr, levels)
-            loss_total = loss_total + pyramid_loss(preds, pyr.targets, cfg.loss, cfg.reduction)  # type: ignore[arg-type]
-        loss_total.backward()
-        loss_value = loss_total.detach().clone()
-        if world > 1:
-            _average_gradients(net, world)
-            dist.all_reduce(loss_value)
-            loss_value /= world
-        if cfg.clip_grad > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
-        opt.step()
+        window.append(_train_step(net, run.opt, cfg, next(loader), lr, run.rank, run.world, run.device))
         step += 1
-        window.append(float(loss_value))
-        if progress:
-            progress.update(1)
-            progress.set_postfix(loss=f"{np.mean(window[-50:]):.4f}", lr=f"{lr:.2e}")
-        if step % cfg.val_every == 0 or step == cfg.steps:
-            if rank == 0:
-                psnrs = validate(net, cfg, val_images, device)
-                with open(out / "log.csv", "a", newline="") as f:
-                    row = [step, f"{np.mean(window):.6f}", f"{lr:.3e}", f"{time.perf_counter() - start:.1f}"]
-                    csv.writer(f).writerow(row + [f"{psnrs[Path(d).name]:.4f}" for d in cfg.val_dirs])
-                window = []
-                state = {"model": net.state_dict(), "optimizer": opt.state_dict(),
-                         "torch_rng": torch.get_rng_state(), "step": step, "config": asdict(cfg)}
-                _save_checkpoint(ckpt_path, state)
-                save(net, out / "model.safetensors", trained_by=f"lapsrn train, {step} steps",
-                     recipe=json.dumps({k: v for k, v in asdict(cfg).items() if k not in ("train_dirs", "val_dirs", "out")}))
-                if progress:
-                    progress.write(f"step {step}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnrs.items()))
-            if world > 1:
-                dist.barrier()
-    if progress:
-        progress.close()
-    return out
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{np.mean(window[-50:]):.4f}", lr=f"{lr:.2e}")
+        if step % cfg.val_every and step != cfg.steps:
+            continue
+        if run.rank == 0:
+            psnrs = validate(net, cfg, run.val_images, run.device)
+            row = [str(step), f"{np.mean(window):.6f}", f"{lr:.3e}", f"{time.perf_counter() - clock:.1f}"]
+            run.progress = {"step": step, "log": [*run.progress["log"], row + [f"{p:.4f}" for p in psnrs.values()]],
+                            "window": [], "seconds": time.perf_counter() - clock}
+            write_checkpoint(run.out, net, run.opt, cfg, run.progress)
+            window = []
+            if bar and psnrs:
+                bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnrs.items()))
+        if run.world > 1:
+            dist.barrier()
+    if bar:
+        bar.close()
+    if step == cfg.steps:
+        return 0  # a signal after the last step stops nothing
+    if run.rank == 0 and step != run.progress["step"]:  # stopped between checkpoints: checkpoint this step
+        run.progress = {**run.progress, "step": step, "window": window, "seconds": time.perf_counter() - clock}
+        write_checkpoint(run.out, net, run.opt, cfg, run.progress)
+    return stop.agreed(run.world, run.device)
+
+
+def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
+    """Run (or continue) training; returns the output folder.
+
+    SIGINT and SIGTERM, from the moment it is called, end in a checkpoint of
+    the current step and ``TrainingInterrupted``; a config, folder or
+    checkpoint it cannot use is a ValueError before anything is written.
+    """
+    with stop_signals() as stop:
+        run = _setup(cfg, resume, overwrite)
+        signum = _loop(run, stop, quiet)
+    if signum:
+        raise TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} at step {run.progress['step']}: "
+                                          f"saved {run.out / 'checkpoint.pt'}; continue with the same command and --resume")
+    return run.out
