@@ -14,7 +14,6 @@ network, leaving the training network's memory layout untouched.
 
 from __future__ import annotations
 
-import copy
 import csv
 import io
 import json
@@ -142,14 +141,12 @@ def _average_gradients(net: torch.nn.Module, world: int) -> None:
 def validate(net: torch.nn.Module, cfg: TrainConfig, images: dict[str, list], device: str) -> dict[str, float]:
     """Mean protocol PSNR per validation folder at cfg.val_scale, leaving training exactly as it was.
 
-    Scores a copy: an ``Upscaler`` switches its network to channels-last, and
-    a training network in another memory layout rounds differently. And puts
-    torch's thread count back: Numba's OpenMP layer, which the CPU inference
-    path uses, changes it, and another thread count sums in another order.
-    Either would make a resumed run drift from one that never stopped.
+    The Upscaler copies the weights (into the CPU engine, or a fresh module on a GPU): the training
+    network's layout, state and torch's thread count stay as they were, so a resumed run does not
+    drift from one that never stopped.
     """
     threads = torch.get_num_threads()
-    up = Upscaler(copy.deepcopy(net).eval(), device=device)
+    up = Upscaler(net, device=device)
     result = {}
     try:
         for name, hrs in images.items():
