@@ -141,24 +141,31 @@ def _bad_inputs(tmp_path, rng):
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.png").write_text("hello")
-    return {
-        "missing": ["-i", str(tmp_path / "nope.png")],
-        "empty": ["-i", str(tmp_path / "empty.png")],
-        "truncated": ["-i", str(tmp_path / "trunc.png")],
-        "unsupported": ["-i", str(tmp_path / "text.png")],
-        "scale<=1": ["-i", str(good), "-s", "1"],
-        "scale negative": ["-i", str(good), "-s", "-2"],
-        "scale absurd": ["-i", str(good), "-s", "1e9"],
-        "scale nan": ["-i", str(good), "-s", "nan"],
-        "bad extension": ["-i", str(good), "-o", str(tmp_path / "out.xyz")],
-        "weights not a file": ["-i", str(good), "-m", str(tmp_path / "none.safetensors")],
-        "weights wrong kind": ["-i", str(good), "-m", str(good)],
-        "too big": ["-i", str(good), "-s", "64", "--max-memory", "1K"],
+    return {  # case: (arguments, what the one error line must say)
+        "missing": (["-i", str(tmp_path / "nope.png")], "nope.png: no such file or folder"),
+        "empty": (["-i", str(tmp_path / "empty.png")], "empty.png: empty file"),
+        "truncated": (["-i", str(tmp_path / "trunc.png")], "trunc.png: cannot decode image"),
+        "unsupported": (["-i", str(tmp_path / "text.png")], "text.png: not an image file"),
+        "scale<=1": (["-i", str(good), "-s", "1"], "scale must be greater than 1, got 1"),
+        "scale negative": (["-i", str(good), "-s", "-2"], "scale must be greater than 1, got -2"),
+        "scale absurd": (["-i", str(good), "-s", "1e9"], "is too large"),
+        "scale nan": (["-i", str(good), "-s", "nan"], "scale must be greater than 1, got nan"),
+        "bad extension": (["-i", str(good), "-o", str(tmp_path / "out.xyz")], "out.xyz: unsupported output extension"),
+        "weights not a file": (["-i", str(good), "-m", str(tmp_path / "none.safetensors")], "none.safetensors: no such weights file"),
+        "weights wrong kind": (["-i", str(good), "-m", str(good)], "good.png"),
+        "max-memory too small": (["-i", str(good), "-s", "64", "--max-memory", "1K"], "is too small for x64 (tiles < 16 px): give a larger --max-memory"),
+        "max-memory without unit": (["-i", str(good), "--max-memory", "1500"], "not a memory size with a unit: '1500'"),
+        "shard out of range": (["-i", str(good), "--shard", "3/3"], "--shard must be K/N with 0 <= K < N"),
+        "shard not K/N": (["-i", str(good), "--shard", "two"], "--shard must be K/N"),
+        "quality 0": (["-i", str(good), "--quality", "0"], "--quality must be an integer from 1 to 100, got '0'"),
+        "png compression 10": (["-i", str(good), "--png-compression", "10"], "--png-compression must be an integer from 0 to 9"),
+        "unknown ext": (["-i", str(good), "--ext", "gif"], "argument --ext: invalid choice: 'gif'"),
     }
 
 
-BAD_CASES = ["missing", "empty", "truncated", "unsupported", "scale<=1", "scale negative", "scale absurd",
-             "scale nan", "bad extension", "weights not a file", "weights wrong kind", "too big"]
+BAD_CASES = ["missing", "empty", "truncated", "unsupported", "scale<=1", "scale negative", "scale absurd", "scale nan",
+             "bad extension", "weights not a file", "weights wrong kind", "max-memory too small", "max-memory without unit",
+             "shard out of range", "shard not K/N", "quality 0", "png compression 10", "unknown ext"]
 
 
 def exit_code(args: list[str]) -> int:
@@ -171,7 +178,7 @@ def exit_code(args: list[str]) -> int:
 
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_input_is_one_line_nonzero_and_no_output(tmp_path, rng, tiny_model, capsys, case):
-    args = _bad_inputs(tmp_path, rng)[case]
+    args, message = _bad_inputs(tmp_path, rng)[case]
     out = tmp_path / "out.png"
     if "-o" not in args:
         args = [*args, "-o", str(out)]
@@ -181,7 +188,7 @@ def test_bad_input_is_one_line_nonzero_and_no_output(tmp_path, rng, tiny_model, 
     code = exit_code(["upscale", *args])
     err = capsys.readouterr().err
     assert code != 0
-    assert err.count("\n") == 1 and "Traceback" not in err and "error" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err and "error" in err and message in err, err
     assert out.read_bytes() == b"previous result"
     assert not list(tmp_path.glob(".*.tmp"))
 
