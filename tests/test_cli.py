@@ -210,7 +210,10 @@ def test_evaluate_prints_table_and_json(tmp_path, rng, tiny_model, capsys):
     code = main(["evaluate", "-m", tiny_model, "-d", str(data), "-s", "2", "-s", "4", "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
     assert code == 0
-    assert out.count("| set | x") == 4 and "bicubic" in out
+    lines = out.splitlines()
+    assert lines[0] == "| method | scale | set |" and [line.split(" | ")[:2] for line in lines[2:]] == [
+        ["| bicubic", "x2"], ["| tiny.safetensors", "x2"], ["| bicubic", "x4"], ["| tiny.safetensors", "x4"]]
+    assert sum("**" in line for line in lines[2:4]) == 1 and sum("**" in line for line in lines[4:6]) == 1  # best per scale
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert [(r["scale"], r["method"]) for r in rows] == [(2, "bicubic"), (2, "tiny.safetensors"), (4, "bicubic"), (4, "tiny.safetensors")]
     assert len(rows[0]["per_image"]) == 2 and rows[0]["psnr"] > 20
