@@ -1,24 +1,20 @@
-"""Markdown table (rows: method x scale, columns: datasets) from `lapsrn evaluate --json` files."""
+"""Markdown table (rows: scale x method, columns: datasets) from `lapsrn evaluate --json` files.
+
+The same table as `lapsrn evaluate` prints (``lapsrn.evaluate.summary_table``), over several runs.
+"""
 
 import json
 import sys
-from collections import defaultdict
+
+from lapsrn.evaluate import summary_table
 
 
 def main(paths: list[str]) -> None:
-    cells: dict[tuple[str, int], dict[str, str]] = defaultdict(dict)
-    datasets: list[str] = []
+    rows = []
     for path in paths:
         with open(path) as f:
-            rows = json.load(f)["rows"]
-        for row in rows:
-            if row["dataset"] not in datasets:
-                datasets.append(row["dataset"])
-            cells[(row["method"], row["scale"])][row["dataset"]] = f"{row['psnr']:.2f} / {row['ssim']:.4f}"
-    print("| method | scale | " + " | ".join(datasets) + " |")
-    print("|---|---|" + "---|" * len(datasets))
-    for (method, scale), by_set in sorted(cells.items(), key=lambda kv: (kv[0][1], kv[0][0] != "bicubic", kv[0][0])):
-        print(f"| {method} | x{scale} | " + " | ".join(by_set.get(d, "") for d in datasets) + " |")
+            rows += json.load(f)["rows"]
+    print(summary_table(rows))
 
 
 if __name__ == "__main__":

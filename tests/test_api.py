@@ -81,3 +81,54 @@ def test_pyramid_returns_every_level_of_one_pass(up, rng):
     np.testing.assert_array_equal(levels[1], up.upscale(arr, 4))
     t = torch.rand(1, 9, 7)
     assert [x.shape for x in up.pyramid(t, 2)] == [(1, 18, 14), (1, 36, 28)]
+
+
+def test_float_rgba_values_match_the_rgb_path_and_alpha_is_resized(up, rng):
+    from lapsrn import protocol as P
+
+    img = smooth_image(rng, 10, 12)
+    alpha = np.linspace(0, 1, 12)[None].repeat(10, 0)
+    out = up.upscale(np.dstack([img, alpha]).astype(np.float32), 2)
+    np.testing.assert_array_equal(out[..., :3], up.upscale(img.astype(np.float32), 2))
+    np.testing.assert_allclose(out[..., 3], np.clip(P.imresize(alpha.astype(np.float32).astype(np.float64), 2), 0, 1), atol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_tensor_values_equal_the_numpy_path(up, rng, dtype):
+    img = smooth_image(rng, 10, 12)
+    arr = (img * 255).astype(np.uint8) if dtype == torch.uint8 else img.astype(torch.empty(0, dtype=dtype).numpy().dtype)
+    t = torch.from_numpy(np.moveaxis(arr, -1, 0).copy())
+    out = up.upscale(t, 2)
+    assert out.dtype == dtype and out.shape == (3, 20, 24)
+    np.testing.assert_array_equal(np.moveaxis(out.numpy(), 0, -1), up.upscale(arr, 2))
+    if dtype == torch.uint8:
+        assert out.max() > 200  # 0..255 values, not 0s and 1s
+
+
+def test_gray_uint8_tensor_1xhxw(up, rng):
+    arr = (smooth_image(rng, 10, 12, 1) * 255).astype(np.uint8)
+    out = up.upscale(torch.from_numpy(arr[None].copy()), 2)
+    assert out.shape == (1, 20, 24) and out.dtype == torch.uint8
+    np.testing.assert_array_equal(out[0].numpy(), up.upscale(arr, 2))
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_refused_for_arrays_and_tensors(up, bad):
+    arr = np.full((6, 6, 3), 0.5, np.float32)
+    arr[2, 3, 0] = bad
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        up.upscale(arr, 2)
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        up.upscale(torch.from_numpy(np.moveaxis(arr, -1, 0).copy()), 2)
+
+
+def test_conversion_does_not_import_torch(monkeypatch):
+    """_from_kind only looks torch up in sys.modules, so the API can work where torch is not installed."""
+    import sys
+
+    from lapsrn.upscale import _from_kind
+
+    monkeypatch.delitem(sys.modules, "torch")
+    pic, back = _from_kind(np.zeros((4, 4), np.uint8))
+    assert pic.bits == 8 and back(pic).dtype == np.uint8
+    assert "torch" not in sys.modules

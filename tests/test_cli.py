@@ -142,24 +142,31 @@ def _bad_inputs(tmp_path, rng):
     (tmp_path / "empty.png").write_bytes(b"")
     (tmp_path / "trunc.png").write_bytes(data[: len(data) // 2])
     (tmp_path / "text.png").write_text("hello")
-    return {
-        "missing": ["-i", str(tmp_path / "nope.png")],
-        "empty": ["-i", str(tmp_path / "empty.png")],
-        "truncated": ["-i", str(tmp_path / "trunc.png")],
-        "unsupported": ["-i", str(tmp_path / "text.png")],
-        "scale<=1": ["-i", str(good), "-s", "1"],
-        "scale negative": ["-i", str(good), "-s", "-2"],
-        "scale absurd": ["-i", str(good), "-s", "1e9"],
-        "scale nan": ["-i", str(good), "-s", "nan"],
-        "bad extension": ["-i", str(good), "-o", str(tmp_path / "out.xyz")],
-        "weights not a file": ["-i", str(good), "-m", str(tmp_path / "none.safetensors")],
-        "weights wrong kind": ["-i", str(good), "-m", str(good)],
-        "too big": ["-i", str(good), "-s", "64", "--max-memory", "1K"],
+    return {  # case: (arguments, what the one error line must say)
+        "missing": (["-i", str(tmp_path / "nope.png")], "nope.png: no such file or folder"),
+        "empty": (["-i", str(tmp_path / "empty.png")], "empty.png: empty file"),
+        "truncated": (["-i", str(tmp_path / "trunc.png")], "trunc.png: cannot decode image"),
+        "unsupported": (["-i", str(tmp_path / "text.png")], "text.png: not an image file"),
+        "scale<=1": (["-i", str(good), "-s", "1"], "scale must be greater than 1, got 1"),
+        "scale negative": (["-i", str(good), "-s", "-2"], "scale must be greater than 1, got -2"),
+        "scale absurd": (["-i", str(good), "-s", "1e9"], "is too large"),
+        "scale nan": (["-i", str(good), "-s", "nan"], "scale must be greater than 1, got nan"),
+        "bad extension": (["-i", str(good), "-o", str(tmp_path / "out.xyz")], "out.xyz: unsupported output extension"),
+        "weights not a file": (["-i", str(good), "-m", str(tmp_path / "none.safetensors")], "none.safetensors: no such weights file"),
+        "weights wrong kind": (["-i", str(good), "-m", str(good)], "good.png"),
+        "max-memory too small": (["-i", str(good), "-s", "64", "--max-memory", "1K"], "--max-memory 1K is too small for x64 of a 8x8 image: give a larger one, at least"),
+        "max-memory without unit": (["-i", str(good), "--max-memory", "1500"], "not a memory size with a unit: '1500'"),
+        "shard out of range": (["-i", str(good), "--shard", "3/3"], "--shard must be K/N with 0 <= K < N"),
+        "shard not K/N": (["-i", str(good), "--shard", "two"], "--shard must be K/N"),
+        "quality 0": (["-i", str(good), "--quality", "0"], "--quality must be an integer from 1 to 100, got '0'"),
+        "png compression 10": (["-i", str(good), "--png-compression", "10"], "--png-compression must be an integer from 0 to 9"),
+        "unknown ext": (["-i", str(good), "--ext", "gif"], "argument --ext: invalid choice: 'gif'"),
     }
 
 
-BAD_CASES = ["missing", "empty", "truncated", "unsupported", "scale<=1", "scale negative", "scale absurd",
-             "scale nan", "bad extension", "weights not a file", "weights wrong kind", "too big"]
+BAD_CASES = ["missing", "empty", "truncated", "unsupported", "scale<=1", "scale negative", "scale absurd", "scale nan",
+             "bad extension", "weights not a file", "weights wrong kind", "max-memory too small", "max-memory without unit",
+             "shard out of range", "shard not K/N", "quality 0", "png compression 10", "unknown ext"]
 
 
 def exit_code(args: list[str]) -> int:
@@ -172,7 +179,7 @@ def exit_code(args: list[str]) -> int:
 
 @pytest.mark.parametrize("case", BAD_CASES)
 def test_bad_input_is_one_line_nonzero_and_no_output(tmp_path, rng, tiny_model, capsys, case):
-    args = _bad_inputs(tmp_path, rng)[case]
+    args, message = _bad_inputs(tmp_path, rng)[case]
     out = tmp_path / "out.png"
     if "-o" not in args:
         args = [*args, "-o", str(out)]
@@ -182,7 +189,7 @@ def test_bad_input_is_one_line_nonzero_and_no_output(tmp_path, rng, tiny_model, 
     code = exit_code(["upscale", *args])
     err = capsys.readouterr().err
     assert code != 0
-    assert err.count("\n") == 1 and "Traceback" not in err and "error" in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err and "error" in err and message in err, err
     assert out.read_bytes() == b"previous result"
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -204,7 +211,10 @@ def test_evaluate_prints_table_and_json(tmp_path, rng, tiny_model, capsys):
     code = main(["evaluate", "-m", tiny_model, "-d", str(data), "-s", "2", "-s", "4", "--json", str(tmp_path / "r.json")])
     out = capsys.readouterr().out
     assert code == 0
-    assert out.count("| set | x") == 4 and "bicubic" in out
+    lines = out.splitlines()
+    assert lines[0] == "| method | scale | set |" and [line.split(" | ")[:2] for line in lines[2:]] == [
+        ["| bicubic", "x2"], ["| tiny.safetensors", "x2"], ["| bicubic", "x4"], ["| tiny.safetensors", "x4"]]
+    assert sum("**" in line for line in lines[2:4]) == 1 and sum("**" in line for line in lines[4:6]) == 1  # best per scale
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
     assert [(r["scale"], r["method"]) for r in rows] == [(2, "bicubic"), (2, "tiny.safetensors"), (4, "bicubic"), (4, "tiny.safetensors")]
     assert len(rows[0]["per_image"]) == 2 and rows[0]["psnr"] > 20
@@ -245,3 +255,185 @@ def test_outputs_get_normal_permissions(tmp_path, rng, tiny_model, capsys):
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "o.png").stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "w.safetensors").stat().st_mode) == 0o644
+
+
+def _png(path, rng, h=8, w=8):
+    Image.fromarray(u8(smooth_image(rng, h, w))).save(path)
+    return path
+
+
+@pytest.mark.parametrize("how", ["same path", "hard link", "folder onto itself", "folder output is an input"])
+def test_output_that_is_an_input_is_refused_unless_overwrite(tmp_path, rng, tiny_model, capsys, how):
+    import os
+
+    src = tmp_path / "in"
+    src.mkdir()
+    photo = _png(src / "a.png", rng)
+    original = photo.read_bytes()
+    if how == "same path":
+        args = ["-i", str(photo), "-o", str(tmp_path / "in" / ".." / "in" / "a.png")]
+    elif how == "hard link":
+        os.link(photo, tmp_path / "link.png")
+        args = ["-i", str(tmp_path / "link.png"), "-o", str(photo)]
+    elif how == "folder onto itself":
+        args = ["-i", str(src), "-o", str(tmp_path / "." / "in")]
+    else:  # out/a.png is a hard link to in/a.png
+        (tmp_path / "out").mkdir()
+        os.link(photo, tmp_path / "out" / "a.png")
+        args = ["-i", str(src), "-o", str(tmp_path / "out")]
+    code, err = run(capsys, "upscale", *args, "-s", "2", "-m", tiny_model)
+    assert code == 1 and err.count("\n") == 1 and "--overwrite" in err, err
+    assert photo.read_bytes() == original
+    assert run(capsys, "upscale", *args, "-s", "2", "-m", tiny_model, "--overwrite")[0] == 0
+    written = tmp_path / "out" / "a.png" if how == "folder output is an input" else photo
+    assert Image.open(written).size == (16, 16)
+
+
+def test_stale_temp_files_of_a_dead_run_are_removed_and_never_outputs(tmp_path, rng, tiny_model, capsys):
+    import os
+    import subprocess
+    import sys
+
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    out.mkdir()
+    _png(src / "a.png", rng)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    stale = out / f".a.png.lapsrn-{int(dead.stdout)}-abc123.tmp"  # what SIGKILL leaves behind
+    live = out / f".a.png.lapsrn-{os.getppid()}-def456.tmp"  # another run still writing: left alone
+    stale.write_bytes(b"half")
+    live.write_bytes(b"busy")
+    code, err = run(capsys, "upscale", "-i", str(src), "-o", str(out), "-s", "2", "--skip-existing", "-m", tiny_model)
+    assert code == 0 and "1 written, 0 skipped" in err, err  # the temp file did not count as a.png
+    assert not stale.exists() and live.exists() and (out / "a.png").exists()
+
+
+def test_sigterm_is_handled_like_ctrl_c(tmp_path, rng, tiny_model, capsys, monkeypatch):
+    import os
+    import signal
+
+    import lapsrn.upscale as U
+    from lapsrn.io import atomic_path
+
+    def killed_while_writing(upscaler, src, dst, *args):
+        with atomic_path(dst) as tmp:
+            tmp.write_bytes(b"half an image")
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(U, "upscale_file", killed_while_writing)
+    before = signal.getsignal(signal.SIGTERM)
+    code, err = run(capsys, "upscale", "-i", str(_png(tmp_path / "a.png", rng)), "-o", str(tmp_path / "o.png"), "-m", tiny_model)
+    assert code == 130 and err == "lapsrn: interrupted\n"
+    assert not (tmp_path / "o.png").exists() and not list(tmp_path.glob(".*.tmp"))
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_non_finite_float_tiff_is_refused_naming_the_file(tmp_path, tiny_model, capsys):
+    import tifffile
+
+    img = np.full((8, 8, 3), 0.5, np.float32)
+    img[3, 4, 1] = np.nan
+    tifffile.imwrite(tmp_path / "n.tif", img, photometric="rgb")
+    code, err = run(capsys, "upscale", "-i", str(tmp_path / "n.tif"), "-o", str(tmp_path / "o.png"), "-m", tiny_model)
+    assert code == 1 and f"{tmp_path / 'n.tif'}: image has NaN or infinite samples" in err, err
+
+
+def _folder(tmp_path, rng, n=7):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    names = [f"{i}.png" for i in range(n)] + ["sub/x.png"]
+    for name in names:
+        _png(src / name, rng, 6, 6)
+    return src, names
+
+
+def test_shards_cover_every_file_exactly_once(tmp_path, rng, tiny_model, capsys):
+    src, names = _folder(tmp_path, rng)
+    seen = []
+    for k in range(3):
+        out = tmp_path / f"out{k}"
+        assert run(capsys, "upscale", "-i", str(src), "-o", str(out), "--recursive", "--shard", f"{k}/3", "-s", "2", "-m", tiny_model)[0] == 0
+        seen += [p.relative_to(out).as_posix() for p in out.rglob("*.png")]
+    assert sorted(seen) == sorted(names)
+    # a rerun of one shard into one folder with --skip-existing writes nothing again
+    out = tmp_path / "out0"
+    code, err = run(capsys, "upscale", "-i", str(src), "-o", str(out), "--recursive", "--shard", "0/3", "--skip-existing",
+                    "-s", "2", "-m", tiny_model)
+    assert code == 0 and f"0 written, {len(list(out.rglob('*.png')))} skipped" in err, err
+
+
+def test_shard_from_rank_and_world_size_and_the_flag_wins(tmp_path, rng, tiny_model, capsys, monkeypatch):
+    src, names = _folder(tmp_path, rng)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    outs = []
+    for rank in ("0", "1"):
+        monkeypatch.setenv("RANK", rank)
+        out = tmp_path / f"r{rank}"
+        assert run(capsys, "upscale", "-i", str(src), "-o", str(out), "--recursive", "-s", "2", "-m", tiny_model)[0] == 0
+        outs.append(sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")))
+    assert sorted(outs[0] + outs[1]) == sorted(names) and outs[0] and outs[1]
+    out = tmp_path / "flag"
+    assert run(capsys, "upscale", "-i", str(src), "-o", str(out), "--recursive", "--shard", "0/2", "-s", "2", "-m", tiny_model)[0] == 0
+    assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == outs[0]  # RANK=1 set, flag says 0
+    monkeypatch.setenv("RANK", "2")
+    code, err = run(capsys, "upscale", "-i", str(src), "-o", str(out), "-s", "2", "-m", tiny_model)
+    assert code == 1 and "RANK=2 WORLD_SIZE=2: need 0 <= RANK < WORLD_SIZE" in err
+
+
+def test_ext_suffix_quality(tmp_path, rng, tiny_model, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(u8(smooth_image(rng, 32, 32))).save(src / "a.png")
+    for q in ("10", "95"):
+        out = tmp_path / f"q{q}"
+        code, err = run(capsys, "upscale", "-i", str(src), "-o", str(out), "--ext", "jpg", "--suffix", "_x2", "--quality", q,
+                        "-s", "2", "-m", tiny_model)
+        assert code == 0 and f"wrote {out / 'a_x2.jpg'}" in err, err
+        assert Image.open(out / "a_x2.jpg").format == "JPEG"
+    assert (tmp_path / "q10" / "a_x2.jpg").stat().st_size < (tmp_path / "q95" / "a_x2.jpg").stat().st_size
+    assert run(capsys, "upscale", "-i", str(src), "-o", str(tmp_path / "w"), "--ext", "webp", "-s", "2", "-m", tiny_model)[0] == 0
+    assert Image.open(tmp_path / "w" / "a.webp").format == "WEBP"
+
+
+def test_png_compression_level_is_used(tmp_path, rng, tiny_model, capsys):
+    Image.fromarray(u8(smooth_image(rng, 48, 48))).save(tmp_path / "a.png")
+    sizes = []
+    for level in ("0", "9"):
+        assert run(capsys, "upscale", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / f"o{level}.png"),
+                   "--png-compression", level, "-s", "2", "-m", tiny_model)[0] == 0
+        sizes.append((tmp_path / f"o{level}.png").stat().st_size)
+    assert sizes[0] > 96 * 96 * 3 > sizes[1]  # level 0 stores raw rows
+
+
+def test_icc_and_exif_are_kept_with_orientation_reset(tmp_path, rng, tiny_model, capsys):
+    from PIL import ImageCms
+
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010F] = "Camera maker"
+    Image.fromarray(u8(smooth_image(rng, 10, 20))).save(tmp_path / "a.jpg", icc_profile=icc, exif=exif)
+    for ext in ("jpg", "png", "webp"):
+        assert run(capsys, "upscale", "-i", str(tmp_path / "a.jpg"), "-o", str(tmp_path / f"o.{ext}"), "-s", "2", "-m", tiny_model)[0] == 0
+        out = Image.open(tmp_path / f"o.{ext}")
+        assert out.size == (20, 40) and out.info.get("icc_profile") == icc
+        assert out.getexif()[0x0112] == 1 and out.getexif()[0x010F] == "Camera maker"
+
+
+def test_all_levels_with_a_non_power_of_two_scale_writes_that_scale_too(tmp_path, rng, tiny_model, capsys):
+    _png(tmp_path / "c.png", rng, 8, 6)
+    assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"), "-s", "3", "--all-levels", "-m", tiny_model)[0] == 0
+    assert sorted(p.name for p in tmp_path.glob("o*")) == ["o_x2.png", "o_x3.png"]
+    assert Image.open(tmp_path / "o_x3.png").size == (18, 24)
+    assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "p.png"), "-s", "3", "-m", tiny_model)[0] == 0
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o_x3.png")), np.asarray(Image.open(tmp_path / "p.png")))
+
+
+def test_bundled_model_names_any_case_and_default(tmp_path, rng, capsys):
+    from lapsrn.weights import resolve_model_name
+
+    assert resolve_model_name(None) == resolve_model_name("Default") == resolve_model_name("MSLAPSRN_D5R2") == "mslapsrn_d5r2"
+    assert resolve_model_name("my.safetensors") == __import__("pathlib").Path("my.safetensors")
+    photo = _png(tmp_path / "a.png", rng)
+    for name in ("default", "MSLapSRN_D5R2"):
+        assert run(capsys, "upscale", "-i", str(photo), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", name)[0] == 0

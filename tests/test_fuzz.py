@@ -41,6 +41,25 @@ def encoded(fmt: str, mode: str = "RGB", size=(7, 5), **kw) -> bytes:
     return buf.getvalue()
 
 
+def png16(planes: int, size=(7, 5)) -> bytes:
+    """16-bit PNG (gray+alpha or RGB) written by pypng: Pillow cannot encode these."""
+    import png
+
+    rng = np.random.default_rng(0)
+    arr = (rng.random((size[1], size[0] * planes)) * 65535).astype(np.uint16)
+    buf = io.BytesIO()
+    png.Writer(size[0], size[1], bitdepth=16, greyscale=planes <= 2, alpha=planes in (2, 4)).write(buf, arr)
+    return buf.getvalue()
+
+
+def tiff(arr: np.ndarray) -> bytes:
+    import tifffile
+
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, arr, photometric="rgb" if arr.ndim == 3 else "minisblack")
+    return buf.getvalue()
+
+
 def png_header(w: int, h: int) -> bytes:
     def chunk(t: bytes, d: bytes) -> bytes:
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
@@ -136,6 +155,13 @@ def test_decompression_bomb_is_refused_before_decoding(tmp_path):
         ("bilevel.png", lambda: encoded("PNG", "1"), "ok"),
         ("wrong_ext.jpg", lambda: encoded("PNG"), "ok"),
         ("png_as.tif", lambda: encoded("PNG"), "ok"),
+        ("la16.png", lambda: png16(2), "ok"),
+        ("rgb16.png", lambda: png16(3), "ok"),
+        ("float_rgb.tif", lambda: tiff(np.random.default_rng(0).random((5, 7, 3)).astype(np.float32)), "ok"),
+        ("float_rgba.tif", lambda: tiff(np.random.default_rng(0).random((5, 7, 4)).astype(np.float32)), "ok"),
+        ("nan_rgb.tif", lambda: tiff(np.full((5, 7, 3), np.nan, np.float32)), "error"),
+        ("inf_gray.tif", lambda: tiff(np.full((5, 7), np.inf, np.float32)), "error"),
+        ("tiff_magic_garbage.tif", lambda: b"II*\0" + bytes(40), "error"),
     ],
 )
 def test_odd_modes_and_sizes(tmp_path, tiny, capsys, name, make, expect):
@@ -148,3 +174,41 @@ def test_multi_frame_is_refused(tmp_path, tiny, capsys, fmt):
     buf = io.BytesIO()
     frames[0].save(buf, format=fmt, save_all=True, append_images=frames[1:])
     assert check_upscale(tmp_path, buf.getvalue(), f"m.{fmt.lower()}", tiny, capsys) == "error"
+
+
+def test_16bit_gray_alpha_png_keeps_both_planes(tmp_path):
+    (tmp_path / "la.png").write_bytes(png16(2))
+    pic = read_image(tmp_path / "la.png")
+    assert pic.bits == 16 and pic.pixels.shape == (5, 7) and pic.alpha is not None and pic.alpha.shape == (5, 7)
+
+
+def test_float_colour_tiff_values_are_read(tmp_path):
+    arr = np.random.default_rng(0).random((5, 7, 3)).astype(np.float32)
+    (tmp_path / "f.tif").write_bytes(tiff(arr))
+    pic = read_image(tmp_path / "f.tif")
+    assert pic.bits == 32 and np.array_equal(pic.pixels, arr.astype(np.float64))
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_exif_orientation_of_16bit_colour_matches_pillow_on_8bit(tmp_path, orientation):
+    """The 16-bit reader's own transpose agrees with Pillow's exif_transpose for every EXIF orientation."""
+    from PIL import ImageOps
+
+    rng = np.random.default_rng(orientation)
+    u16 = (rng.random((5, 7, 3)) * 65535).astype(np.uint16)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    u8 = Image.fromarray((u16 >> 8).astype(np.uint8))
+    u8.save(tmp_path / "o8.png", exif=exif)
+    import png
+
+    buf = io.BytesIO()
+    png.Writer(7, 5, bitdepth=16, greyscale=False).write(buf, u16.reshape(5, 21))
+    data = buf.getvalue()
+    exif_chunk = exif.tobytes()[6:]  # PNG eXIf holds the TIFF block without the "Exif\0\0" header
+    chunk = struct.pack(">I", len(exif_chunk)) + b"eXIf" + exif_chunk + struct.pack(">I", zlib.crc32(b"eXIf" + exif_chunk))
+    (tmp_path / "o16.png").write_bytes(data[:33] + chunk + data[33:])  # after IHDR
+    got = read_image(tmp_path / "o16.png")
+    want = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o8.png")))
+    assert got.bits == 16
+    np.testing.assert_array_equal((np.round(got.pixels * 65535).astype(np.uint16) >> 8).astype(np.uint8), want)

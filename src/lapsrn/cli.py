@@ -7,8 +7,11 @@ traceback, and no output file is left half-written (writes are atomic).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import re
+import signal
 import sys
 from pathlib import Path
 
@@ -27,12 +30,34 @@ class Parser(argparse.ArgumentParser):
 
 
 def parse_bytes(text: str) -> int:
-    """'2G', '512M', '1.5GB' or plain bytes -> bytes."""
-    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)i?B?\s*", text, re.IGNORECASE)
+    """'2G', '512M', '1.5GB' -> bytes. A bare number is refused: 1500 could mean bytes or MB."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT])i?B?\s*", text, re.IGNORECASE)
     if not m:
-        raise argparse.ArgumentTypeError(f"not a memory size: {text!r} (try 2G or 512M)")
-    unit = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
+        raise argparse.ArgumentTypeError(f"not a memory size with a unit: {text!r} (try 2G or 512M)")
+    unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}[m.group(2).upper()]
     return int(float(m.group(1)) * unit)
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'K/N' with 0 <= K < N -> (K, N)."""
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not int(m.group(1)) < int(m.group(2)):
+        raise argparse.ArgumentTypeError(f"--shard must be K/N with 0 <= K < N (e.g. 0/4), got {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def parse_quality(text: str) -> int:
+    """JPEG/WebP quality, an integer 1..100."""
+    if not text.strip().isdigit() or not 1 <= int(text) <= 100:
+        raise argparse.ArgumentTypeError(f"--quality must be an integer from 1 to 100, got {text!r}")
+    return int(text)
+
+
+def parse_png_compression(text: str) -> int:
+    """zlib level 0..9."""
+    if not text.strip().isdigit() or not 0 <= int(text) <= 9:
+        raise argparse.ArgumentTypeError(f"--png-compression must be an integer from 0 to 9, got {text!r}")
+    return int(text)
 
 
 def parse_scale(text: str) -> float:
@@ -106,9 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("-i", "--input", required=True, type=Path, help="image file or folder")
     up.add_argument("-o", "--output", required=True, type=Path, help="output file, or folder when INPUT is a folder")
     up.add_argument("-s", "--scale", type=parse_scale, default=4.0, help="2, 4, 8 use the pyramid directly; others resize (default 4)")
-    up.add_argument("--all-levels", action="store_true", help="write every pyramid level (x2, x4, ...) from one pass")
+    up.add_argument("--all-levels", action="store_true",
+                    help="also write every pyramid level below the scale: NAME_x2, NAME_x4, ..., NAME_xSCALE")
     up.add_argument("--recursive", action="store_true", help="descend into sub-folders")
-    up.add_argument("--skip-existing", action="store_true", help="leave outputs that already exist")
+    up.add_argument("--skip-existing", action="store_true", help="leave outputs that already exist (cheap reruns)")
+    up.add_argument("--overwrite", action="store_true",
+                    help="allow an output to replace an input file (refused by default: same path, hard link, -o = -i)")
+    up.add_argument("--shard", type=parse_shard, metavar="K/N",
+                    help="process only part K of N (0 <= K < N) of a folder; default: RANK/WORLD_SIZE when both are set"
+                         " (torchrun, Slurm), else all")
+    up.add_argument("--ext", choices=["auto", "png", "jpg", "webp"], default="auto",
+                    help="folder output format (default auto: the input's format)")
+    up.add_argument("--suffix", default="", help="added to folder output names before the extension, e.g. _x4 (default none)")
+    up.add_argument("--quality", type=parse_quality, default=95, help="JPEG/WebP quality 1-100 (default 95)")
+    up.add_argument("--png-compression", type=parse_png_compression, default=1,
+                    help="PNG zlib level 0-9 (default 1: fast, as OpenCV; 6 makes files a little smaller and is much slower)")
+    up.add_argument("--quiet", action="store_true", help="no progress bar and no 'wrote PATH' lines")
     _add_model_args(up)
 
     ev = sub.add_parser("evaluate", help="PSNR/SSIM with the papers' protocol")
@@ -171,7 +209,7 @@ def _upscaler(args: argparse.Namespace, model: str | None):
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
-    """(input, output) pairs for a file or a folder input."""
+    """(input, output) pairs for a file or a folder input (this process's shard of a folder)."""
     from .io import IMAGE_SUFFIXES, output_format
 
     src, dst = args.input, args.output
@@ -188,51 +226,143 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
         raise CLIError(f"{src}: no images found" + ("" if args.recursive else " (use --recursive for sub-folders)"))
     if dst.exists() and not dst.is_dir():
         raise CLIError(f"{dst}: exists and is not a folder")
-    return [(f, dst / f.relative_to(src)) for f in files]
+    shard, count = _shard(args)
+    rels = [f.relative_to(src) for f in files if in_shard(f.relative_to(src), shard, count)]
+    return [(src / r, dst / _output_name(r, args.suffix, args.ext)) for r in rels]
 
 
-def _level_name(path: Path, factor: int) -> Path:
-    """photo.png -> photo_x2.png for --all-levels."""
-    return path.with_name(f"{path.stem}_x{factor}{path.suffix}")
+def _output_name(rel: Path, suffix: str, ext: str) -> Path:
+    """a/photo.jpg -> a/photo_x4.png for --suffix _x4 --ext png; --ext auto keeps the input's extension."""
+    return rel.with_name(rel.stem + suffix + (rel.suffix if ext == "auto" else f".{ext}"))
+
+
+def _shard(args: argparse.Namespace) -> tuple[int, int]:
+    """(K, N) from --shard, else from RANK/WORLD_SIZE (torchrun, many launchers), else (0, 1).
+
+    The flag wins over the environment so that a user can always say exactly what
+    one process does, even inside a job that happens to set RANK.
+    """
+    if args.shard is not None:
+        return args.shard
+    rank, world = os.environ.get("RANK"), os.environ.get("WORLD_SIZE")
+    if rank is None or world is None:
+        return 0, 1
+    try:
+        return parse_shard(f"{rank}/{world}")
+    except argparse.ArgumentTypeError:
+        raise CLIError(f"RANK={rank} WORLD_SIZE={world}: need 0 <= RANK < WORLD_SIZE (or give --shard K/N)") from None
+
+
+def in_shard(rel: Path, shard: int, count: int) -> bool:
+    """Whether the file at relative path ``rel`` belongs to shard K of N.
+
+    By a stable hash (SHA-256, not Python's salted ``hash``; CRC-32 spreads names that
+    differ in one character badly) of the relative path, not by position in the listing:
+    a file keeps its shard when others are added or removed between runs, so a
+    rerun of one crashed shard with --skip-existing redoes exactly that shard's
+    files, and every process decides alone, without a shared file list.
+    """
+    digest = hashlib.sha256(rel.as_posix().encode()).digest()
+    return int.from_bytes(digest[:8], "big") % count == shard
+
+
+def _targets(dst: Path, args: argparse.Namespace) -> list[Path]:
+    """Every file one job writes."""
+    from .upscale import level_factors, level_path
+
+    return [level_path(dst, f) for f in level_factors(args.scale)] if args.all_levels else [dst]
+
+
+def _refuse_overwriting_inputs(jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> None:
+    """An output that is an input (same path, hard link, symlink, -o = -i) is refused unless --overwrite.
+
+    Files are compared by device and inode, as cp and rsync do, so no spelling of a
+    path (relative, ``..``, a link) slips through.
+    """
+    if args.overwrite:
+        return
+    if args.input.is_dir() and args.output.exists() and os.path.samefile(args.input, args.output):
+        raise CLIError(f"{args.output}: is the input folder; outputs would replace the inputs (use another -o, or --overwrite)")
+    inputs = {(st.st_dev, st.st_ino) for st in (src.stat() for src, _ in jobs)}
+    for src, dst in jobs:
+        for target in _targets(dst, args):
+            if target.exists() and (target.stat().st_dev, target.stat().st_ino) in inputs:
+                raise CLIError(f"{target}: is an input image; refusing to replace it (use another -o, or --overwrite)")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    """SIGTERM (kill, a scheduler's time limit) ends the run like Ctrl-C: temp file removed, one line."""
+    raise KeyboardInterrupt
 
 
 def cmd_upscale(args: argparse.Namespace) -> int:
-    """lapsrn upscale."""
+    """lapsrn upscale: each output written atomically; a summary line for folders."""
     from .imaging import levels_for
-    from .io import ImageError
-    from .upscale import upscale_file
 
     levels_for(args.scale)  # reject absurd scales before loading anything
     jobs = _jobs(args)
+    _refuse_overwriting_inputs(jobs, args)
     upscaler = _upscaler(args, args.model)
-    failed = 0
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _upscale_all(upscaler, jobs, args)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
+    """Write every job's outputs; in a folder a bad image is reported and skipped, not fatal."""
+    from .io import ImageError, remove_stale_temps
+    from .upscale import upscale_file
+
+    folder = args.input.is_dir()
+    written = skipped = failed = 0
+    cleaned: set[Path] = set()
     progress = None
-    if len(jobs) > 1:
+    if folder and not args.quiet:
         from tqdm import tqdm
 
-        progress = tqdm(total=len(jobs), unit="img", dynamic_ncols=True)
+        progress = tqdm(total=len(jobs), unit="img", dynamic_ncols=True, file=sys.stderr)
+    def say(message: str, error: bool = False) -> None:
+        """One line to stderr, above the progress bar if there is one; --quiet keeps only errors."""
+        if progress:
+            progress.write(message, file=sys.stderr)
+        elif error or not args.quiet:
+            print(message, file=sys.stderr)
+
     for src, dst in jobs:
-        targets = [_level_name(dst, 2**l) for l in range(1, levels_for(args.scale) + 1)] if args.all_levels else [dst]
-        if args.skip_existing and all(t.exists() for t in targets):
-            if progress:
-                progress.update(1)
-            continue
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            upscale_file(upscaler, src, dst, args.scale, args.all_levels)
-        except (ImageError, MemoryError, ValueError) as e:
-            if len(jobs) == 1:
-                raise
-            failed += 1
-            progress.write(f"lapsrn: skipped {src}: {e}", file=sys.stderr)  # folders only: progress exists
+        if dst.parent not in cleaned:  # a killed earlier run's temp files: its pid is dead
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            remove_stale_temps(dst.parent)
+            cleaned.add(dst.parent)
+        if args.skip_existing and all(t.exists() for t in _targets(dst, args)):
+            skipped += 1
+        else:
+            try:
+                paths = upscale_file(upscaler, src, dst, args.scale, args.all_levels, args.quality, args.png_compression)
+                written += 1
+                for path in paths:
+                    say(f"wrote {path}")
+            except MemoryError as e:
+                if "too small" in str(e):  # the same for every image: stop (the message points the right way)
+                    raise CLIError(str(e)) from None
+                if not folder:
+                    raise
+                failed += 1
+                say(f"lapsrn: skipped {src}: out of memory ({e})", error=True)
+            except (ImageError, ValueError) as e:
+                if not folder:
+                    raise
+                failed += 1
+                say(f"lapsrn: skipped {src}: {e}", error=True)
         if progress:
             progress.update(1)
     if progress:
         progress.close()
-    if failed:
-        print(f"lapsrn: {failed} of {len(jobs)} images failed", file=sys.stderr)
-        return EXIT_ERROR
-    return 0
+    if folder:
+        print(f"lapsrn: {written} written, {skipped} skipped (already there), {failed} of {len(jobs)} images failed",
+              file=sys.stderr)
+    return EXIT_ERROR if failed else 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from collections.abc import Callable
 
 import numpy as np
 
@@ -91,16 +92,47 @@ class Report:
     rows: list[Row]
 
     def table(self) -> str:
-        """Markdown table: PSNR / SSIM and seconds per image."""
-        lines = ["| dataset | scale | method | PSNR (dB) | SSIM | s/image |", "|---|---|---|---|---|---|"]
-        for r in self.rows:
-            m = r.mean
-            lines.append(f"| {r.dataset} | x{r.scale} | {r.method} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['seconds']:.3f} |")
-        return "\n".join(lines)
+        """Markdown summary table (see ``summary_table``)."""
+        return summary_table(self.to_json()["rows"])
 
     def to_json(self) -> dict:
         """Means and per-image scores."""
         return {"rows": [{"dataset": r.dataset, "scale": r.scale, "method": r.method, **r.mean, "per_image": as_dict(r.scores)} for r in self.rows]}
+
+
+def summary_table(rows: list[dict], html: bool = False) -> str:
+    """Mean PSNR / SSIM as the papers lay them out: a row per (scale, method), a column per dataset.
+
+    ``rows`` are dicts with dataset, scale, method, psnr and ssim: ``Report.to_json()["rows"]``
+    or the rows of ``lapsrn evaluate --json`` files, so the CLI, the HTML report and
+    scripts/results_table.py print the same table. The best PSNR of each (dataset, scale) is
+    bold (markdown) or has class 'best' (HTML).
+    """
+    from html import escape
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in rows))
+    keys = sorted(dict.fromkeys((r["scale"], r["method"]) for r in rows), key=lambda k: (k[0], k[1] != "bicubic"))
+    cell = {(r["scale"], r["method"], r["dataset"]): r for r in rows}
+    best: dict[tuple[int, str], float] = {}
+    for r in rows:
+        best[(r["scale"], r["dataset"])] = max(best.get((r["scale"], r["dataset"]), -math.inf), r["psnr"])
+    lines = []
+    for scale, method in keys:
+        texts = []
+        for d in datasets:
+            r = cell.get((scale, method, d))
+            text = "" if r is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}"
+            top = r is not None and r["psnr"] == best[(scale, d)]
+            texts.append((f"<td class='best'>{text}</td>" if top else f"<td>{text}</td>") if html else (f"**{text}**" if top else text))
+        if html:
+            lines.append(f"<tr><th>{escape(method)}</th><td>x{scale}</td>{''.join(texts)}</tr>")
+        else:
+            lines.append(f"| {method} | x{scale} | " + " | ".join(texts) + " |")
+    if html:
+        head = "".join(f"<th>{escape(d)}</th>" for d in datasets)
+        return f"<table id='summary'><tr><th>method</th><th>scale</th>{head}</tr>{''.join(lines)}</table>"
+    header = ["| method | scale | " + " | ".join(datasets) + " |", "|---|---|" + "---|" * len(datasets)]
+    return "\n".join(header + lines)
 
 
 def run_evaluation(models: list[tuple[str, object]], folders: list[Path], scales: list[int], bicubic_row: bool = True) -> Report:

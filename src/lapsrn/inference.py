@@ -56,6 +56,14 @@ def receptive_margin(spec: ModelSpec, levels: int) -> int:
     return int(math.ceil(reach)) + 2
 
 
+def _size(n: int) -> str:
+    """Bytes as the --max-memory option reads them: 512K, 300M, 1.5G."""
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift:
+            return f"{n / (1 << shift):.3g}{unit}"
+    return f"{n} bytes"
+
+
 def _tiles(length: int, tile: int) -> list[tuple[int, int]]:
     """Half-open core intervals covering [0, length), as few as tiles of at most `tile` allow, of equal size."""
     n = -(-length // tile)
@@ -171,8 +179,8 @@ class Upscaler:
         if side < 16:
             need = (self.max_memory - budget) + CHUNK_OVERHEAD + per_pixel * (16 + 2 * margin) ** 2
             raise MemoryError(
-                f"--max-memory {self.max_memory >> 20} MB is too small for x{2**levels} of a "
-                f"{w}x{h} image: give at least {-(-need >> 20)} MB (a larger --max-memory)"
+                f"--max-memory {_size(self.max_memory)} is too small for x{2**levels} of a {w}x{h} image: "
+                f"give a larger one, at least {_size(need)}"
             )
         return side, side
 

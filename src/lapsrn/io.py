@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -59,6 +60,8 @@ class Picture:
     pixels: np.ndarray
     alpha: np.ndarray | None = None
     bits: int = 8  # 8 or 16 (integer samples), 32 (float samples)
+    icc: bytes | None = None  # colour profile, written back where the format holds one
+    exif: bytes | None = None  # EXIF with orientation reset to 1: the pixels are already upright
 
 
 def to_uint16(img: np.ndarray) -> np.ndarray:
@@ -68,19 +71,23 @@ def to_uint16(img: np.ndarray) -> np.ndarray:
     return np.floor(np.clip(img, 0, 1) * 65535 + 0.5).astype(np.uint16)
 
 
-def _to_float(arr: np.ndarray) -> tuple[np.ndarray, int]:
-    """Integer or float samples -> float64 [0, 1] and the bit depth to write back."""
+def to_float(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """Integer or float samples -> float64 [0, 1] and the bit depth to write back.
+
+    The one conversion for files and the Python API alike, so both refuse the same
+    things: a NaN or infinity would silently spread over the whole output.
+    """
     if arr.dtype == np.uint8:
         return arr / 255.0, 8
     if arr.dtype in (np.uint16, np.int32, np.uint32, np.int16):
         return np.clip(arr.astype(np.float64), 0, 65535) / 65535.0, 16
-    if arr.dtype in (np.float32, np.float64):
+    if np.issubdtype(arr.dtype, np.floating):
         if not np.isfinite(arr).all():
             raise ImageError("image has NaN or infinite samples")
         return np.clip(arr.astype(np.float64), 0.0, 1.0), 32
     if arr.dtype == np.bool_:
         return arr.astype(np.float64), 8
-    raise ImageError(f"unsupported sample type {arr.dtype}")
+    raise ImageError(f"unsupported sample type {arr.dtype} (use uint8, uint16 or float)")
 
 
 def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
@@ -99,23 +106,27 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(path) as im:
-                w, h = im.size
-                if w < 1 or h < 1:
-                    raise ImageError(f"{path}: image has no pixels ({w}x{h})")
-                if w * h > max_pixels:
-                    raise ImageError(f"{path}: {w}x{h} is larger than the {max_pixels:,} pixel limit")
-                if w * h * BYTES_PER_INPUT_PIXEL > memory_limit():
-                    raise ImageError(f"{path}: {w}x{h} needs more memory to decode than the {memory_limit() / 2**30:.1f} GB limit")
+            try:
+                opened = Image.open(path)
+            except UnidentifiedImageError:
+                if not _is_tiff(path):
+                    raise
+                return _read_other_tiff(path, max_pixels)
+            with opened as im:
+                _check_size(path, *im.size, max_pixels)
                 if getattr(im, "n_frames", 1) > 1:
                     raise ImageError(f"{path}: has {im.n_frames} frames; only single-frame images are supported")
-                if _is_deep_colour(im):
-                    return _read_deep_colour(path, im.format)
+                deep = _is_deep_colour(im)  # before getexif(), which may decode a PNG (8-bit)
+                icc, exif = im.info.get("icc_profile"), _upright_exif(im)
+                if deep:
+                    orientation = im.getexif().get(0x0112, 1)
+                    return replace(_read_deep_colour(path, im.format, orientation), icc=icc, exif=exif)
                 im = ImageOps.exif_transpose(im)
                 im.load()
-                return _picture(im)
-    except ImageError:
-        raise
+                return replace(_picture(im), icc=icc, exif=exif)
+    except ImageError as e:
+        msg = str(e)
+        raise ImageError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read") from None
     except Exception as e:  # noqa: BLE001 -- decoders raise many types on corrupt data (TypeError from TIFF tags, ...)
@@ -123,9 +134,38 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
         raise ImageError(f"{path}: cannot decode image ({msg})") from None
 
 
+def _is_tiff(path: Path) -> bool:
+    """TIFF magic bytes (little- or big-endian): worth a second try with tifffile."""
+    with open(path, "rb") as f:
+        return f.read(4) in (b"II*\0", b"MM\0*")
+
+
+def _check_size(path: Path, w: int, h: int, max_pixels: int) -> None:
+    """Refuse, from the header alone, images with no pixels or too many to decode."""
+    if w < 1 or h < 1:
+        raise ImageError(f"{path}: image has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(f"{path}: {w}x{h} is larger than the {max_pixels:,} pixel limit")
+    if w * h * BYTES_PER_INPUT_PIXEL > memory_limit():
+        raise ImageError(f"{path}: {w}x{h} needs more memory to decode than the {memory_limit() / 2**30:.1f} GB limit")
+
+
+def _upright_exif(im) -> bytes | None:
+    """A copy of the image's EXIF block with orientation set to 1 (None if it has none)."""
+    from PIL import Image
+
+    if not len(im.getexif()):
+        return None
+    exif = Image.Exif()
+    exif.load(im.getexif().tobytes())  # a copy: exif_transpose still needs the original orientation
+    if 0x0112 in exif:
+        exif[0x0112] = 1
+    return exif.tobytes()
+
+
 def _is_deep_colour(im) -> bool:
     """True for colour PNG/TIFF with more than 8 bits a sample, which Pillow would truncate."""
-    if im.format not in ("PNG", "TIFF") or im.mode not in ("RGB", "RGBA"):
+    if im.format not in ("PNG", "TIFF") or im.mode not in ("RGB", "RGBA"):  # 16-bit gray+alpha PNG opens as RGBA
         return False
     if im.format == "TIFF":
         bits = im.tag_v2.get(258, (8,))
@@ -133,8 +173,8 @@ def _is_deep_colour(im) -> bool:
     return any(";16" in str(t.args) for t in im.tile)
 
 
-def _read_deep_colour(path: Path, fmt: str) -> Picture:
-    """16-bit colour PNG (pypng) or 16/32-bit colour TIFF (tifffile) -> Picture."""
+def _read_deep_colour(path: Path, fmt: str, orientation: int = 1) -> Picture:
+    """16-bit colour or gray+alpha PNG (pypng), 16/32-bit colour TIFF (tifffile) -> upright Picture."""
     if fmt == "PNG":
         import png
 
@@ -147,9 +187,39 @@ def _read_deep_colour(path: Path, fmt: str) -> Picture:
         arr = tifffile.imread(str(path))
         if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
             raise ImageError(f"{path}: unsupported TIFF layout {arr.shape}")
-    pixels, bits = _to_float(arr)
-    alpha = pixels[..., 3] if pixels.shape[-1] == 4 else None
-    return Picture(pixels[..., :3], alpha, bits)
+    pixels, bits = to_float(_orient(arr, orientation))
+    if pixels.shape[-1] in (2, 4):  # gray + alpha, RGB + alpha
+        return Picture(pixels[..., :-1].squeeze(-1) if pixels.shape[-1] == 2 else pixels[..., :3], pixels[..., -1], bits)
+    return Picture(pixels[..., :3], None, bits)
+
+
+def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) to HxW[xC] samples, as Pillow's exif_transpose does for 8-bit images."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: a.swapaxes(0, 1),
+        6: lambda a: np.rot90(a, 3),
+        7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
+
+
+def _read_other_tiff(path: Path, max_pixels: int) -> Picture:
+    """Float (or other) colour TIFF that Pillow cannot open, through tifffile; size checked from the header."""
+    import tifffile
+
+    try:
+        with tifffile.TiffFile(str(path)) as tif:
+            if len(tif.pages) > 1:
+                raise ImageError(f"{path}: has {len(tif.pages)} frames; only single-frame images are supported")
+            h, w = tif.pages[0].shape[:2]
+    except tifffile.TiffFileError:
+        raise ImageError(f"{path}: not an image file Pillow or tifffile can read") from None
+    _check_size(path, w, h, max_pixels)
+    return _read_deep_colour(path, "TIFF")
 
 
 def _picture(im) -> Picture:
@@ -160,7 +230,7 @@ def _picture(im) -> Picture:
             arr = np.asarray(im, dtype=np.int32)
         else:
             arr = np.asarray(im)
-        pixels, bits = _to_float(arr)
+        pixels, bits = to_float(arr)
         return Picture(pixels, None, bits)
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info)
     if mode in ("1", "L", "LA", "La"):
@@ -183,10 +253,51 @@ def _umask() -> int:
     return mask
 
 
+TEMP_PATTERN = re.compile(r"\.(?P<name>.+)\.lapsrn-(?P<pid>\d+)-[a-z0-9_]+\.tmp")
+
+
+def is_temp_file(path: Path) -> bool:
+    """True for a temp file written by ``atomic_path`` (``.NAME.lapsrn-PID-RAND.tmp``), never an output."""
+    return TEMP_PATTERN.fullmatch(path.name) is not None
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this id exists (signal 0 checks without sending anything)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def remove_stale_temps(folder: Path) -> int:
+    """Delete lapsrn temp files in ``folder`` whose writer is gone (killed by SIGKILL or a power cut).
+
+    The writer's pid is in the name, so a temp file of another run still writing
+    here is left alone. Returns how many were removed.
+    """
+    removed = 0
+    for p in folder.glob(".*.lapsrn-*.tmp") if folder.is_dir() else []:
+        m = TEMP_PATTERN.fullmatch(p.name)
+        if m and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"])):
+            try:
+                p.unlink()
+                removed += 1
+            except OSError:
+                pass  # gone already, or not ours to delete: it is ignored as an output either way
+    return removed
+
+
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """A temp path beside ``path`` that replaces it only if the block succeeds."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    """A temp path beside ``path`` that replaces it only if the block succeeds.
+
+    The temp name carries our pid so that a later run can tell a dead run's
+    leftovers (``remove_stale_temps``) from a live run's work in progress.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.lapsrn-{os.getpid()}-", suffix=".tmp")
     os.close(fd)
     try:
         yield Path(tmp)
@@ -214,7 +325,9 @@ def to_uint8(img: np.ndarray) -> np.ndarray:
         return img
     if img.dtype == np.uint16:
         return ((img.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
-    return np.floor(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    from .protocol import im2uint8
+
+    return im2uint8(img)
 
 
 def encode(pic: Picture, fmt: str):
@@ -232,7 +345,21 @@ def encode(pic: Picture, fmt: str):
     return Image.fromarray(u8)
 
 
-def write_image(pic: Picture, path: str | Path) -> None:
+METADATA = {"PNG": ("icc_profile", "exif"), "JPEG": ("icc_profile", "exif"), "WEBP": ("icc_profile", "exif"), "TIFF": ("icc_profile",)}
+
+
+def save_options(pic: Picture, fmt: str, quality: int = 95, png_compression: int = 1) -> dict:
+    """Pillow save keywords: quality for lossy formats, zlib level for PNG, ICC/EXIF where the format holds them.
+
+    PNG level 1 (OpenCV's default) rather than Pillow's 6: a few percent larger
+    files, several times faster to write.
+    """
+    opts: dict = {"JPEG": {"quality": quality}, "WEBP": {"quality": quality}, "PNG": {"compress_level": png_compression}}.get(fmt, {})
+    meta = {"icc_profile": pic.icc, "exif": pic.exif}
+    return opts | {k: meta[k] for k in METADATA.get(fmt, ()) if meta[k]}
+
+
+def write_image(pic: Picture, path: str | Path, quality: int = 95, png_compression: int = 1) -> None:
     """Encode by extension and write atomically: the target is either complete or untouched."""
     path = Path(path)
     fmt = output_format(path)
@@ -245,7 +372,7 @@ def write_image(pic: Picture, path: str | Path) -> None:
             if deep:
                 _write_deep(pic, tmp, fmt)
             else:
-                image.save(tmp, format=fmt, **({"quality": 95} if fmt in ("JPEG", "WEBP") else {}))
+                image.save(tmp, format=fmt, **save_options(pic, fmt, quality, png_compression))
     except OSError as e:
         raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
 

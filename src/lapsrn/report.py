@@ -58,27 +58,6 @@ def _crop_spot(hr: np.ndarray, scale: int) -> tuple[int, int]:
     return spot
 
 
-def _table(rows: list[E.Row]) -> str:
-    """Mean PSNR / SSIM per (dataset, scale) column and method row, best per column in bold."""
-    columns = sorted({(r.dataset, r.scale) for r in rows}, key=lambda c: (c[1], c[0]))
-    methods = list(dict.fromkeys(r.method for r in rows))
-    cell = {(r.method, r.dataset, r.scale): r.mean for r in rows}
-    best = {c: max(cell[(m, *c)]["psnr"] for m in methods if (m, *c) in cell) for c in columns}
-    head = "".join(f"<th>{html.escape(d)} x{s}</th>" for d, s in columns)
-    body = []
-    for m in methods:
-        tds = []
-        for c in columns:
-            v = cell.get((m, *c))
-            if v is None:
-                tds.append("<td></td>")
-                continue
-            text = f"{v['psnr']:.2f} / {v['ssim']:.4f}"
-            tds.append(f"<td class='best'>{text}</td>" if v["psnr"] == best[c] else f"<td>{text}</td>")
-        body.append(f"<tr><th>{html.escape(m)}</th>{''.join(tds)}</tr>")
-    return f"<table id='summary'><tr><th>method</th>{head}</tr>{''.join(body)}</table>"
-
-
 def _per_image(rows: list[E.Row]) -> str:
     """Sortable table: one row per (dataset, scale, image), one PSNR column per method."""
     methods = list(dict.fromkeys(r.method for r in rows))
@@ -165,7 +144,7 @@ def build_report(rows: list[E.Row], crop_images: dict[str, np.ndarray], methods:
         "<h1>lapsrn report</h1>"
         "<p>PSNR (dB) / SSIM on the Y channel (BT.601), scale pixels shaved, MATLAB-bicubic LR: the papers' protocol. "
         "Best per column in bold.</p>"
-        f"{_table(rows)}<h2>Zoomed crops</h2>{_crops(crop_images, methods, crop_scale)}"
+        f"{E.summary_table(E.Report(rows).to_json()['rows'], html=True)}<h2>Zoomed crops</h2>{_crops(crop_images, methods, crop_scale)}"
         f"{curve}<h2>Per image (click a header to sort)</h2>{_per_image(rows)}"
         f"<script>{SORT_JS}</script></body></html>"
     )

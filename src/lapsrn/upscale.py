@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -51,70 +53,100 @@ def pyramid_picture(upscaler: Upscaler, pic: Picture, levels: int) -> list[Pictu
     return [Picture(o, _alpha(pic.alpha, 2**l, dtype), pic.bits) for l, o in enumerate(outs, start=1)]
 
 
-def upscale_file(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_levels: bool = False) -> list[Path]:
-    """Read, upscale, write atomically; returns the paths written. Sizes are checked before decoding."""
+def level_path(path: Path, factor: float) -> Path:
+    """photo.png -> photo_x2.png: the name of one level written by --all-levels."""
+    return path.with_name(f"{path.stem}_x{factor:g}{path.suffix}")
+
+
+def level_factors(scale: float) -> list[float]:
+    """What --all-levels writes: every pyramid level below ``scale``, then ``scale`` itself (-s 3: x2, x3)."""
+    return [2**l for l in range(1, levels_for(scale)) if 2**l < scale] + [scale]
+
+
+def upscale_file(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_levels: bool = False,
+                 quality: int = 95, png_compression: int = 1) -> list[Path]:
+    """Read, upscale, write atomically; returns the paths written. Sizes are checked before decoding.
+
+    The source's ICC profile and EXIF (orientation reset) go to every output whose format holds them.
+    """
     w, h = image_size(src)
     check_output_size(h, w, scale)
     pic = read_image(src)
+
+    def write(out: Picture, path: Path) -> None:
+        write_image(replace(out, icc=pic.icc, exif=pic.exif), path, quality, png_compression)
+
     if not all_levels:
-        write_image(upscale_picture(upscaler, pic, scale), dst)
+        write(upscale_picture(upscaler, pic, scale), dst)
         return [dst]
+    factors = level_factors(scale)
+    power_of_two = factors[-1] == 2 ** len(factors)
+    levels = len(factors) if power_of_two else len(factors) - 1  # what one pyramid pass gives
+    outs = pyramid_picture(upscaler, pic, levels) if levels else []
+    if len(outs) < len(factors):  # a non-power-of-two scale: its own pass
+        outs.append(upscale_picture(upscaler, pic, scale))
     written = []
-    for l, out in enumerate(pyramid_picture(upscaler, pic, levels_for(scale)), start=1):
-        path = dst.with_name(f"{dst.stem}_x{2**l}{dst.suffix}")
-        write_image(out, path)
-        written.append(path)
+    for factor, out in zip(factors, outs):
+        write(out, level_path(dst, factor))
+        written.append(level_path(dst, factor))
     return written
 
 
 def _from_kind(image) -> tuple[Picture, object]:
-    """Picture from a PIL image, NumPy array or torch tensor, plus how to turn results back."""
-    import torch
+    """Picture from a PIL image, NumPy array or torch tensor, plus how to turn results back.
+
+    Samples go through ``io.to_float``, the file reader's conversion, so arrays,
+    tensors and files accept and refuse the same things. torch is used only if the
+    caller already imported it: a tensor cannot exist otherwise, and the API works
+    without torch installed.
+    """
     from PIL import Image
 
-    from .io import _picture, encode
+    from .io import _picture, encode, to_float
 
     if isinstance(image, Image.Image):
         pic = _picture(image)
         return pic, lambda out: encode(out, "TIFF" if pic.bits > 8 else "PNG")
-    if isinstance(image, torch.Tensor):
-        arr = image.detach().cpu().double().numpy()
-        arr = np.moveaxis(arr, 0, -1) if arr.ndim == 3 else arr
-        squeeze = arr.ndim == 3 and arr.shape[-1] == 1
-        pic, back = _from_kind(arr[..., 0] if squeeze else arr)
-
-        def to_tensor(out: Picture):
-            res = back(out)
-            t = torch.from_numpy(np.moveaxis(res, -1, 0) if res.ndim == 3 else res)
-            return (t[None] if squeeze else t).to(image.dtype)
-
-        return pic, to_tensor
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(image, torch.Tensor):
+        return _from_tensor(torch, image)
     arr = np.asarray(image)
     if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
         raise ValueError(f"expected HxW, HxWx3 or HxWx4, got shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        px, bits = arr / 255.0, 8
-    elif arr.dtype == np.uint16:
-        px, bits = arr / 65535.0, 16
-    elif np.issubdtype(arr.dtype, np.floating):
-        px, bits = np.clip(arr.astype(np.float64), 0, 1), 32
-    else:
-        raise ValueError(f"unsupported dtype {arr.dtype} (use uint8, uint16 or float)")
+    px, bits = to_float(arr)
     alpha = px[..., 3] if arr.ndim == 3 and arr.shape[-1] == 4 else None
     px = px[..., :3] if alpha is not None else px
 
     def to_array(out: Picture) -> np.ndarray:
         res = out.pixels if out.alpha is None else np.dstack([out.pixels, out.alpha])
-        return res if bits in (8, 16) else res.astype(arr.dtype)  # 8/16-bit: already quantised
+        return res.astype(arr.dtype, copy=False)  # 8/16-bit results are already quantised
 
     return Picture(px, alpha, bits), to_array
+
+
+def _from_tensor(torch, image) -> tuple[Picture, object]:
+    """HxW or CxHxW tensor -> Picture, read by its dtype like a NumPy array (uint8 stays 0..255)."""
+    t = image.detach().cpu()
+    if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
+        t = t.float()  # half / bfloat16: NumPy has no bfloat16
+    arr = t.numpy()
+    arr = np.moveaxis(arr, 0, -1) if arr.ndim == 3 else arr
+    squeeze = arr.ndim == 3 and arr.shape[-1] == 1
+    pic, back = _from_kind(arr[..., 0] if squeeze else arr)
+
+    def to_tensor(out: Picture):
+        res = back(out)
+        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(res, -1, 0) if res.ndim == 3 else res))
+        return (t[None] if squeeze else t).to(image.dtype)
+
+    return pic, to_tensor
 
 
 def upscale_image(upscaler: Upscaler, image, scale: float, all_levels: bool = False):
     """Python API: a PIL image, NumPy array or torch tensor in, the same kind, layout and dtype out.
 
     Arrays: HxW, HxWx3 or HxWx4; uint8, uint16 or float in [0, 1]. Tensors:
-    HxW or CxHxW (C = 1, 3, 4), float in [0, 1]. With ``all_levels`` a list
+    HxW or CxHxW (C = 1, 3, 4) of the same dtypes. NaN or infinite samples are refused. With ``all_levels`` a list
     of every pyramid level up to ``scale`` (a power of two) comes back.
     """
     pic, back = _from_kind(image)

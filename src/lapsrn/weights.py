@@ -259,16 +259,36 @@ def sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def bundled_names() -> list[str]:
+    """Names of the models shipped inside the package (one JSON card each)."""
+    return sorted(p.stem for p in PACKAGE_WEIGHTS.glob("*.json"))
+
+
+def resolve_model_name(name: str | Path | None) -> str | Path:
+    """None or 'default' -> the bundled default; a bundled name in any case -> that name; else a file path.
+
+    One rule for ``lapsrn.load``, ``-m`` and ``report -m``. An existing file wins
+    over a bundled name, so a user's own file called like a bundled model is never shadowed.
+    """
+    if name is None or str(name).lower() == "default":
+        return DEFAULT_MODEL
+    if Path(name).exists() or Path(name).suffix:
+        return Path(name)
+    return next((b for b in bundled_names() if str(name).lower() == b.lower()), Path(name))
+
+
 def resolve(model: str | Path | None) -> Path:
-    """Path of a model given by bundled name, file path, or None (the bundled default)."""
-    if model is not None and (Path(model).exists() or Path(model).suffix):
-        path = Path(model)
-        if not path.exists():
-            raise WeightsError(f"{path}: no such weights file")
-        if not path.is_file():
-            raise WeightsError(f"{path}: not a file")
-        return path
-    name = DEFAULT_MODEL if model is None else str(model)
+    """Path of a model given by bundled name (any case, or 'default'), file path, or None (the bundled default)."""
+    name = resolve_model_name(model)
+    if isinstance(name, Path):
+        if not name.exists():
+            if not name.suffix and not name.parent.parts:
+                raise WeightsError(f"no bundled model {str(name)!r} and no such file "
+                                   f"(bundled: default, {', '.join(bundled_names())})")
+            raise WeightsError(f"{name}: no such weights file")
+        if not name.is_file():
+            raise WeightsError(f"{name}: not a file")
+        return name
     card = bundled_card(name)
     path = PACKAGE_WEIGHTS / card["file"]
     if not path.is_file() or sha256(path) != card["sha256"]:
