@@ -161,12 +161,13 @@ def _bad_inputs(tmp_path, rng):
         "quality 0": (["-i", str(good), "--quality", "0"], "--quality must be an integer from 1 to 100, got '0'"),
         "png compression 10": (["-i", str(good), "--png-compression", "10"], "--png-compression must be an integer from 0 to 9"),
         "unknown ext": (["-i", str(good), "--ext", "gif"], "argument --ext: invalid choice: 'gif'"),
+        "ext for one file": (["-i", str(good), "--ext", "jpg"], "--ext and --suffix name folder outputs"),
     }
 
 
 BAD_CASES = ["missing", "empty", "truncated", "unsupported", "scale<=1", "scale negative", "scale absurd", "scale nan",
              "bad extension", "weights not a file", "weights wrong kind", "max-memory too small", "max-memory without unit",
-             "shard out of range", "shard not K/N", "quality 0", "png compression 10", "unknown ext"]
+             "shard out of range", "shard not K/N", "quality 0", "png compression 10", "unknown ext", "ext for one file"]
 
 
 def exit_code(args: list[str]) -> int:

@@ -127,7 +127,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lapsrn {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    up = sub.add_parser("upscale", help="upscale an image or a folder of images")
+    from .names import DEFAULT_MODEL, bundled_names
+
+    up = sub.add_parser("upscale", help="upscale an image or a folder of images",
+                        epilog=f"models (-m, any case): default (= {DEFAULT_MODEL}), {', '.join(bundled_names())}, "
+                               "or a .safetensors / official .mat file")
     up.add_argument("-i", "--input", required=True, type=Path, help="image file or folder")
     up.add_argument("-o", "--output", required=True, type=Path, help="output file, or folder when INPUT is a folder")
     up.add_argument("-s", "--scale", type=parse_scale, default=4.0, help="2, 4, 8 use the pyramid directly; others resize (default 4)")
@@ -139,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="allow an output to replace an input file (refused by default: same path, hard link, -o = -i)")
     up.add_argument("--shard", type=parse_shard, metavar="K/N",
                     help="process only part K of N (0 <= K < N) of a folder; default: RANK/WORLD_SIZE when both are set"
-                         " (torchrun, Slurm), else all")
+                         " (torchrun sets them), else all. Slurm array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
     up.add_argument("--ext", choices=["auto", "png", "jpg", "webp"], default="auto",
                     help="folder output format (default auto: the input's format)")
     up.add_argument("--suffix", default="", help="added to folder output names before the extension, e.g. _x4 (default none)")
@@ -218,6 +222,8 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     if src.is_file():
         if dst.is_dir():
             raise CLIError(f"{dst}: is a folder; give an output file name")
+        if args.ext != "auto" or args.suffix:
+            raise CLIError("--ext and --suffix name folder outputs; for one file, write the name you want after -o")
         output_format(dst)
         return [(src, dst)]
     pattern = "**/*" if args.recursive else "*"
