@@ -71,13 +71,17 @@ def test_resume_rewrites_missing_or_stale_model_and_log_from_the_checkpoint(tiny
 
 
 def test_stale_temp_files_are_removed_and_others_kept(tiny_data, tmp_path):
+    """lapsrn's temp files (io.atomic_path names them with the writer's pid) of a dead writer go; others stay."""
     out = tmp_path / "run"
     out.mkdir()
-    ours = [".checkpoint.pt.k2j4_x9.tmp", ".model.safetensors.abc123.tmp", ".log.csv.q.tmp", "checkpoint.pt.tmp"]
-    theirs = [".notes.txt.abc.tmp", "model.safetensors.tmp", "data.tmp"]
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no longer runs, as after a SIGKILL
+    ours = [f".checkpoint.pt.lapsrn-{dead.pid}-k2j4_x9.tmp", f".model.safetensors.lapsrn-{dead.pid}-abc123.tmp",
+            f".log.csv.lapsrn-{dead.pid}-q.tmp"]
+    live = f".config.json.lapsrn-{os.getppid()}-x.tmp"  # a writer that is still running: its file is kept
+    theirs = [".notes.txt.abc.tmp", "model.safetensors.tmp", "data.tmp", live]
     for name in ours + theirs:
         (out / name).write_bytes(b"left by a kill")
-        os.utime(out / name, (time.time() - 60, time.time() - 60))
     T.train(F.tiny_config(tiny_data, out, steps=2), resume=True, quiet=True)
     assert sorted(p.name for p in out.iterdir()) == sorted(
         ["config.json", "log.csv", "checkpoint.pt", "model.safetensors", *theirs])

@@ -58,7 +58,7 @@ def test_tiling_turns_on_under_memory_budget(rng, monkeypatch):
 
 def test_too_small_budget_is_a_clear_error():
     net = MSLapSRN(depth=1, recursions=1)
-    with pytest.raises(MemoryError, match="too small"):
+    with pytest.raises(ValueError, match="too small"):
         Upscaler(net, max_memory=1000).tile_size(500, 500, 3)
 
 

@@ -73,11 +73,12 @@ def parse_scale(text: str) -> float:
 
 def _add_model_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
-        p.add_argument("-m", "--model", help="bundled model name, .safetensors file or official .mat (default: bundled)")
+        p.add_argument("-m", "--model", help="'default' or another bundled name (any case), a .safetensors file or "
+                                              "an official .mat (default: the bundled default)")
     p.add_argument("-t", "--tile", type=int, default=None, help="LR tile side in pixels (default: automatic)")
     p.add_argument("--max-memory", type=parse_bytes, default="768M",
-                   help="working memory for the input, output and feature maps; larger images run in bands or tiles "
-                        "(default 768M)")
+                   help="working memory for the input, output and feature maps, with a unit (K, M, G or T: 512M, "
+                        "2G); larger images run in bands or tiles (default 768M)")
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument("--device", default="auto", help="auto (default: CUDA if PyTorch sees a GPU, else the CPU engine), cpu, cuda, cuda:N or mps")
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
@@ -127,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"lapsrn {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    from .names import DEFAULT_MODEL, bundled_names
+    from .weights import DEFAULT_MODEL, bundled_names
 
     up = sub.add_parser("upscale", help="upscale an image or a folder of images",
                         epilog=f"models (-m, any case): default (= {DEFAULT_MODEL}), {', '.join(bundled_names())}, "
@@ -350,8 +351,6 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
                 for path in paths:
                     say(f"wrote {path}")
             except MemoryError as e:
-                if "too small" in str(e):  # the same for every image: stop (the message points the right way)
-                    raise CLIError(str(e)) from None
                 if not folder:
                     raise
                 failed += 1

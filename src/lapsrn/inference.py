@@ -178,7 +178,7 @@ class Upscaler:
         side = int(math.sqrt(pixels)) - 2 * margin
         if side < 16:
             need = (self.max_memory - budget) + CHUNK_OVERHEAD + per_pixel * (16 + 2 * margin) ** 2
-            raise MemoryError(
+            raise ValueError(
                 f"--max-memory {_size(self.max_memory)} is too small for x{2**levels} of a {w}x{h} image: "
                 f"give a larger one, at least {_size(need)}"
             )

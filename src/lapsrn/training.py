@@ -20,7 +20,6 @@ import json
 import math
 import os
 import pickle
-import re
 import signal
 import sys
 import threading
@@ -44,9 +43,6 @@ from .losses import pyramid_loss
 from .models import LapSRN, MSLapSRN
 
 RUN_FILES = ("config.json", "log.csv", "checkpoint.pt", "model.safetensors")
-# Temp files our atomic writes leave behind when killed: io.atomic_path's ".NAME.RANDOM.tmp" and the older
-# "checkpoint.pt.tmp".
-TEMP_FILE = re.compile(r"\.(config\.json|log\.csv|checkpoint\.pt|model\.safetensors)\.\w+\.tmp|checkpoint\.pt\.tmp")
 LOG_COLUMNS = ["step", "loss", "lr", "seconds"]
 
 
@@ -214,14 +210,6 @@ def write_derived(out: Path, net: torch.nn.Module, cfg: TrainConfig, progress: d
     write_atomically(out / "log.csv", _log_bytes(cfg, progress["log"]))
 
 
-def remove_stale_temp_files(out: Path, started: float) -> list[Path]:
-    """Our temp files in the run folder from processes that died before ``started`` (kills leave them)."""
-    stale = [p for p in out.iterdir() if TEMP_FILE.fullmatch(p.name) and p.stat().st_mtime < started]
-    for p in stale:
-        p.unlink(missing_ok=True)
-    return stale
-
-
 def _check_folders(cfg: TrainConfig) -> None:
     """Every data folder exists, or one line saying which and what to give instead."""
     for d in cfg.train_dirs:
@@ -277,7 +265,9 @@ def _start_files(out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, cf
     so even a kill before the first ``val_every`` steps leaves a run to resume.
     """
     out.mkdir(parents=True, exist_ok=True)
-    remove_stale_temp_files(out, started)
+    from .io import remove_stale_temps
+
+    remove_stale_temps(out)  # lapsrn's temp files whose writer died (a kill leaves them)
     if fresh:
         for name in RUN_FILES:
             (out / name).unlink(missing_ok=True)
