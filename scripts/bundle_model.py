@@ -22,8 +22,10 @@ def main() -> None:
     ap.add_argument("--metrics", type=Path, help="lapsrn evaluate --json output to record")
     args = ap.parse_args()
     if args.metrics and args.metrics.stat().st_mtime < args.model.stat().st_mtime:
-        ap.error(f"{args.metrics} is older than {args.model}: it scores an earlier model "
-                 "(bundle, run scripts/evaluate_default.sh, then bundle again with --metrics)")
+        ap.error(
+            f"{args.metrics} is older than {args.model}: it scores an earlier model "
+            "(bundle, run scripts/evaluate_default.sh, then bundle again with --metrics)"
+        )
 
     net, spec = load(args.model)
     PACKAGE_WEIGHTS.mkdir(exist_ok=True)
@@ -44,7 +46,9 @@ def main() -> None:
     }
     if args.metrics:
         rows = json.loads(args.metrics.read_text())["rows"]
-        card["metrics"] = {f"{r['dataset']} x{r['scale']} {r['method']}": [round(r["psnr"], 2), round(r["ssim"], 4)] for r in rows}
+        card["metrics"] = {
+            f"{r['dataset']} x{r['scale']} {r['method']}": [round(r["psnr"], 2), round(r["ssim"], 4)] for r in rows
+        }
     (PACKAGE_WEIGHTS / f"{args.name}.json").write_text(json.dumps(card, indent=2) + "\n")
     print(f"bundled {dst} ({dst.stat().st_size / 1e6:.2f} MB, sha256 {card['sha256'][:12]}...)")
 

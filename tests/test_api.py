@@ -69,7 +69,8 @@ def test_import_is_light():
     import subprocess
     import sys
 
-    code = "import sys, lapsrn; print(sorted(m for m in ('torch', 'numpy', 'scipy', 'matplotlib', 'lapsrn.training') if m in sys.modules))"
+    heavy = "('torch', 'numpy', 'scipy', 'matplotlib', 'lapsrn.training')"
+    code = f"import sys, lapsrn; print(sorted(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 
@@ -90,13 +91,17 @@ def test_float_rgba_values_match_the_rgb_path_and_alpha_is_resized(up, rng):
     alpha = np.linspace(0, 1, 12)[None].repeat(10, 0)
     out = up.upscale(np.dstack([img, alpha]).astype(np.float32), 2)
     np.testing.assert_array_equal(out[..., :3], up.upscale(img.astype(np.float32), 2))
-    np.testing.assert_allclose(out[..., 3], np.clip(P.imresize(alpha.astype(np.float32).astype(np.float64), 2), 0, 1), atol=1e-6)
+    np.testing.assert_allclose(
+        out[..., 3], np.clip(P.imresize(alpha.astype(np.float32).astype(np.float64), 2), 0, 1), atol=1e-6
+    )
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
 def test_tensor_values_equal_the_numpy_path(up, rng, dtype):
     img = smooth_image(rng, 10, 12)
-    arr = (img * 255).astype(np.uint8) if dtype == torch.uint8 else img.astype(torch.empty(0, dtype=dtype).numpy().dtype)
+    arr = (
+        (img * 255).astype(np.uint8) if dtype == torch.uint8 else img.astype(torch.empty(0, dtype=dtype).numpy().dtype)
+    )
     t = torch.from_numpy(np.moveaxis(arr, -1, 0).copy())
     out = up.upscale(t, 2)
     assert out.dtype == dtype and out.shape == (3, 20, 24)

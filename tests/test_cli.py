@@ -40,8 +40,18 @@ def run(capsys, *args: str) -> tuple[int, str]:
 def test_upscale_equals_evaluate_code_path(tmp_path, rng, lapsrn_x4, capsys):
     lr = u8(smooth_image(rng, 24, 20))
     Image.fromarray(lr).save(tmp_path / "in.png")
-    code, err = run(capsys, "upscale", "-i", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"), "-s", "4",
-                    "-m", str(shared_path("weights", "official", "LapSRN_x4.mat")))
+    code, err = run(
+        capsys,
+        "upscale",
+        "-i",
+        str(tmp_path / "in.png"),
+        "-o",
+        str(tmp_path / "out.png"),
+        "-s",
+        "4",
+        "-m",
+        str(shared_path("weights", "official", "LapSRN_x4.mat")),
+    )
     assert code == 0, err
     got = np.asarray(Image.open(tmp_path / "out.png"))
     expected = P.im2uint8(super_resolve(Upscaler(lapsrn_x4), lr / 255.0, 4))  # what evaluate scores
@@ -51,7 +61,12 @@ def test_upscale_equals_evaluate_code_path(tmp_path, rng, lapsrn_x4, capsys):
 
 def test_gray_stays_gray(tmp_path, rng, tiny_model, capsys):
     Image.fromarray(u8(smooth_image(rng, 16, 12, 1))).save(tmp_path / "g.png")
-    assert run(capsys, "upscale", "-i", str(tmp_path / "g.png"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys, "upscale", "-i", str(tmp_path / "g.png"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model
+        )[0]
+        == 0
+    )
     out = Image.open(tmp_path / "o.png")
     assert out.mode == "L" and out.size == (24, 32)
 
@@ -59,7 +74,12 @@ def test_gray_stays_gray(tmp_path, rng, tiny_model, capsys):
 def test_alpha_is_upscaled_and_kept(tmp_path, rng, tiny_model, capsys):
     rgba = np.dstack([u8(smooth_image(rng, 16, 16)), np.tile(np.linspace(0, 255, 16).astype(np.uint8), (16, 1))])
     Image.fromarray(rgba).save(tmp_path / "a.png")
-    assert run(capsys, "upscale", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys, "upscale", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model
+        )[0]
+        == 0
+    )
     out = np.asarray(Image.open(tmp_path / "o.png"))
     assert out.shape == (32, 32, 4)
     expected_alpha = P.im2uint8(np.clip(P.imresize(rgba[..., 3] / 255.0, 2), 0, 1))
@@ -69,7 +89,12 @@ def test_alpha_is_upscaled_and_kept(tmp_path, rng, tiny_model, capsys):
 def test_16bit_gray_in_gives_16bit_out(tmp_path, rng, tiny_model, capsys):
     img = (smooth_image(rng, 10, 14, 1) * 65535).astype(np.uint16)
     Image.fromarray(img).save(tmp_path / "d.png")
-    assert run(capsys, "upscale", "-i", str(tmp_path / "d.png"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys, "upscale", "-i", str(tmp_path / "d.png"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model
+        )[0]
+        == 0
+    )
     out = np.asarray(Image.open(tmp_path / "o.png"))
     assert out.dtype == np.uint16 and out.shape == (20, 28)
     assert len(np.unique(out)) > 256  # really 16-bit precision, not 8-bit values scaled up
@@ -80,33 +105,104 @@ def test_exif_orientation_is_applied(tmp_path, rng, tiny_model, capsys):
     exif = Image.Exif()
     exif[0x0112] = 6  # rotate 90 on display
     im.save(tmp_path / "r.jpg", exif=exif)
-    assert run(capsys, "upscale", "-i", str(tmp_path / "r.jpg"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys, "upscale", "-i", str(tmp_path / "r.jpg"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model
+        )[0]
+        == 0
+    )
     assert Image.open(tmp_path / "o.png").size == (20, 40)  # displayed orientation: 10 wide, 20 high
 
 
-@pytest.mark.parametrize("ext,fmt", [(".jpg", "JPEG"), (".webp", "WEBP"), (".tif", "TIFF"), (".bmp", "BMP"), (".png", "PNG")])
+@pytest.mark.parametrize(
+    "ext,fmt", [(".jpg", "JPEG"), (".webp", "WEBP"), (".tif", "TIFF"), (".bmp", "BMP"), (".png", "PNG")]
+)
 def test_output_format_follows_extension(tmp_path, rng, tiny_model, capsys, ext, fmt):
     Image.fromarray(u8(smooth_image(rng, 8, 8))).save(tmp_path / "c.png")
-    assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / f"o{ext}"), "-s", "2", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys,
+            "upscale",
+            "-i",
+            str(tmp_path / "c.png"),
+            "-o",
+            str(tmp_path / f"o{ext}"),
+            "-s",
+            "2",
+            "-m",
+            tiny_model,
+        )[0]
+        == 0
+    )
     assert Image.open(tmp_path / f"o{ext}").format == fmt
 
 
 def test_non_power_of_two_scale_resizes_down(tmp_path, rng, tiny_model, capsys):
     Image.fromarray(u8(smooth_image(rng, 10, 7))).save(tmp_path / "c.png")
-    assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"), "-s", "3", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"), "-s", "3", "-m", tiny_model
+        )[0]
+        == 0
+    )
     assert Image.open(tmp_path / "o.png").size == (21, 30)
-    assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "p.png"), "-s", "2.5", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys,
+            "upscale",
+            "-i",
+            str(tmp_path / "c.png"),
+            "-o",
+            str(tmp_path / "p.png"),
+            "-s",
+            "2.5",
+            "-m",
+            tiny_model,
+        )[0]
+        == 0
+    )
     assert Image.open(tmp_path / "p.png").size == (18, 25)  # MATLAB: ceil(7 * 2.5), ceil(10 * 2.5)
 
 
 def test_all_levels_from_one_pass(tmp_path, rng, tiny_model, capsys):
     Image.fromarray(u8(smooth_image(rng, 8, 6))).save(tmp_path / "c.png")
-    assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"), "-s", "8", "--all-levels", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys,
+            "upscale",
+            "-i",
+            str(tmp_path / "c.png"),
+            "-o",
+            str(tmp_path / "o.png"),
+            "-s",
+            "8",
+            "--all-levels",
+            "-m",
+            tiny_model,
+        )[0]
+        == 0
+    )
     sizes = [Image.open(tmp_path / f"o_x{f}.png").size for f in (2, 4, 8)]
     assert sizes == [(12, 16), (24, 32), (48, 64)]
     # the x4 file equals a separate x4 run
-    assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "s4.png"), "-s", "4", "-m", tiny_model)[0] == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o_x4.png")), np.asarray(Image.open(tmp_path / "s4.png")))
+    assert (
+        run(
+            capsys,
+            "upscale",
+            "-i",
+            str(tmp_path / "c.png"),
+            "-o",
+            str(tmp_path / "s4.png"),
+            "-s",
+            "4",
+            "-m",
+            tiny_model,
+        )[0]
+        == 0
+    )
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "o_x4.png")), np.asarray(Image.open(tmp_path / "s4.png"))
+    )
 
 
 def test_folder_recursive_and_skip_existing(tmp_path, rng, tiny_model, capsys):
@@ -121,7 +217,23 @@ def test_folder_recursive_and_skip_existing(tmp_path, rng, tiny_model, capsys):
     assert run(capsys, "upscale", "-i", str(src), "-o", str(out), "-s", "2", "--recursive", "-m", tiny_model)[0] == 0
     assert (out / "sub" / "c.png").exists()
     (out / "a.png").write_bytes(b"keep me")
-    assert run(capsys, "upscale", "-i", str(src), "-o", str(out), "-s", "2", "--recursive", "--skip-existing", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys,
+            "upscale",
+            "-i",
+            str(src),
+            "-o",
+            str(out),
+            "-s",
+            "2",
+            "--recursive",
+            "--skip-existing",
+            "-m",
+            tiny_model,
+        )[0]
+        == 0
+    )
     assert (out / "a.png").read_bytes() == b"keep me"
 
 
@@ -152,22 +264,49 @@ def _bad_inputs(tmp_path, rng):
         "scale absurd": (["-i", str(good), "-s", "1e9"], "is too large"),
         "scale nan": (["-i", str(good), "-s", "nan"], "scale must be greater than 1, got nan"),
         "bad extension": (["-i", str(good), "-o", str(tmp_path / "out.xyz")], "out.xyz: unsupported output extension"),
-        "weights not a file": (["-i", str(good), "-m", str(tmp_path / "none.safetensors")], "none.safetensors: no such weights file"),
+        "weights not a file": (
+            ["-i", str(good), "-m", str(tmp_path / "none.safetensors")],
+            "none.safetensors: no such weights file",
+        ),
         "weights wrong kind": (["-i", str(good), "-m", str(good)], "good.png"),
-        "max-memory too small": (["-i", str(good), "-s", "64", "--max-memory", "1K"], "--max-memory 1K is too small for x64 of a 8x8 image: give a larger one, at least"),
+        "max-memory too small": (
+            ["-i", str(good), "-s", "64", "--max-memory", "1K"],
+            "--max-memory 1K is too small for x64 of a 8x8 image: give a larger one, at least",
+        ),
         "max-memory without unit": (["-i", str(good), "--max-memory", "1500"], "not a memory size with a unit: '1500'"),
         "shard out of range": (["-i", str(good), "--shard", "3/3"], "--shard must be K/N with 0 <= K < N"),
         "shard not K/N": (["-i", str(good), "--shard", "two"], "--shard must be K/N"),
         "quality 0": (["-i", str(good), "--quality", "0"], "--quality must be an integer from 1 to 100, got '0'"),
-        "png compression 10": (["-i", str(good), "--png-compression", "10"], "--png-compression must be an integer from 0 to 9"),
+        "png compression 10": (
+            ["-i", str(good), "--png-compression", "10"],
+            "--png-compression must be an integer from 0 to 9",
+        ),
         "unknown ext": (["-i", str(good), "--ext", "gif"], "argument --ext: invalid choice: 'gif'"),
         "ext for one file": (["-i", str(good), "--ext", "jpg"], "--ext and --suffix name folder outputs"),
     }
 
 
-BAD_CASES = ["missing", "empty", "truncated", "unsupported", "scale<=1", "scale negative", "scale absurd", "scale nan",
-             "bad extension", "weights not a file", "weights wrong kind", "max-memory too small", "max-memory without unit",
-             "shard out of range", "shard not K/N", "quality 0", "png compression 10", "unknown ext", "ext for one file"]
+BAD_CASES = [
+    "missing",
+    "empty",
+    "truncated",
+    "unsupported",
+    "scale<=1",
+    "scale negative",
+    "scale absurd",
+    "scale nan",
+    "bad extension",
+    "weights not a file",
+    "weights wrong kind",
+    "max-memory too small",
+    "max-memory without unit",
+    "shard out of range",
+    "shard not K/N",
+    "quality 0",
+    "png compression 10",
+    "unknown ext",
+    "ext for one file",
+]
 
 
 def exit_code(args: list[str]) -> int:
@@ -200,7 +339,9 @@ def test_output_too_large_for_memory_is_refused(tmp_path, rng, tiny_model, capsy
 
     monkeypatch.setattr(U, "memory_limit", lambda: 1 << 20)
     Image.fromarray(u8(smooth_image(rng, 64, 64))).save(tmp_path / "c.png")
-    code, err = run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"), "-s", "8", "-m", tiny_model)
+    code, err = run(
+        capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"), "-s", "8", "-m", tiny_model
+    )
     assert code == 1 and "would need about" in err and not (tmp_path / "o.png").exists()
 
 
@@ -209,15 +350,28 @@ def test_evaluate_prints_table_and_json(tmp_path, rng, tiny_model, capsys):
     data.mkdir()
     for i in range(2):
         Image.fromarray(u8(smooth_image(rng, 24, 32))).save(data / f"{i}.png")
-    code = main(["evaluate", "-m", tiny_model, "-d", str(data), "-s", "2", "-s", "4", "--json", str(tmp_path / "r.json")])
+    code = main(
+        ["evaluate", "-m", tiny_model, "-d", str(data), "-s", "2", "-s", "4", "--json", str(tmp_path / "r.json")]
+    )
     out = capsys.readouterr().out
     assert code == 0
     lines = out.splitlines()
     assert lines[0] == "| method | scale | set |" and [line.split(" | ")[:2] for line in lines[2:]] == [
-        ["| bicubic", "x2"], ["| tiny.safetensors", "x2"], ["| bicubic", "x4"], ["| tiny.safetensors", "x4"]]
-    assert sum("**" in line for line in lines[2:4]) == 1 and sum("**" in line for line in lines[4:6]) == 1  # best per scale
+        ["| bicubic", "x2"],
+        ["| tiny.safetensors", "x2"],
+        ["| bicubic", "x4"],
+        ["| tiny.safetensors", "x4"],
+    ]
+    assert (
+        sum("**" in line for line in lines[2:4]) == 1 and sum("**" in line for line in lines[4:6]) == 1
+    )  # best per scale
     rows = json.loads((tmp_path / "r.json").read_text())["rows"]
-    assert [(r["scale"], r["method"]) for r in rows] == [(2, "bicubic"), (2, "tiny.safetensors"), (4, "bicubic"), (4, "tiny.safetensors")]
+    assert [(r["scale"], r["method"]) for r in rows] == [
+        (2, "bicubic"),
+        (2, "tiny.safetensors"),
+        (4, "bicubic"),
+        (4, "tiny.safetensors"),
+    ]
     assert len(rows[0]["per_image"]) == 2 and rows[0]["psnr"] > 20
 
 
@@ -231,7 +385,21 @@ def test_16bit_colour_in_gives_16bit_colour_out(tmp_path, rng, tiny_model, capsy
     write_image(Picture(img, None, 16), tmp_path / f"c{ext}")
     back = read_image(tmp_path / f"c{ext}")
     assert back.bits == 16 and np.abs(back.pixels - img).max() <= 0.5 / 65535 + 1e-12  # 16-bit exact
-    assert run(capsys, "upscale", "-i", str(tmp_path / f"c{ext}"), "-o", str(tmp_path / f"o{ext}"), "-s", "2", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys,
+            "upscale",
+            "-i",
+            str(tmp_path / f"c{ext}"),
+            "-o",
+            str(tmp_path / f"o{ext}"),
+            "-s",
+            "2",
+            "-m",
+            tiny_model,
+        )[0]
+        == 0
+    )
     out = read_image(tmp_path / f"o{ext}")
     assert out.bits == 16 and out.pixels.shape == (20, 24, 3)
     if ext == ".tif":
@@ -248,7 +416,21 @@ def test_outputs_get_normal_permissions(tmp_path, rng, tiny_model, capsys):
     Image.fromarray(u8(smooth_image(rng, 8, 8))).save(tmp_path / "c.png")
     old = os.umask(0o022)
     try:
-        assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", tiny_model)[0] == 0
+        assert (
+            run(
+                capsys,
+                "upscale",
+                "-i",
+                str(tmp_path / "c.png"),
+                "-o",
+                str(tmp_path / "o.png"),
+                "-s",
+                "2",
+                "-m",
+                tiny_model,
+            )[0]
+            == 0
+        )
         from lapsrn.weights import load, save
 
         save(load(tiny_model)[0], tmp_path / "w.safetensors")  # safetensors recreates its file: still 0644
@@ -299,7 +481,9 @@ def test_stale_temp_files_of_a_dead_run_are_removed_and_never_outputs(tmp_path, 
     src.mkdir()
     out.mkdir()
     _png(src / "a.png", rng)
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     stale = out / f".a.png.lapsrn-{int(dead.stdout)}-abc123.tmp"  # what SIGKILL leaves behind
     live = out / f".a.png.lapsrn-{os.getppid()}-def456.tmp"  # another run still writing: left alone
     stale.write_bytes(b"half")
@@ -323,7 +507,9 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, rng, tiny_model, capsys, monke
 
     monkeypatch.setattr(U, "upscale_file", killed_while_writing)
     before = signal.getsignal(signal.SIGTERM)
-    code, err = run(capsys, "upscale", "-i", str(_png(tmp_path / "a.png", rng)), "-o", str(tmp_path / "o.png"), "-m", tiny_model)
+    code, err = run(
+        capsys, "upscale", "-i", str(_png(tmp_path / "a.png", rng)), "-o", str(tmp_path / "o.png"), "-m", tiny_model
+    )
     assert code == 130 and err == "lapsrn: interrupted\n"
     assert not (tmp_path / "o.png").exists() and not list(tmp_path.glob(".*.tmp"))
     assert signal.getsignal(signal.SIGTERM) is before
@@ -353,13 +539,44 @@ def test_shards_cover_every_file_exactly_once(tmp_path, rng, tiny_model, capsys)
     seen = []
     for k in range(3):
         out = tmp_path / f"out{k}"
-        assert run(capsys, "upscale", "-i", str(src), "-o", str(out), "--recursive", "--shard", f"{k}/3", "-s", "2", "-m", tiny_model)[0] == 0
+        assert (
+            run(
+                capsys,
+                "upscale",
+                "-i",
+                str(src),
+                "-o",
+                str(out),
+                "--recursive",
+                "--shard",
+                f"{k}/3",
+                "-s",
+                "2",
+                "-m",
+                tiny_model,
+            )[0]
+            == 0
+        )
         seen += [p.relative_to(out).as_posix() for p in out.rglob("*.png")]
     assert sorted(seen) == sorted(names)
     # a rerun of one shard into one folder with --skip-existing writes nothing again
     out = tmp_path / "out0"
-    code, err = run(capsys, "upscale", "-i", str(src), "-o", str(out), "--recursive", "--shard", "0/3", "--skip-existing",
-                    "-s", "2", "-m", tiny_model)
+    code, err = run(
+        capsys,
+        "upscale",
+        "-i",
+        str(src),
+        "-o",
+        str(out),
+        "--recursive",
+        "--shard",
+        "0/3",
+        "--skip-existing",
+        "-s",
+        "2",
+        "-m",
+        tiny_model,
+    )
     assert code == 0 and f"0 written, {len(list(out.rglob('*.png')))} skipped" in err, err
 
 
@@ -370,11 +587,30 @@ def test_shard_from_rank_and_world_size_and_the_flag_wins(tmp_path, rng, tiny_mo
     for rank in ("0", "1"):
         monkeypatch.setenv("RANK", rank)
         out = tmp_path / f"r{rank}"
-        assert run(capsys, "upscale", "-i", str(src), "-o", str(out), "--recursive", "-s", "2", "-m", tiny_model)[0] == 0
+        assert (
+            run(capsys, "upscale", "-i", str(src), "-o", str(out), "--recursive", "-s", "2", "-m", tiny_model)[0] == 0
+        )
         outs.append(sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")))
     assert sorted(outs[0] + outs[1]) == sorted(names) and outs[0] and outs[1]
     out = tmp_path / "flag"
-    assert run(capsys, "upscale", "-i", str(src), "-o", str(out), "--recursive", "--shard", "0/2", "-s", "2", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys,
+            "upscale",
+            "-i",
+            str(src),
+            "-o",
+            str(out),
+            "--recursive",
+            "--shard",
+            "0/2",
+            "-s",
+            "2",
+            "-m",
+            tiny_model,
+        )[0]
+        == 0
+    )
     assert sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png")) == outs[0]  # RANK=1 set, flag says 0
     monkeypatch.setenv("RANK", "2")
     code, err = run(capsys, "upscale", "-i", str(src), "-o", str(out), "-s", "2", "-m", tiny_model)
@@ -387,12 +623,33 @@ def test_ext_suffix_quality(tmp_path, rng, tiny_model, capsys):
     Image.fromarray(u8(smooth_image(rng, 32, 32))).save(src / "a.png")
     for q in ("10", "95"):
         out = tmp_path / f"q{q}"
-        code, err = run(capsys, "upscale", "-i", str(src), "-o", str(out), "--ext", "jpg", "--suffix", "_x2", "--quality", q,
-                        "-s", "2", "-m", tiny_model)
+        code, err = run(
+            capsys,
+            "upscale",
+            "-i",
+            str(src),
+            "-o",
+            str(out),
+            "--ext",
+            "jpg",
+            "--suffix",
+            "_x2",
+            "--quality",
+            q,
+            "-s",
+            "2",
+            "-m",
+            tiny_model,
+        )
         assert code == 0 and f"wrote {out / 'a_x2.jpg'}" in err, err
         assert Image.open(out / "a_x2.jpg").format == "JPEG"
     assert (tmp_path / "q10" / "a_x2.jpg").stat().st_size < (tmp_path / "q95" / "a_x2.jpg").stat().st_size
-    assert run(capsys, "upscale", "-i", str(src), "-o", str(tmp_path / "w"), "--ext", "webp", "-s", "2", "-m", tiny_model)[0] == 0
+    assert (
+        run(capsys, "upscale", "-i", str(src), "-o", str(tmp_path / "w"), "--ext", "webp", "-s", "2", "-m", tiny_model)[
+            0
+        ]
+        == 0
+    )
     assert Image.open(tmp_path / "w" / "a.webp").format == "WEBP"
 
 
@@ -400,8 +657,23 @@ def test_png_compression_level_is_used(tmp_path, rng, tiny_model, capsys):
     Image.fromarray(u8(smooth_image(rng, 48, 48))).save(tmp_path / "a.png")
     sizes = []
     for level in ("0", "9"):
-        assert run(capsys, "upscale", "-i", str(tmp_path / "a.png"), "-o", str(tmp_path / f"o{level}.png"),
-                   "--png-compression", level, "-s", "2", "-m", tiny_model)[0] == 0
+        assert (
+            run(
+                capsys,
+                "upscale",
+                "-i",
+                str(tmp_path / "a.png"),
+                "-o",
+                str(tmp_path / f"o{level}.png"),
+                "--png-compression",
+                level,
+                "-s",
+                "2",
+                "-m",
+                tiny_model,
+            )[0]
+            == 0
+        )
         sizes.append((tmp_path / f"o{level}.png").stat().st_size)
     assert sizes[0] > 96 * 96 * 3 > sizes[1]  # level 0 stores raw rows
 
@@ -415,7 +687,21 @@ def test_icc_and_exif_are_kept_with_orientation_reset(tmp_path, rng, tiny_model,
     exif[0x010F] = "Camera maker"
     Image.fromarray(u8(smooth_image(rng, 10, 20))).save(tmp_path / "a.jpg", icc_profile=icc, exif=exif)
     for ext in ("jpg", "png", "webp"):
-        assert run(capsys, "upscale", "-i", str(tmp_path / "a.jpg"), "-o", str(tmp_path / f"o.{ext}"), "-s", "2", "-m", tiny_model)[0] == 0
+        assert (
+            run(
+                capsys,
+                "upscale",
+                "-i",
+                str(tmp_path / "a.jpg"),
+                "-o",
+                str(tmp_path / f"o.{ext}"),
+                "-s",
+                "2",
+                "-m",
+                tiny_model,
+            )[0]
+            == 0
+        )
         out = Image.open(tmp_path / f"o.{ext}")
         assert out.size == (20, 40) and out.info.get("icc_profile") == icc
         assert out.getexif()[0x0112] == 1 and out.getexif()[0x010F] == "Camera maker"
@@ -423,17 +709,44 @@ def test_icc_and_exif_are_kept_with_orientation_reset(tmp_path, rng, tiny_model,
 
 def test_all_levels_with_a_non_power_of_two_scale_writes_that_scale_too(tmp_path, rng, tiny_model, capsys):
     _png(tmp_path / "c.png", rng, 8, 6)
-    assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "o.png"), "-s", "3", "--all-levels", "-m", tiny_model)[0] == 0
+    assert (
+        run(
+            capsys,
+            "upscale",
+            "-i",
+            str(tmp_path / "c.png"),
+            "-o",
+            str(tmp_path / "o.png"),
+            "-s",
+            "3",
+            "--all-levels",
+            "-m",
+            tiny_model,
+        )[0]
+        == 0
+    )
     assert sorted(p.name for p in tmp_path.glob("o*")) == ["o_x2.png", "o_x3.png"]
     assert Image.open(tmp_path / "o_x3.png").size == (18, 24)
-    assert run(capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "p.png"), "-s", "3", "-m", tiny_model)[0] == 0
-    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "o_x3.png")), np.asarray(Image.open(tmp_path / "p.png")))
+    assert (
+        run(
+            capsys, "upscale", "-i", str(tmp_path / "c.png"), "-o", str(tmp_path / "p.png"), "-s", "3", "-m", tiny_model
+        )[0]
+        == 0
+    )
+    np.testing.assert_array_equal(
+        np.asarray(Image.open(tmp_path / "o_x3.png")), np.asarray(Image.open(tmp_path / "p.png"))
+    )
 
 
 def test_bundled_model_names_any_case_and_default(tmp_path, rng, capsys):
     from lapsrn.weights import resolve_model_name
 
-    assert resolve_model_name(None) == resolve_model_name("Default") == resolve_model_name("MSLAPSRN_D5R2") == "mslapsrn_d5r2"
+    assert (
+        resolve_model_name(None)
+        == resolve_model_name("Default")
+        == resolve_model_name("MSLAPSRN_D5R2")
+        == "mslapsrn_d5r2"
+    )
     assert resolve_model_name("my.safetensors") == __import__("pathlib").Path("my.safetensors")
     photo = _png(tmp_path / "a.png", rng)
     for name in ("default", "MSLapSRN_D5R2"):

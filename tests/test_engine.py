@@ -84,6 +84,7 @@ OPS = pytest.mark.parametrize("ops", [W, D], ids=["winograd", "direct"])
 def path(request, monkeypatch) -> str:
     """Run whole networks by Winograd (the default for all but small images) or by direct convolutions."""
     monkeypatch.setattr(N, "DIRECT_PIXELS", 0 if request.param == "winograd" else 1 << 40)
+    monkeypatch.setattr(N, "_direct_left", 0 if request.param == "winograd" else 1 << 40)
     return request.param
 
 
@@ -279,6 +280,14 @@ def test_upscale_never_imports_torch(tmp_path):
     done = _run_cli(["upscale", "-i", str(sample), "-o", "out.png", "-s", "2"], tmp_path)
     assert done.returncode == 0, done.stderr
     assert "torch imported: False" in done.stdout and (tmp_path / "out.png").stat().st_size > 0
+
+
+def test_direct_path_gives_way_once_numba_would_have_paid_off(monkeypatch):
+    """One small image runs direct; after a few, the process switches to Winograd for good."""
+    monkeypatch.setattr(N, "_direct_left", 2 * N.DIRECT_PIXELS)
+    small = 100 * 80  # map pixels at x2: below DIRECT_PIXELS
+    assert [N.Network._winograd(small) for _ in range(10)] == [False] * 8 + [True] * 2
+    assert N.Network._winograd(N.DIRECT_PIXELS + 1)
 
 
 def test_small_images_start_without_numba(tmp_path):

@@ -64,7 +64,12 @@ def png_header(w: int, h: int) -> bytes:
     def chunk(t: bytes, d: bytes) -> bytes:
         return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xFFFFFFFF)
 
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b"\0"))
+        + chunk(b"IEND", b"")
+    )
 
 
 SEEDS = {
@@ -108,7 +113,10 @@ def test_random_bytes(tmp_path, tiny, capsys, data, ext):
 
 
 @settings(max_examples=150, deadline=5000, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(seed=st.sampled_from(sorted(SEEDS)), flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=8))
+@given(
+    seed=st.sampled_from(sorted(SEEDS)),
+    flips=st.lists(st.tuples(st.integers(0, 10_000), st.integers(1, 255)), max_size=8),
+)
 @example(seed="tiff", flips=[(130, 1)])  # found by this test: Pillow raised TypeError("Missing dimensions")
 @example(seed="tiff", flips=[(90, 118), (232, 69), (168, 141)])  # found: Pillow logged a second stderr line
 def test_corrupted_bytes(tmp_path, tiny, capsys, seed, flips):
@@ -206,7 +214,9 @@ def test_exif_orientation_of_16bit_colour_matches_pillow_on_8bit(tmp_path, orien
     png.Writer(7, 5, bitdepth=16, greyscale=False).write(buf, u16.reshape(5, 21))
     data = buf.getvalue()
     exif_chunk = exif.tobytes()[6:]  # PNG eXIf holds the TIFF block without the "Exif\0\0" header
-    chunk = struct.pack(">I", len(exif_chunk)) + b"eXIf" + exif_chunk + struct.pack(">I", zlib.crc32(b"eXIf" + exif_chunk))
+    chunk = (
+        struct.pack(">I", len(exif_chunk)) + b"eXIf" + exif_chunk + struct.pack(">I", zlib.crc32(b"eXIf" + exif_chunk))
+    )
     (tmp_path / "o16.png").write_bytes(data[:33] + chunk + data[33:])  # after IHDR
     got = read_image(tmp_path / "o16.png")
     want = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o8.png")))

@@ -15,7 +15,10 @@ from .conftest import shared_path
 def dataset_scores(weights: str, dataset: str, scale: int) -> tuple[float, float]:
     up = Upscaler(load(shared_path("weights", "official", weights))[0])
     folder = shared_path("datasets", "test", dataset)
-    scores = [E.evaluate_image(p.stem, read_image(p).pixels, scale, lambda lr, s: super_resolve(up, lr, s)) for p in E.image_files(folder)]
+    scores = [
+        E.evaluate_image(p.stem, read_image(p).pixels, scale, lambda lr, s: super_resolve(up, lr, s))
+        for p in E.image_files(folder)
+    ]
     m = E.mean_scores(scores)
     return m["psnr"], m["ssim"]
 

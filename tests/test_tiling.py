@@ -4,9 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from lapsrn import protocol as P
-
 import lapsrn.inference as inference
+from lapsrn import protocol as P
 from lapsrn.imaging import super_resolve
 from lapsrn.inference import Upscaler, feature_bytes
 from lapsrn.models import MSLapSRN

@@ -49,9 +49,9 @@ def test_documented_training_commands_run_as_written(doc, tiny_data, tmp_path, m
         if words[:2] == ["lapsrn", "plot"]:
             assert main(words[1:]) == 0, capsys.readouterr().err
             continue
-        argv = words[words.index("train"):] + QUICK
+        argv = words[words.index("train") :] + QUICK
         if "--train-dirs" in words:  # the user's own folder: make it, with the tiny images
-            for folder in words[words.index("--train-dirs") + 1:]:
+            for folder in words[words.index("--train-dirs") + 1 :]:
                 if folder.startswith("--"):
                     break
                 shutil.copytree(train, folder)
@@ -76,17 +76,20 @@ def test_presets_defaults_split_over_the_scales_and_two_ranks(preset):
     check_batch(cfg.batch, cfg.scales, ranks=2)
 
 
-@pytest.mark.parametrize(("flag", "value", "valid"), [
-    ("--loss", "l1", "'charbonnier', 'l2'"),
-    ("--arch", "nope", "'MSLapSRN', 'LapSRN'"),
-    ("--optimizer", "sgdd", "'sgd', 'adam'"),
-    ("--schedule", "cosin", "'step', 'cosine'"),
-    ("--reduction", "avg", "'mean', 'sum'"),
-    ("--skip", "XS", "'NS', 'DS', 'SS'"),
-    ("--init-scheme", "xavier", "'kaiming', 'paper'"),
-    ("--device", "gpu", "'auto', 'cpu', 'cuda'"),
-    ("--preset", "quick", "'fast', 'paper'"),
-])
+@pytest.mark.parametrize(
+    ("flag", "value", "valid"),
+    [
+        ("--loss", "l1", "'charbonnier', 'l2'"),
+        ("--arch", "nope", "'MSLapSRN', 'LapSRN'"),
+        ("--optimizer", "sgdd", "'sgd', 'adam'"),
+        ("--schedule", "cosin", "'step', 'cosine'"),
+        ("--reduction", "avg", "'mean', 'sum'"),
+        ("--skip", "XS", "'NS', 'DS', 'SS'"),
+        ("--init-scheme", "xavier", "'kaiming', 'paper'"),
+        ("--device", "gpu", "'auto', 'cpu', 'cuda'"),
+        ("--preset", "quick", "'fast', 'paper'"),
+    ],
+)
 def test_unknown_choice_is_one_line_naming_the_valid_ones(flag, value, valid, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["train", flag, value, "--out", str(tmp_path / "run")])
@@ -96,16 +99,19 @@ def test_unknown_choice_is_one_line_naming_the_valid_ones(flag, value, valid, tm
     assert not (tmp_path / "run").exists()
 
 
-@pytest.mark.parametrize(("values", "message"), [
-    ({"loss": "l1"}, "loss: unknown value 'l1' (choose from charbonnier, l2)"),
-    ({"arch": "nope"}, "arch: unknown value 'nope' (choose from MSLapSRN, LapSRN)"),
-    ({"optimizer": "sgdd"}, "optimizer: unknown value 'sgdd' (choose from sgd, adam)"),
-    ({"schedule": "cosin"}, "schedule: unknown value 'cosin' (choose from step, cosine)"),
-    ({"lr": "0.1"}, "lr: expected float, got '0.1'"),
-    ({"steps": 0}, "steps: must be at least 1, got 0"),
-    ({"scales": [2, 3]}, "scales must be distinct powers of two from 2, got 2 3"),
-    ({"lossy": 1}, "unknown config keys: lossy"),
-])
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"loss": "l1"}, "loss: unknown value 'l1' (choose from charbonnier, l2)"),
+        ({"arch": "nope"}, "arch: unknown value 'nope' (choose from MSLapSRN, LapSRN)"),
+        ({"optimizer": "sgdd"}, "optimizer: unknown value 'sgdd' (choose from sgd, adam)"),
+        ({"schedule": "cosin"}, "schedule: unknown value 'cosin' (choose from step, cosine)"),
+        ({"lr": "0.1"}, "lr: expected float, got '0.1'"),
+        ({"steps": 0}, "steps: must be at least 1, got 0"),
+        ({"scales": [2, 3]}, "scales must be distinct powers of two from 2, got 2 3"),
+        ({"lossy": 1}, "unknown config keys: lossy"),
+    ],
+)
 def test_config_file_values_are_checked_like_flags(values, message, tmp_path, capsys):
     (tmp_path / "c.json").write_text(json.dumps(values))
     assert main(["train", "--config", str(tmp_path / "c.json"), "--out", str(tmp_path / "run")]) == 1
@@ -115,8 +121,11 @@ def test_config_file_values_are_checked_like_flags(values, message, tmp_path, ca
 
 
 def test_a_batch_that_ranks_cannot_share_says_what_to_change():
-    with pytest.raises(ValueError, match=r"batch 32 splits over the scales 2 4 8 as 11\+11\+10 patches, which 2 ranks "
-                                         r"cannot share evenly: use a multiple of 6, e.g. --batch 30 or 36"):
+    with pytest.raises(
+        ValueError,
+        match=r"batch 32 splits over the scales 2 4 8 as 11\+11\+10 patches, which 2 ranks "
+        r"cannot share evenly: use a multiple of 6, e.g. --batch 30 or 36",
+    ):
         check_batch(32, [2, 4, 8], ranks=2)
     with pytest.raises(ValueError, match=r"as 2\+2\+0 patches, leaving a scale without any: .* --batch 3 or 6"):
         make_config(batch=4)
@@ -130,7 +139,10 @@ def test_every_train_flag_has_help_with_its_default(capsys):
     for name, start in starts.items():
         end = min([s for s in starts.values() if s > start], default=len(text))
         assert "(default: " in text[start:end], name
-    assert "--batch BATCH patches per step over all scales and ranks (default: 48 with --preset fast, 64 with --preset paper)" in text
+    assert (
+        "--batch BATCH patches per step over all scales and ranks "
+        "(default: 48 with --preset fast, 64 with --preset paper)" in text
+    )
 
 
 def test_version(capsys):
@@ -142,11 +154,19 @@ def test_version(capsys):
 def test_default_data_folders_follow_lapsrn_shared(tmp_path):
     """The defaults are under $LAPSRN_SHARED/datasets; a missing one is one line, before anything is written."""
     env = {**os.environ, "LAPSRN_SHARED": str(tmp_path / "nowhere")}
-    done = subprocess.run([sys.executable, "-m", "lapsrn", "train", "--out", str(tmp_path / "run")], env=env,
-                          capture_output=True, text=True, timeout=120, check=False)
+    done = subprocess.run(
+        [sys.executable, "-m", "lapsrn", "train", "--out", str(tmp_path / "run")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert done.returncode == 1
-    assert done.stderr == (f"lapsrn: error: {tmp_path}/nowhere/datasets/train/T91: no such training folder (give "
-                           "--train-dirs DIR..., or set LAPSRN_SHARED to the folder that holds datasets/)\n")
+    assert done.stderr == (
+        f"lapsrn: error: {tmp_path}/nowhere/datasets/train/T91: no such training folder (give "
+        "--train-dirs DIR..., or set LAPSRN_SHARED to the folder that holds datasets/)\n"
+    )
     assert not (tmp_path / "run").exists()
     defaults = TrainConfig()  # this process: the clone's ../shared, or LAPSRN_SHARED as conftest reads it
     assert [Path(d) for d in defaults.train_dirs] == [SHARED / "datasets/train/T91", SHARED / "datasets/train/BSDS200"]
@@ -160,9 +180,11 @@ def test_an_existing_run_is_refused_unless_resume_or_overwrite(tiny_data, tmp_pa
     before = {p.name: p.read_bytes() for p in out.iterdir()}
     capsys.readouterr()
     assert main(["train", *flags]) == 1
-    assert capsys.readouterr().err == (f"lapsrn: error: {out} already holds a training run (config.json, log.csv, "
-                                       "checkpoint.pt, model.safetensors): add --resume to continue it or --overwrite "
-                                       "to replace it\n")
+    assert capsys.readouterr().err == (
+        f"lapsrn: error: {out} already holds a training run (config.json, log.csv, "
+        "checkpoint.pt, model.safetensors): add --resume to continue it or --overwrite "
+        "to replace it\n"
+    )
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert main(["train", *flags, "--resume", "--overwrite"]) == 1
     assert "contradict" in capsys.readouterr().err

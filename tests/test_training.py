@@ -147,7 +147,11 @@ def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_previous(tiny_d
     out = tmp_path / "c"
     assert main(["train", *tiny_flags(tiny_data), "--out", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
-    assert err == f"lapsrn: error: cannot write {out / 'checkpoint.pt'}: No space left on device (its previous version is kept)\n"
+    assert (
+        err
+        == f"lapsrn: error: cannot write {out / 'checkpoint.pt'}: No space left on device "
+        "(its previous version is kept)\n"
+    )
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 0
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "config.json", "log.csv", "model.safetensors"]
 
@@ -156,12 +160,36 @@ def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
     """torchrun --nproc-per-node 2 (gloo) follows the same loss trajectory as one process."""
     args = [*tiny_flags(tiny_data, batch=8, steps=3, val_every=1), "--quiet"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([sys.executable, "-m", "lapsrn", "train", *args, "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=300, check=False)
+    one = subprocess.run(
+        [sys.executable, "-m", "lapsrn", "train", *args, "--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-                          "-m", "lapsrn", "train", *args, "--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=300, check=False)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc-per-node",
+            "2",
+            "-m",
+            "lapsrn",
+            "train",
+            *args,
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert two.returncode == 0, two.stderr[-2000:]
     loss_one = [float(r["loss"]) for r in csv.DictReader((tmp_path / "one" / "log.csv").open())]
     loss_two = [float(r["loss"]) for r in csv.DictReader((tmp_path / "two" / "log.csv").open())]

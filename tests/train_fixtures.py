@@ -36,14 +36,29 @@ def tiny_data_fixture(tmp_path, rng) -> tuple[Path, Path]:
     return train, val
 
 
-TINY = {"depth": 1, "recursions": 1, "scales": [2, 4], "patch": 32, "batch": 4, "steps": 4, "val_every": 2,
-        "val_scale": 2, "optimizer": "adam", "lr": 1e-3, "schedule": "cosine", "warmup": 1, "device": "cpu"}
+TINY = {
+    "depth": 1,
+    "recursions": 1,
+    "scales": [2, 4],
+    "patch": 32,
+    "batch": 4,
+    "steps": 4,
+    "val_every": 2,
+    "val_scale": 2,
+    "optimizer": "adam",
+    "lr": 1e-3,
+    "schedule": "cosine",
+    "warmup": 1,
+    "device": "cpu",
+}
 
 
 def tiny_config(tiny_data: tuple[Path, Path], out: Path, **kw) -> TrainConfig:
     """TINY on the tiny data, writing to ``out``, with any field overridden."""
     train, val = tiny_data
-    return make_config(None, None, **{**TINY, "train_dirs": [str(train)], "val_dirs": [str(val)], "out": str(out), **kw})
+    return make_config(
+        None, None, **{**TINY, "train_dirs": [str(train)], "val_dirs": [str(val)], "out": str(out), **kw}
+    )
 
 
 def tiny_flags(tiny_data: tuple[Path, Path], **kw) -> list[str]:

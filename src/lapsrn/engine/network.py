@@ -29,6 +29,7 @@ from .winograd import (
 SLOPE = 0.2  # LeakyReLU negative slope of both papers
 BAND_BYTES = 32 << 20  # one band of the last level's upsampled features
 DIRECT_PIXELS = 1 << 15  # up to this many pixels in the largest map, direct convolutions beat Winograd's start-up
+_direct_left = 2 * DIRECT_PIXELS  # map pixels the direct path may still take before Numba's start-up pays off
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,23 @@ class Network:
         if self.levels is not None and not 1 <= levels <= self.levels:
             raise ValueError(f"this LapSRN has {self.levels} levels, asked for {levels}")
         image = np.ascontiguousarray(y, np.float32)
-        ops = direct if image.size * 4 ** (levels - 1) <= DIRECT_PIXELS else winograd
+        ops = winograd if self._winograd(image.size * 4 ** (levels - 1)) else direct
         try:
             with single_threaded_blas():  # robust on a busy machine, where spinning BLAS threads stall
                 return self._forward(image, levels, last_only, ops)
         finally:
             release_spares()
+
+    @staticmethod
+    def _winograd(pixels: int) -> bool:
+        """Winograd, unless the image is small and, in this process, small images have not yet done enough
+        work to pay for loading Numba (about a second): one small image starts fast, a folder of them
+        switches to the faster path after a few."""
+        global _direct_left
+        if pixels > DIRECT_PIXELS or pixels > _direct_left:
+            return True
+        _direct_left -= pixels
+        return False
 
     def _forward(self, image: np.ndarray, levels: int, last_only: bool, ops: ModuleType) -> list[np.ndarray]:
         lr = FeatureMap.from_array(image)
@@ -85,7 +97,7 @@ class Network:
         outputs = []
         for i in range(levels):
             level, last = self.level(i), i == levels - 1
-            release_spares()  # the previous level's buffers are of other shapes: give them back
+            release_spares(keep=64 << 20)  # the previous level's buffers, of other shapes, unless they are few
             embedded = self.embed(i, features, ops)  # recycles the features' buffers it no longer needs
             image = ops.image_upsample(image, level.image_kernel)
             if last:  # nothing reads the last level's features but its residual conv

@@ -106,9 +106,14 @@ def _buffers(v_size: int, m_size: int) -> tuple[np.ndarray, np.ndarray]:
 _spares = threading.local()  # per calling thread: shape -> arrays handed back by FeatureMap.recycle
 
 
-def release_spares() -> None:
-    """Give the recycled buffers back to the system (at the end of a forward pass)."""
-    _spares.by_shape = {}
+SPARE_BYTES = 256 << 20  # recycled buffers kept between passes (a folder of small images reuses them)
+
+
+def release_spares(keep: int = SPARE_BYTES) -> None:
+    """Give the recycled buffers back to the system unless together they take at most ``keep`` bytes."""
+    held = sum(a.nbytes for arrays in getattr(_spares, "by_shape", {}).values() for a in arrays)
+    if held > keep:
+        _spares.by_shape = {}
 
 
 @dataclass
