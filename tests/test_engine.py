@@ -297,18 +297,24 @@ def test_small_images_start_without_numba(tmp_path):
     Image.new("RGB", (40, 30), (90, 140, 200)).save(tmp_path / "small.png")
     code = "import sys; from lapsrn.cli import main; rc = main(sys.argv[1:]); print('numba' in sys.modules); exit(rc)"
     for size, numba in [("small.png", "False"), (str(REPO / "src/lapsrn/assets/sample.png"), "True")]:
-        done = subprocess.run([sys.executable, "-c", code, "upscale", "-i", size, "-o", "o.png", "-s", "4"],
-                              capture_output=True, text=True, cwd=tmp_path)
+        done = subprocess.run(
+            [sys.executable, "-c", code, "upscale", "-i", size, "-o", "o.png", "-s", "4"],
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+        )
         assert done.returncode == 0 and done.stdout.strip() == numba, (size, done.stderr)
 
 
 def test_without_torch_the_cpu_commands_work_and_train_names_the_extra(tmp_path):
     sample = REPO / "src/lapsrn/assets/sample.png"
     set5 = str(shared_path("datasets", "test", "Set5"))
-    for command in (["upscale", "-i", str(sample), "-o", "out.png", "-s", "2", "--device", "auto"],
-                    ["evaluate", "-d", set5, "-s", "2", "--no-bicubic"],
-                    ["report", "-d", set5, "-s", "2", "--crops", "1", "-o", "report.html"],
-                    ["convert", str(shared_path("weights", "official", "LapSRN_x2.mat")), "-o", "x2.safetensors"]):
+    for command in (
+        ["upscale", "-i", str(sample), "-o", "out.png", "-s", "2", "--device", "auto"],
+        ["evaluate", "-d", set5, "-s", "2", "--no-bicubic"],
+        ["report", "-d", set5, "-s", "2", "--crops", "1", "-o", "report.html"],
+        ["convert", str(shared_path("weights", "official", "LapSRN_x2.mat")), "-o", "x2.safetensors"],
+    ):
         done = _run_cli(command, tmp_path, block_torch=True)
         assert done.returncode == 0 and "torch imported: False" in done.stdout, (command, done.stderr)
     assert (tmp_path / "report.html").stat().st_size > 0 and (tmp_path / "x2.safetensors").stat().st_size > 0
@@ -357,8 +363,12 @@ def test_the_package_has_no_import_cycle():
         name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
         package = name if path.name == "__init__.py" else name.rpartition(".")[0]
         tree = ast.parse(path.read_text())
-        typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
-                       and getattr(node.test, "id", "") == "TYPE_CHECKING" for n in ast.walk(node)}
+        typing_only = {
+            id(n)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+            for n in ast.walk(node)
+        }
         graph[name] = set()
         for node in ast.walk(tree):
             if not isinstance(node, ast.ImportFrom) or not node.level or id(node) in typing_only:
@@ -369,7 +379,7 @@ def test_the_package_has_no_import_cycle():
             graph[name] |= {".".join([*base, *t.split(".")]).strip(".") for t in targets}
 
     def visit(node: str, stack: list[str]) -> None:
-        assert node not in stack, "import cycle: " + " -> ".join([*stack[stack.index(node):], node])
+        assert node not in stack, "import cycle: " + " -> ".join([*stack[stack.index(node) :], node])
         for dep in graph.get(node, ()):
             visit(dep, [*stack, node])
 

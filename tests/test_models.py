@@ -88,8 +88,11 @@ def test_feature_upsampler_is_the_transposed_conv_cropped_bottom_right(size):
     assert torch.equal(up(x), full[..., :-1, :-1])
 
 
-@pytest.mark.parametrize("net", [LapSRN(levels=1, depth=2), LapSRN(levels=4, depth=3),
-                                 MSLapSRN(depth=4, recursions=2, levels=2)], ids=["LapSRN-1", "LapSRN-4", "MSLapSRN"])
+@pytest.mark.parametrize(
+    "net",
+    [LapSRN(levels=1, depth=2), LapSRN(levels=4, depth=3), MSLapSRN(depth=4, recursions=2, levels=2)],
+    ids=["LapSRN-1", "LapSRN-4", "MSLapSRN"],
+)
 def test_spec_shapes_are_the_state_dict(net):
     """The loader checks files against ModelSpec.shapes() without torch: it must list exactly the model's tensors."""
     from lapsrn.weights import spec_of

@@ -97,6 +97,7 @@ def test_ssim_matches_independent_gaussian_11x11_replicate(rng):
     c1, c2 = 0.01**2, 0.03**2
     ref = np.mean((2 * mu_a * mu_b + c1) * (2 * cov + c2) / ((mu_a**2 + mu_b**2 + c1) * (va + vb + c2)))
     assert P.ssim(a, b) == pytest.approx(ref, rel=1e-10)
+
     # a 7x7 window (imgaussfilt's default size) gives a different number: the size matters
     def filt7(x):
         return ndimage.gaussian_filter(x, 1.5, mode="nearest", truncate=3 / 1.5)

@@ -18,9 +18,17 @@ from lapsrn.weights import save
 
 from .conftest import smooth_image
 
-CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                  "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                  "--hide-scrollbars"]
+CHROMIUM_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--hide-scrollbars",
+]
 
 
 def chromium() -> str:
@@ -40,8 +48,26 @@ def report(tmp_path_factory):
     save(MSLapSRN(depth=1, recursions=1), tmp / "a.safetensors")
     (tmp / "log.csv").write_text("step,loss,lr,seconds,set\n1,0.5,1e-3,1,20.0\n2,0.4,1e-3,2,21.0\n")
     out = tmp / "report.html"
-    assert main(["report", "-d", str(tmp / "set"), "-s", "4", "-m", str(tmp / "a.safetensors"), "--crops", "2",
-                 "--log", str(tmp / "log.csv"), "-o", str(out)]) == 0
+    assert (
+        main(
+            [
+                "report",
+                "-d",
+                str(tmp / "set"),
+                "-s",
+                "4",
+                "-m",
+                str(tmp / "a.safetensors"),
+                "--crops",
+                "2",
+                "--log",
+                str(tmp / "log.csv"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
     return tmp, out
 
 
@@ -61,8 +87,9 @@ def test_report_renders_in_headless_chromium(report):
     assert len(re.findall(r"<tr>", dom)) >= 3  # summary rows rendered
     assert len(re.findall(r'class="crop"', dom)) == 6
     shot = tmp / "shot.png"
-    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1200,1600", out.as_uri()],
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [*common, f"--screenshot={shot}", "--window-size=1200,1600", out.as_uri()], capture_output=True, timeout=120
+    )
     img = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     assert img.shape == (1600, 1200)
     assert img.std() > 20  # not a blank page

@@ -22,14 +22,17 @@ from . import train_fixtures as F
 from .train_fixtures import one_thread_fixture, tiny_data_fixture  # noqa: F401 (fixtures)
 
 
-@pytest.mark.parametrize(("flags", "named"), [
-    (["--lr", "0.1"], "lr 0.1 (checkpoint 0.001)"),
-    (["--recursions", "2"], "recursions 2 (checkpoint 1)"),
-    (["--skip", "NS"], "skip NS (checkpoint SS)"),
-    (["--scales", "2"], "scales 2 (checkpoint 2 4)"),
-    (["--optimizer", "sgd"], "optimizer sgd (checkpoint adam)"),
-    (["--optimizer", "sgd", "--lr", "0.1"], "optimizer sgd (checkpoint adam), lr 0.1 (checkpoint 0.001)"),
-])
+@pytest.mark.parametrize(
+    ("flags", "named"),
+    [
+        (["--lr", "0.1"], "lr 0.1 (checkpoint 0.001)"),
+        (["--recursions", "2"], "recursions 2 (checkpoint 1)"),
+        (["--skip", "NS"], "skip NS (checkpoint SS)"),
+        (["--scales", "2"], "scales 2 (checkpoint 2 4)"),
+        (["--optimizer", "sgd"], "optimizer sgd (checkpoint adam)"),
+        (["--optimizer", "sgd", "--lr", "0.1"], "optimizer sgd (checkpoint adam), lr 0.1 (checkpoint 0.001)"),
+    ],
+)
 def test_resume_refuses_settings_that_change_the_result(flags, named, tiny_data, tmp_path, capsys):
     out = tmp_path / "run"
     common = [*F.tiny_flags(tiny_data, steps=2), "--out", str(out), "--quiet"]
@@ -76,15 +79,19 @@ def test_stale_temp_files_are_removed_and_others_kept(tiny_data, tmp_path):
     out.mkdir()
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no longer runs, as after a SIGKILL
-    ours = [f".checkpoint.pt.lapsrn-{dead.pid}-k2j4_x9.tmp", f".model.safetensors.lapsrn-{dead.pid}-abc123.tmp",
-            f".log.csv.lapsrn-{dead.pid}-q.tmp"]
+    ours = [
+        f".checkpoint.pt.lapsrn-{dead.pid}-k2j4_x9.tmp",
+        f".model.safetensors.lapsrn-{dead.pid}-abc123.tmp",
+        f".log.csv.lapsrn-{dead.pid}-q.tmp",
+    ]
     live = f".config.json.lapsrn-{os.getppid()}-x.tmp"  # a writer that is still running: its file is kept
     theirs = [".notes.txt.abc.tmp", "model.safetensors.tmp", "data.tmp", live]
     for name in ours + theirs:
         (out / name).write_bytes(b"left by a kill")
     T.train(F.tiny_config(tiny_data, out, steps=2), resume=True, quiet=True)
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["config.json", "log.csv", "checkpoint.pt", "model.safetensors", *theirs])
+        ["config.json", "log.csv", "checkpoint.pt", "model.safetensors", *theirs]
+    )
 
 
 def _run_until_killed(cmd: list[str], env: dict, out: Path, rng: random.Random) -> int:
@@ -109,8 +116,9 @@ def test_kills_at_random_moments_then_resume_reach_the_uninterrupted_weights(tin
     env = {**os.environ, "OMP_NUM_THREADS": "1", "LAPSRN_TEST_THREADS": "1"}
     flags = [*F.tiny_flags(tiny_data, steps=40, val_every=3, schedule="step"), "--quiet"]
     train = [sys.executable, "-m", "lapsrn", "train", *flags]
-    done = subprocess.run([*train, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [*train, "--out", str(tmp_path / "ref")], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert done.returncode == 0, done.stderr
     rng, out, codes = random.Random(14), tmp_path / "killed", []
     cmd = [*train, "--out", str(out), "--resume"]

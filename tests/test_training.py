@@ -148,8 +148,7 @@ def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_previous(tiny_d
     assert main(["train", *tiny_flags(tiny_data), "--out", str(out), "--quiet"]) == 1
     err = capsys.readouterr().err
     assert (
-        err
-        == f"lapsrn: error: cannot write {out / 'checkpoint.pt'}: No space left on device "
+        err == f"lapsrn: error: cannot write {out / 'checkpoint.pt'}: No space left on device "
         "(its previous version is kept)\n"
     )
     assert torch.load(out / "checkpoint.pt", weights_only=True)["step"] == 0

@@ -10,8 +10,15 @@ __version__ = "0.1.0"
 __all__ = ["load", "__version__"]
 
 
-def load(model: str | None = None, *, tile: int | None = None, max_memory: int | None = None,
-         device: str = "auto", half: bool = False, threads: int | None = None):
+def load(
+    model: str | None = None,
+    *,
+    tile: int | None = None,
+    max_memory: int | None = None,
+    device: str = "auto",
+    half: bool = False,
+    threads: int | None = None,
+):
     """An Upscaler for a bundled name, a .safetensors path or an official .mat (None: the default model).
 
     ``tile`` (LR tile side) and ``max_memory`` (bytes for feature maps and
@@ -29,5 +36,12 @@ def load(model: str | None = None, *, tile: int | None = None, max_memory: int |
     from .weights import read
 
     spec, state = read(model)
-    return Upscaler.from_weights(spec, state, resolve_device(device), half, tile=tile,
-                                 max_memory=DEFAULT_MAX_MEMORY if max_memory is None else max_memory, threads=threads)
+    return Upscaler.from_weights(
+        spec,
+        state,
+        resolve_device(device),
+        half,
+        tile=tile,
+        max_memory=DEFAULT_MAX_MEMORY if max_memory is None else max_memory,
+        threads=threads,
+    )

@@ -73,14 +73,26 @@ def parse_scale(text: str) -> float:
 
 def _add_model_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     if model:
-        p.add_argument("-m", "--model", help="'default' or another bundled name (any case), a .safetensors file or "
-                                              "an official .mat (default: the bundled default)")
+        p.add_argument(
+            "-m",
+            "--model",
+            help="'default' or another bundled name (any case), a .safetensors file or "
+            "an official .mat (default: the bundled default)",
+        )
     p.add_argument("-t", "--tile", type=int, default=None, help="LR tile side in pixels (default: automatic)")
-    p.add_argument("--max-memory", type=parse_bytes, default="768M",
-                   help="working memory for the input, output and feature maps, with a unit (K, M, G or T: 512M, "
-                        "2G); larger images run in bands or tiles (default 768M)")
+    p.add_argument(
+        "--max-memory",
+        type=parse_bytes,
+        default="768M",
+        help="working memory for the input, output and feature maps, with a unit (K, M, G or T: 512M, "
+        "2G); larger images run in bands or tiles (default 768M)",
+    )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
-    p.add_argument("--device", default="auto", help="auto (default: CUDA if PyTorch sees a GPU, else the CPU engine), cpu, cuda, cuda:N or mps")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (default: CUDA if PyTorch sees a GPU, else the CPU engine), cpu, cuda, cuda:N or mps",
+    )
     p.add_argument("--half", action="store_true", help="float16 on CUDA")
 
 
@@ -91,12 +103,24 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
     from .config import DEFAULT_PRESET, MAY_CHANGE_ON_RESUME, Preset, TrainConfig, field_help
 
-    p.add_argument("--preset", choices=get_args(Preset), default=DEFAULT_PRESET,
-                   help=f"recipe the other flags start from (default: {DEFAULT_PRESET}; see docs/TRAINING.md)")
-    p.add_argument("--config", type=Path, help="JSON file of TrainConfig fields, applied after the preset and before "
-                   "the flags (a run's OUT/config.json works)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt; refused when a setting "
-                   f"that changes the result differs (only {', '.join(MAY_CHANGE_ON_RESUME)} may)")
+    p.add_argument(
+        "--preset",
+        choices=get_args(Preset),
+        default=DEFAULT_PRESET,
+        help=f"recipe the other flags start from (default: {DEFAULT_PRESET}; see docs/TRAINING.md)",
+    )
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="JSON file of TrainConfig fields, applied after the preset and before "
+        "the flags (a run's OUT/config.json works)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from OUT/checkpoint.pt; refused when a setting "
+        f"that changes the result differs (only {', '.join(MAY_CHANGE_ON_RESUME)} may)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace the training run already in OUT")
     p.add_argument("--no-val", action="store_true", help="no validation folders (the same as an empty --val-dirs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -130,27 +154,56 @@ def build_parser() -> argparse.ArgumentParser:
 
     from .weights import DEFAULT_MODEL, bundled_names
 
-    up = sub.add_parser("upscale", help="upscale an image or a folder of images",
-                        epilog=f"models (-m, any case): default (= {DEFAULT_MODEL}), {', '.join(bundled_names())}, "
-                               "or a .safetensors / official .mat file")
+    up = sub.add_parser(
+        "upscale",
+        help="upscale an image or a folder of images",
+        epilog=f"models (-m, any case): default (= {DEFAULT_MODEL}), {', '.join(bundled_names())}, "
+        "or a .safetensors / official .mat file",
+    )
     up.add_argument("-i", "--input", required=True, type=Path, help="image file or folder")
     up.add_argument("-o", "--output", required=True, type=Path, help="output file, or folder when INPUT is a folder")
-    up.add_argument("-s", "--scale", type=parse_scale, default=4.0, help="2, 4, 8 use the pyramid directly; others resize (default 4)")
-    up.add_argument("--all-levels", action="store_true",
-                    help="also write every pyramid level below the scale: NAME_x2, NAME_x4, ..., NAME_xSCALE")
+    up.add_argument(
+        "-s",
+        "--scale",
+        type=parse_scale,
+        default=4.0,
+        help="2, 4, 8 use the pyramid directly; others resize (default 4)",
+    )
+    up.add_argument(
+        "--all-levels",
+        action="store_true",
+        help="also write every pyramid level below the scale: NAME_x2, NAME_x4, ..., NAME_xSCALE",
+    )
     up.add_argument("--recursive", action="store_true", help="descend into sub-folders")
     up.add_argument("--skip-existing", action="store_true", help="leave outputs that already exist (cheap reruns)")
-    up.add_argument("--overwrite", action="store_true",
-                    help="allow an output to replace an input file (refused by default: same path, hard link, -o = -i)")
-    up.add_argument("--shard", type=parse_shard, metavar="K/N",
-                    help="process only part K of N (0 <= K < N) of a folder; default: RANK/WORLD_SIZE when both are set"
-                         " (torchrun sets them), else all. Slurm array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT")
-    up.add_argument("--ext", choices=["auto", "png", "jpg", "webp"], default="auto",
-                    help="folder output format (default auto: the input's format)")
-    up.add_argument("--suffix", default="", help="added to folder output names before the extension, e.g. _x4 (default none)")
+    up.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="allow an output to replace an input file (refused by default: same path, hard link, -o = -i)",
+    )
+    up.add_argument(
+        "--shard",
+        type=parse_shard,
+        metavar="K/N",
+        help="process only part K of N (0 <= K < N) of a folder; default: RANK/WORLD_SIZE when both are set"
+        " (torchrun sets them), else all. Slurm array: --shard $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT",
+    )
+    up.add_argument(
+        "--ext",
+        choices=["auto", "png", "jpg", "webp"],
+        default="auto",
+        help="folder output format (default auto: the input's format)",
+    )
+    up.add_argument(
+        "--suffix", default="", help="added to folder output names before the extension, e.g. _x4 (default none)"
+    )
     up.add_argument("--quality", type=parse_quality, default=95, help="JPEG/WebP quality 1-100 (default 95)")
-    up.add_argument("--png-compression", type=parse_png_compression, default=1,
-                    help="PNG zlib level 0-9 (default 1: fast, as OpenCV; 6 makes files a little smaller and is much slower)")
+    up.add_argument(
+        "--png-compression",
+        type=parse_png_compression,
+        default=1,
+        help="PNG zlib level 0-9 (default 1: fast, as OpenCV; 6 makes files a little smaller and is much slower)",
+    )
     up.add_argument("--quiet", action="store_true", help="no progress bar and no 'wrote PATH' lines")
     _add_model_args(up)
 
@@ -176,7 +229,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="self-contained HTML comparison: tables, zoomed crops, training curve")
     rp.add_argument("-d", "--dataset", action="append", required=True, type=Path, help="folder of HR images (repeat)")
     rp.add_argument("-s", "--scale", action="append", type=int, help="scale (repeat; default 4)")
-    rp.add_argument("-m", "--model", action="append", help="model to compare (repeat; 'default' = bundled; default: bundled)")
+    rp.add_argument(
+        "-m", "--model", action="append", help="model to compare (repeat; 'default' = bundled; default: bundled)"
+    )
     rp.add_argument("--crops", type=int, default=2, help="images shown as zoomed crops (default 2)")
     rp.add_argument("--images", nargs="+", help="names (stems) of the images to crop instead")
     rp.add_argument("--log", type=Path, help="training log.csv to plot in the report")
@@ -184,15 +239,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_args(rp, model=False)
 
     be = sub.add_parser("bench", help="speed + quality vs bicubic, official weights and OpenCV (docs/BENCHMARKS.md)")
-    be.add_argument("-d", "--dataset", action="append", type=Path, help="folder of HR images (repeat; default Set14, BSDS100)")
+    be.add_argument(
+        "-d", "--dataset", action="append", type=Path, help="folder of HR images (repeat; default Set14, BSDS100)"
+    )
     be.add_argument("-s", "--scale", action="append", type=int, help="scale (repeat; default 2, 4, 8)")
-    be.add_argument("--shared", type=Path, default=Path("../shared"), help="folder with weights/official and peers/opencv")
+    be.add_argument(
+        "--shared", type=Path, default=Path("../shared"), help="folder with weights/official and peers/opencv"
+    )
     be.add_argument("--big", type=int, default=1024, help="side of the extra speed-only x4 LR image (0 = none)")
     be.add_argument("--rounds", type=int, default=1, help="interleaved repetitions of every case (default 1)")
     be.add_argument("--limit", type=int, default=None, help="first N images of each dataset only")
     be.add_argument("--full", action="store_true", help="run the slow D5R8 on every case, not just Set14")
     be.add_argument("--threads", type=int, default=None, help="threads per method (default: all cores)")
-    be.add_argument("--wall-rounds", type=int, default=3, help="timed runs of each whole-process job at x4 (0 = none; default 3)")
+    be.add_argument(
+        "--wall-rounds", type=int, default=3, help="timed runs of each whole-process job at x4 (0 = none; default 3)"
+    )
     be.add_argument("-o", "--output", type=Path, default=Path("docs/BENCHMARKS.md"))
 
     pl = sub.add_parser("plot", help="training curves PNG from one or more training log.csv")
@@ -209,8 +270,9 @@ def _upscaler(args: argparse.Namespace, model: str | None):
         raise CLIError(f"--tile must be at least 8 pixels, got {args.tile}")
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be at least 1, got {args.threads}")
-    return lapsrn.load(model, tile=args.tile, max_memory=args.max_memory, device=args.device,
-                       half=args.half, threads=args.threads)
+    return lapsrn.load(
+        model, tile=args.tile, max_memory=args.max_memory, device=args.device, half=args.half, threads=args.threads
+    )
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
@@ -289,7 +351,9 @@ def _refuse_overwriting_inputs(jobs: list[tuple[Path, Path]], args: argparse.Nam
     if args.overwrite:
         return
     if args.input.is_dir() and args.output.exists() and os.path.samefile(args.input, args.output):
-        raise CLIError(f"{args.output}: is the input folder; outputs would replace the inputs (use another -o, or --overwrite)")
+        raise CLIError(
+            f"{args.output}: is the input folder; outputs would replace the inputs (use another -o, or --overwrite)"
+        )
     inputs = {(st.st_dev, st.st_ino) for st in (src.stat() for src, _ in jobs)}
     for src, dst in jobs:
         for target in _targets(dst, args):
@@ -330,6 +394,7 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
         from tqdm import tqdm
 
         progress = tqdm(total=len(jobs), unit="img", dynamic_ncols=True, file=sys.stderr)
+
     def say(message: str, error: bool = False) -> None:
         """One line to stderr, above the progress bar if there is one; --quiet keeps only errors."""
         if progress:
@@ -346,7 +411,9 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
             skipped += 1
         else:
             try:
-                paths = upscale_file(upscaler, src, dst, args.scale, args.all_levels, args.quality, args.png_compression)
+                paths = upscale_file(
+                    upscaler, src, dst, args.scale, args.all_levels, args.quality, args.png_compression
+                )
                 written += 1
                 for path in paths:
                     say(f"wrote {path}")
@@ -365,8 +432,10 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
     if progress:
         progress.close()
     if folder:
-        print(f"lapsrn: {written} written, {skipped} skipped (already there), {failed} of {len(jobs)} images failed",
-              file=sys.stderr)
+        print(
+            f"lapsrn: {written} written, {skipped} skipped (already there), {failed} of {len(jobs)} images failed",
+            file=sys.stderr,
+        )
     return EXIT_ERROR if failed else 0
 
 
@@ -400,7 +469,10 @@ def cmd_convert(args: argparse.Namespace) -> int:
     if args.output.suffix != ".safetensors":
         raise CLIError(f"{args.output}: output must end in .safetensors")
     spec = convert(args.src, args.output)
-    print(f"wrote {args.output}: {spec.arch} D{spec.depth} levels {spec.levels}" + (f" R{spec.recursions} {spec.skip}" if spec.arch == "MSLapSRN" else ""))
+    print(
+        f"wrote {args.output}: {spec.arch} D{spec.depth} levels {spec.levels}"
+        + (f" R{spec.recursions} {spec.skip}" if spec.arch == "MSLapSRN" else "")
+    )
     return 0
 
 
@@ -414,7 +486,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     if not 1 <= levels <= 6:
         raise CLIError(f"--levels must be 1..6, got {levels}")
     err = export_onnx(net, levels, args.onnx)
-    print(f"wrote {args.onnx}: x{2 ** levels} pyramid, dynamic H/W, max |ONNX - PyTorch| = {err:.1e}")
+    print(f"wrote {args.onnx}: x{2**levels} pyramid, dynamic H/W, max |ONNX - PyTorch| = {err:.1e}")
     return 0
 
 
@@ -457,10 +529,21 @@ def cmd_report(args: argparse.Namespace) -> int:
     scales = args.scale or [4]
     models = []
     for m in args.model or ["default"]:
-        models.append(("lapsrn default" if m == "default" else Path(m).name, _upscaler(args, None if m == "default" else m)))
+        models.append(
+            ("lapsrn default" if m == "default" else Path(m).name, _upscaler(args, None if m == "default" else m))
+        )
     report = run_evaluation(models, args.dataset, scales)
-    first = [r for r in report.rows if r.method == models[0][0] and r.dataset == args.dataset[0].name and r.scale == scales[0]][0]
-    base = {s.image: s.psnr for r in report.rows if r.method == "bicubic" and r.dataset == first.dataset and r.scale == first.scale for s in r.scores}
+    first = [
+        r
+        for r in report.rows
+        if r.method == models[0][0] and r.dataset == args.dataset[0].name and r.scale == scales[0]
+    ][0]
+    base = {
+        s.image: s.psnr
+        for r in report.rows
+        if r.method == "bicubic" and r.dataset == first.dataset and r.scale == first.scale
+        for s in r.scores
+    }
     if args.images:
         chosen = args.images
     else:  # where the first model gains most over bicubic
@@ -498,14 +581,31 @@ def cmd_bench(args: argparse.Namespace) -> int:
         if not d.is_dir():
             raise CLIError(f"{d}: no such folder (bench needs the test sets and official weights; see --shared)")
     command = "lapsrn bench " + " ".join(sys.argv[2:]) if sys.argv[1:2] == ["bench"] else "lapsrn bench"
-    rows = bench(datasets, args.scale or [2, 4, 8], args.shared, args.threads or os.cpu_count() or 1, args.big,
-                 args.rounds, args.output, command.strip(), args.limit, args.full,
-                 progress=lambda m: print(m, file=sys.stderr), wall_rounds=args.wall_rounds)
+    rows = bench(
+        datasets,
+        args.scale or [2, 4, 8],
+        args.shared,
+        args.threads or os.cpu_count() or 1,
+        args.big,
+        args.rounds,
+        args.output,
+        command.strip(),
+        args.limit,
+        args.full,
+        progress=lambda m: print(m, file=sys.stderr),
+        wall_rounds=args.wall_rounds,
+    )
     print(f"wrote {args.output} ({len(rows)} rows)")
     return 0
 
 
-EXTRAS = {"torch": "torch", "onnx": "export", "onnxruntime": "export", "matplotlib": "plot", "cv2": "bench"}  # module -> extra
+EXTRAS = {
+    "torch": "torch",
+    "onnx": "export",
+    "onnxruntime": "export",
+    "matplotlib": "plot",
+    "cv2": "bench",
+}  # module -> extra
 
 COMMANDS = {
     "upscale": cmd_upscale,

@@ -54,42 +54,56 @@ class TrainConfig:
     depth: int = field(default=5, metadata=doc("conv layers per block (D)", minimum=1))
     recursions: int = field(default=2, metadata=doc("recursions of the shared block (R, MS-LapSRN only)", minimum=1))
     skip: Skip = field(default="SS", metadata=doc("MS-LapSRN skip connections: none, distinct-source or shared-source"))
-    scales: list[int] = field(default_factory=lambda: [2, 4, 8],
-                              metadata=doc("upscaling factors trained, powers of two; the batch is split over them"))
-    train_dirs: list[str] = field(default_factory=lambda: [str(DATA / "train/T91"), str(DATA / "train/BSDS200")],
-                                  metadata=doc("folders of HR training images ($LAPSRN_SHARED/datasets/... when set)"))
-    val_dirs: list[str] = field(default_factory=lambda: [str(DATA / "test/Set5"), str(DATA / "test/Set14")],
-                                metadata=doc("folders scored at every checkpoint; none (or --no-val) skips validation"))
+    scales: list[int] = field(
+        default_factory=lambda: [2, 4, 8],
+        metadata=doc("upscaling factors trained, powers of two; the batch is split over them"),
+    )
+    train_dirs: list[str] = field(
+        default_factory=lambda: [str(DATA / "train/T91"), str(DATA / "train/BSDS200")],
+        metadata=doc("folders of HR training images ($LAPSRN_SHARED/datasets/... when set)"),
+    )
+    val_dirs: list[str] = field(
+        default_factory=lambda: [str(DATA / "test/Set5"), str(DATA / "test/Set14")],
+        metadata=doc("folders scored at every checkpoint; none (or --no-val) skips validation"),
+    )
     val_scale: int = field(default=4, metadata=doc("scale of the validation PSNR", minimum=2))
     patch: int = field(default=128, metadata=doc("HR patch side in pixels, a multiple of the largest scale", minimum=2))
     batch: int = field(default=64, metadata=doc("patches per step over all scales and ranks", minimum=1))
-    steps: int = field(default=100_000,
-                       metadata=doc("last training step (raise it with --resume to train on)", minimum=1))
+    steps: int = field(
+        default=100_000, metadata=doc("last training step (raise it with --resume to train on)", minimum=1)
+    )
     optimizer: Optimizer = field(default="sgd", metadata=doc("SGD with momentum (paper) or Adam"))
     lr: float = field(default=1e-5, metadata=doc("peak learning rate", minimum=0))
     lr_min: float = field(default=1e-6, metadata=doc("learning rate floor", minimum=0))
     momentum: float = field(default=0.9, metadata=doc("SGD momentum", minimum=0))
     weight_decay: float = field(default=1e-4, metadata=doc("L2 weight decay", minimum=0))
-    schedule: Schedule = field(default="step",
-                               metadata=doc("halve the lr every lr_step steps, or cosine to lr_min at the last step"))
+    schedule: Schedule = field(
+        default="step", metadata=doc("halve the lr every lr_step steps, or cosine to lr_min at the last step")
+    )
     lr_step: int = field(default=50_000, metadata=doc("steps between halvings of the step schedule", minimum=1))
     warmup: int = field(default=0, metadata=doc("steps of linear learning-rate warm-up", minimum=0))
     clip_grad: float = field(default=0.0, metadata=doc("max global gradient norm, 0 = off", minimum=0))
     loss: Loss = field(default="charbonnier", metadata=doc("per-level loss: Charbonnier (papers) or L2"))
-    reduction: Reduction = field(default="mean",
-                                 metadata=doc("per-level mean over pixels, or sum over pixels (official code)"))
+    reduction: Reduction = field(
+        default="mean", metadata=doc("per-level mean over pixels, or sum over pixels (official code)")
+    )
     seed: int = field(default=0, metadata=doc("seed of the initial weights and of every batch", minimum=0))
-    val_every: int = field(default=1000,
-                           metadata=doc("steps between checkpoints (and validation, log rows)", minimum=1))
-    out: str = field(default="runs/lapsrn",
-                     metadata=doc("run folder: config.json, log.csv, checkpoint.pt, model.safetensors"))
-    init: str = field(default="",
-                      metadata=doc("safetensors of ours to start from, e.g. a previous stage ('' = fresh weights)"))
-    init_scheme: InitScheme = field(default="kaiming",
-                                    metadata=doc("fresh weights: He (LeakyReLU gain) or the authors' Gaussians"))
+    val_every: int = field(
+        default=1000, metadata=doc("steps between checkpoints (and validation, log rows)", minimum=1)
+    )
+    out: str = field(
+        default="runs/lapsrn", metadata=doc("run folder: config.json, log.csv, checkpoint.pt, model.safetensors")
+    )
+    init: str = field(
+        default="", metadata=doc("safetensors of ours to start from, e.g. a previous stage ('' = fresh weights)")
+    )
+    init_scheme: InitScheme = field(
+        default="kaiming", metadata=doc("fresh weights: He (LeakyReLU gain) or the authors' Gaussians")
+    )
     device: Device = field(default="auto", metadata=doc("auto = CUDA when present, else the CPU"))
-    workers: int = field(default=0,
-                         metadata=doc("processes preparing batches ahead; 0 = in the training process", minimum=0))
+    workers: int = field(
+        default=0, metadata=doc("processes preparing batches ahead; 0 = in the training process", minimum=0)
+    )
 
     def __post_init__(self) -> None:
         hints = get_type_hints(TrainConfig)
@@ -150,11 +164,34 @@ def check_batch(batch: int, scales: list[int], ranks: int) -> None:
 
 PRESETS: dict[Preset, dict[str, Any]] = {
     # Ours for a CPU budget: Adam, warm-up then cosine, small patches, mean loss.
-    "fast": {"optimizer": "adam", "lr": 5e-4, "lr_min": 1e-5, "schedule": "cosine", "weight_decay": 0.0, "warmup": 200,
-             "steps": 20_000, "batch": 48, "patch": 64, "reduction": "mean", "clip_grad": 1.0, "val_every": 500},
+    "fast": {
+        "optimizer": "adam",
+        "lr": 5e-4,
+        "lr_min": 1e-5,
+        "schedule": "cosine",
+        "weight_decay": 0.0,
+        "warmup": 200,
+        "steps": 20_000,
+        "batch": 48,
+        "patch": 64,
+        "reduction": "mean",
+        "clip_grad": 1.0,
+        "val_every": 500,
+    },
     # The official MatConvNet recipe: SGD, lr 1e-5 halved every 50 epochs of 1000 iterations.
-    "paper": {"optimizer": "sgd", "lr": 1e-5, "lr_min": 1e-6, "schedule": "step", "lr_step": 50_000,
-              "steps": 1_000_000, "batch": 64, "patch": 128, "reduction": "sum", "clip_grad": 0.0, "init_scheme": "paper"},
+    "paper": {
+        "optimizer": "sgd",
+        "lr": 1e-5,
+        "lr_min": 1e-6,
+        "schedule": "step",
+        "lr_step": 50_000,
+        "steps": 1_000_000,
+        "batch": 64,
+        "patch": 128,
+        "reduction": "sum",
+        "clip_grad": 0.0,
+        "init_scheme": "paper",
+    },
 }
 
 
@@ -205,5 +242,8 @@ MAY_CHANGE_ON_RESUME = ("steps", "val_every", "workers", "device", "init", "out"
 def resume_mismatches(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """Fields of ``cfg`` that differ from a checkpoint's config and change the result: 'name NEW (checkpoint OLD)'."""
     given = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    return [f"{k} {_show(v)} (checkpoint {_show(saved.get(k, '?'))})" for k, v in given.items()
-            if k not in MAY_CHANGE_ON_RESUME and saved.get(k) != v]
+    return [
+        f"{k} {_show(v)} (checkpoint {_show(saved.get(k, '?'))})"
+        for k, v in given.items()
+        if k not in MAY_CHANGE_ON_RESUME and saved.get(k) != v
+    ]

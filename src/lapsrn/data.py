@@ -111,8 +111,17 @@ def _ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def batches(sampler: PatchSampler, first: int, last: int, workers: int, pin: bool = False) -> torch.utils.data.DataLoader:
+def batches(
+    sampler: PatchSampler, first: int, last: int, workers: int, pin: bool = False
+) -> torch.utils.data.DataLoader:
     """Batches of steps first..last-1 in order; workers > 0 prepare them in parallel processes."""
-    return torch.utils.data.DataLoader(sampler, batch_size=None, sampler=range(first, last), num_workers=workers,
-                                       pin_memory=pin, prefetch_factor=4 if workers else None,
-                                       persistent_workers=False, worker_init_fn=_ignore_stop_signals)
+    return torch.utils.data.DataLoader(
+        sampler,
+        batch_size=None,
+        sampler=range(first, last),
+        num_workers=workers,
+        pin_memory=pin,
+        prefetch_factor=4 if workers else None,
+        persistent_workers=False,
+        worker_init_fn=_ignore_stop_signals,
+    )

@@ -97,7 +97,12 @@ class Report:
 
     def to_json(self) -> dict:
         """Means and per-image scores."""
-        return {"rows": [{"dataset": r.dataset, "scale": r.scale, "method": r.method, **r.mean, "per_image": as_dict(r.scores)} for r in self.rows]}
+        return {
+            "rows": [
+                {"dataset": r.dataset, "scale": r.scale, "method": r.method, **r.mean, "per_image": as_dict(r.scores)}
+                for r in self.rows
+            ]
+        }
 
 
 def summary_table(rows: list[dict], html: bool = False) -> str:
@@ -123,7 +128,11 @@ def summary_table(rows: list[dict], html: bool = False) -> str:
             r = cell.get((scale, method, d))
             text = "" if r is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}"
             top = r is not None and r["psnr"] == best[(scale, d)]
-            texts.append((f"<td class='best'>{text}</td>" if top else f"<td>{text}</td>") if html else (f"**{text}**" if top else text))
+            texts.append(
+                (f"<td class='best'>{text}</td>" if top else f"<td>{text}</td>")
+                if html
+                else (f"**{text}**" if top else text)
+            )
         if html:
             lines.append(f"<tr><th>{escape(method)}</th><td>x{scale}</td>{''.join(texts)}</tr>")
         else:
@@ -135,7 +144,9 @@ def summary_table(rows: list[dict], html: bool = False) -> str:
     return "\n".join(header + lines)
 
 
-def run_evaluation(models: list[tuple[str, object]], folders: list[Path], scales: list[int], bicubic_row: bool = True) -> Report:
+def run_evaluation(
+    models: list[tuple[str, object]], folders: list[Path], scales: list[int], bicubic_row: bool = True
+) -> Report:
     """Score each (name, Upscaler) and bicubic on every folder and scale; a progress bar on long runs."""
     from tqdm import tqdm
 

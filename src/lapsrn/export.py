@@ -42,8 +42,16 @@ def export_onnx(net: nn.Module, levels: int, out: Path) -> float:
 
     with atomic_path(out) as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(Pyramid(), (torch.rand(1, 1, 16, 16),), str(tmp), input_names=["lr"], output_names=names,
-                          dynamic_axes=axes, dynamo=False, opset_version=17)
+        torch.onnx.export(
+            Pyramid(),
+            (torch.rand(1, 1, 16, 16),),
+            str(tmp),
+            input_names=["lr"],
+            output_names=names,
+            dynamic_axes=axes,
+            dynamo=False,
+            opset_version=17,
+        )
         session = ort.InferenceSession(str(tmp), providers=["CPUExecutionProvider"])
         worst = 0.0
         with torch.inference_mode():

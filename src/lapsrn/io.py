@@ -189,7 +189,9 @@ def _read_deep_colour(path: Path, fmt: str, orientation: int = 1) -> Picture:
             raise ImageError(f"{path}: unsupported TIFF layout {arr.shape}")
     pixels, bits = to_float(_orient(arr, orientation))
     if pixels.shape[-1] in (2, 4):  # gray + alpha, RGB + alpha
-        return Picture(pixels[..., :-1].squeeze(-1) if pixels.shape[-1] == 2 else pixels[..., :3], pixels[..., -1], bits)
+        return Picture(
+            pixels[..., :-1].squeeze(-1) if pixels.shape[-1] == 2 else pixels[..., :3], pixels[..., -1], bits
+        )
     return Picture(pixels[..., :3], None, bits)
 
 
@@ -308,7 +310,15 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.unlink(tmp)
 
 
-FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP"}
+FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".bmp": "BMP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".webp": "WEBP",
+}
 
 
 def output_format(path: Path) -> str:
@@ -345,7 +355,12 @@ def encode(pic: Picture, fmt: str):
     return Image.fromarray(u8)
 
 
-METADATA = {"PNG": ("icc_profile", "exif"), "JPEG": ("icc_profile", "exif"), "WEBP": ("icc_profile", "exif"), "TIFF": ("icc_profile",)}
+METADATA = {
+    "PNG": ("icc_profile", "exif"),
+    "JPEG": ("icc_profile", "exif"),
+    "WEBP": ("icc_profile", "exif"),
+    "TIFF": ("icc_profile",),
+}
 
 
 def save_options(pic: Picture, fmt: str, quality: int = 95, png_compression: int = 1) -> dict:
@@ -354,7 +369,11 @@ def save_options(pic: Picture, fmt: str, quality: int = 95, png_compression: int
     PNG level 1 (OpenCV's default) rather than Pillow's 6: a few percent larger
     files, several times faster to write.
     """
-    opts: dict = {"JPEG": {"quality": quality}, "WEBP": {"quality": quality}, "PNG": {"compress_level": png_compression}}.get(fmt, {})
+    opts: dict = {
+        "JPEG": {"quality": quality},
+        "WEBP": {"quality": quality},
+        "PNG": {"compress_level": png_compression},
+    }.get(fmt, {})
     meta = {"icc_profile": pic.icc, "exif": pic.exif}
     return opts | {k: meta[k] for k in METADATA.get(fmt, ()) if meta[k]}
 

@@ -21,7 +21,9 @@ def _reduce(per_pixel: torch.Tensor, reduction: Reduction) -> torch.Tensor:
     return per_pixel.mean() if reduction == "mean" else per_pixel.sum() / per_pixel.shape[0]
 
 
-def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3, reduction: Reduction = "mean") -> torch.Tensor:
+def charbonnier(
+    pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3, reduction: Reduction = "mean"
+) -> torch.Tensor:
     """Robust L1: sqrt((pred - target)^2 + eps^2)."""
     return _reduce(torch.sqrt((pred - target) ** 2 + eps * eps), reduction)
 

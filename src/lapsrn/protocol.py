@@ -48,9 +48,7 @@ __all__ = [
 ]
 
 # MATLAB's rgb2ycbcr matrix (BT.601, studio range) for inputs in [0, 255].
-_YCBCR = np.array(
-    [[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]]
-)
+_YCBCR = np.array([[65.481, 128.553, 24.966], [-37.797, -74.203, 112.0], [112.0, -93.786, -18.214]])
 _YCBCR_OFFSET = np.array([16.0, 128.0, 128.0])
 
 
@@ -75,7 +73,10 @@ def resize_matrix(in_len: int, out_len: int, scale: float) -> sparse.csr_matrix:
     kernel = cubic
     if scale < 1:  # antialiasing: stretch the kernel over 1/scale input pixels
         width = 4.0 / scale
-        kernel = lambda t: scale * cubic(scale * t)
+
+        def kernel(t: np.ndarray) -> np.ndarray:
+            return scale * cubic(scale * t)
+
     x = np.arange(1, out_len + 1, dtype=np.float64)
     u = x / scale + 0.5 * (1 - 1 / scale)
     left = np.floor(u - width / 2)
@@ -96,9 +97,7 @@ def output_size(in_len: int, scale: float) -> int:
     return int(math.ceil(in_len * scale - 1e-9))
 
 
-def imresize(
-    img: np.ndarray, scale: float | None = None, size: tuple[int, int] | None = None
-) -> np.ndarray:
+def imresize(img: np.ndarray, scale: float | None = None, size: tuple[int, int] | None = None) -> np.ndarray:
     """MATLAB ``imresize(img, scale, 'bicubic')`` or ``imresize(img, [h w])`` on float64 HxW[xC]."""
     img = np.asarray(img, dtype=np.float64)
     h, w = img.shape[:2]

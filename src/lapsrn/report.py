@@ -70,7 +70,9 @@ def _per_image(rows: list[E.Row]) -> str:
     for (d, sc, img), by_method in scores.items():
         cells = "".join(f"<td>{by_method[m].psnr:.2f}</td>" if m in by_method else "<td></td>" for m in methods)
         body.append(f"<tr><td>{html.escape(d)}</td><td>{sc}</td><td>{html.escape(img)}</td>{cells}</tr>")
-    return f"<table id='per-image' class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    return (
+        f"<table id='per-image' class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    )
 
 
 def _crops(hr_images: dict[str, np.ndarray], methods: list[Method], scale: int) -> str:
@@ -80,7 +82,9 @@ def _crops(hr_images: dict[str, np.ndarray], methods: list[Method], scale: int) 
     blocks = []
     for name, hr_raw in hr_images.items():
         hr, lr = E.prepare(hr_raw, scale)
-        outputs = [("ground truth", hr), ("bicubic", bicubic(lr, scale))] + [(m.name, m.run(lr, scale)) for m in methods]
+        outputs = [("ground truth", hr), ("bicubic", bicubic(lr, scale))] + [
+            (m.name, m.run(lr, scale)) for m in methods
+        ]
         top, left = _crop_spot(hr, scale)
         figs = []
         for label, img in outputs:
@@ -89,7 +93,8 @@ def _crops(hr_images: dict[str, np.ndarray], methods: list[Method], scale: int) 
             if label != "ground truth":
                 psnr, _ = E.score(hr, img, scale)
                 caption += f"<br>{psnr:.2f} dB"
-            figs.append(f"<figure><img class='crop' src='{_png_data_uri(crop, 4)}' alt='{html.escape(label)}'><figcaption>{caption}</figcaption></figure>")
+            img_tag = f"<img class='crop' src='{_png_data_uri(crop, 4)}' alt='{html.escape(label)}'>"
+            figs.append(f"<figure>{img_tag}<figcaption>{caption}</figcaption></figure>")
         whole = _png_data_uri(hr)
         blocks.append(
             f"<section class='crops'><h3>{html.escape(name)} x{scale} (crop at y={top}, x={left})</h3>"
@@ -125,8 +130,13 @@ document.querySelectorAll('table.sortable th').forEach(function(th, col){
 """
 
 
-def build_report(rows: list[E.Row], crop_images: dict[str, np.ndarray], methods: list[Method], crop_scale: int,
-                 training_log: Path | None = None) -> str:
+def build_report(
+    rows: list[E.Row],
+    crop_images: dict[str, np.ndarray],
+    methods: list[Method],
+    crop_scale: int,
+    training_log: Path | None = None,
+) -> str:
     """The whole HTML page as a string."""
     curve = ""
     if training_log is not None:
@@ -137,14 +147,16 @@ def build_report(rows: list[E.Row], crop_images: dict[str, np.ndarray], methods:
         with tempfile.TemporaryDirectory() as tmp:
             plot_logs([training_log], Path(tmp) / "curve.png")
             data = (Path(tmp) / "curve.png").read_bytes()
-        curve = f"<h2>Training curve</h2><img id='curve' src='data:image/png;base64,{base64.b64encode(data).decode()}' alt='training curve'>"
+        uri = f"data:image/png;base64,{base64.b64encode(data).decode()}"
+        curve = f"<h2>Training curve</h2><img id='curve' src='{uri}' alt='training curve'>"
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>lapsrn report</title>"
         f"<style>{STYLE}</style></head><body>"
         "<h1>lapsrn report</h1>"
         "<p>PSNR (dB) / SSIM on the Y channel (BT.601), scale pixels shaved, MATLAB-bicubic LR: the papers' protocol. "
         "Best per column in bold.</p>"
-        f"{E.summary_table(E.Report(rows).to_json()['rows'], html=True)}<h2>Zoomed crops</h2>{_crops(crop_images, methods, crop_scale)}"
+        f"{E.summary_table(E.Report(rows).to_json()['rows'], html=True)}"
+        f"<h2>Zoomed crops</h2>{_crops(crop_images, methods, crop_scale)}"
         f"{curve}<h2>Per image (click a header to sort)</h2>{_per_image(rows)}"
         f"<script>{SORT_JS}</script></body></html>"
     )

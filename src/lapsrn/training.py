@@ -146,8 +146,10 @@ def validate(net: torch.nn.Module, cfg: TrainConfig, images: dict[str, list], de
     result = {}
     try:
         for name, hrs in images.items():
-            scores = [E.evaluate_image(str(i), hr, cfg.val_scale, lambda lr, s: super_resolve(up, lr, s))
-                      for i, hr in enumerate(hrs)]
+            scores = [
+                E.evaluate_image(str(i), hr, cfg.val_scale, lambda lr, s: super_resolve(up, lr, s))
+                for i, hr in enumerate(hrs)
+            ]
             result[name] = E.mean_scores(scores)["psnr"]
     finally:
         torch.set_num_threads(threads)
@@ -188,7 +190,9 @@ def _log_bytes(cfg: TrainConfig, rows: list[list[str]]) -> bytes:
     return text.getvalue().encode()
 
 
-def write_checkpoint(out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, progress: dict) -> None:
+def write_checkpoint(
+    out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, progress: dict
+) -> None:
     """checkpoint.pt, then model.safetensors and log.csv from the same state.
 
     ``progress``: step, log rows, the losses since the last row and the
@@ -196,8 +200,13 @@ def write_checkpoint(out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer
     never stopped. A kill between the three writes leaves the derived files
     one checkpoint behind; the next start rewrites them (``write_derived``).
     """
-    state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "torch_rng": torch.get_rng_state(),
-             "config": asdict(cfg), **progress}
+    state = {
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "torch_rng": torch.get_rng_state(),
+        "config": asdict(cfg),
+        **progress,
+    }
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_atomically(out / "checkpoint.pt", buffer.getvalue())
@@ -214,8 +223,10 @@ def _check_folders(cfg: TrainConfig) -> None:
     """Every data folder exists, or one line saying which and what to give instead."""
     for d in cfg.train_dirs:
         if not Path(d).is_dir():
-            raise ValueError(f"{d}: no such training folder (give --train-dirs DIR..., or set LAPSRN_SHARED "
-                             "to the folder that holds datasets/)")
+            raise ValueError(
+                f"{d}: no such training folder (give --train-dirs DIR..., or set LAPSRN_SHARED "
+                "to the folder that holds datasets/)"
+            )
     for d in cfg.val_dirs:
         if not Path(d).is_dir():
             raise ValueError(f"{d}: no such validation folder (give --val-dirs DIR..., or --no-val)")
@@ -231,8 +242,10 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, device: str) -> dict:
         raise ValueError(f"{path}: not a checkpoint of this version of lapsrn train")
     mismatches = resume_mismatches(ckpt["config"], cfg)
     if mismatches:
-        raise ValueError(f"{path}: --resume with settings that change the result: {', '.join(mismatches)}; give the "
-                         f"run's own settings (e.g. --config {path.parent / 'config.json'}) or a new --out")
+        raise ValueError(
+            f"{path}: --resume with settings that change the result: {', '.join(mismatches)}; give the "
+            f"run's own settings (e.g. --config {path.parent / 'config.json'}) or a new --out"
+        )
     if ckpt["step"] > cfg.steps:
         raise ValueError(f"{path}: the checkpoint is at step {ckpt['step']}, beyond --steps {cfg.steps}")
     return ckpt
@@ -248,8 +261,10 @@ def _open_run(cfg: TrainConfig, resume: bool, overwrite: bool, device: str) -> d
     if resume and overwrite:
         raise ValueError("--resume and --overwrite contradict each other: choose one")
     if existing and not (resume or overwrite):
-        raise ValueError(f"{out} already holds a training run ({', '.join(existing)}): add --resume to continue it "
-                         "or --overwrite to replace it")
+        raise ValueError(
+            f"{out} already holds a training run ({', '.join(existing)}): add --resume to continue it "
+            "or --overwrite to replace it"
+        )
     if resume and (out / "checkpoint.pt").exists():
         return _load_checkpoint(out / "checkpoint.pt", cfg, device)
     if resume:
@@ -257,8 +272,15 @@ def _open_run(cfg: TrainConfig, resume: bool, overwrite: bool, device: str) -> d
     return None
 
 
-def _start_files(out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, progress: dict,
-                 started: float, fresh: bool) -> None:
+def _start_files(
+    out: Path,
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    progress: dict,
+    started: float,
+    fresh: bool,
+) -> None:
     """The run folder as the run begins: no stale temp files, config.json, and the checkpoint with its files.
 
     A new run replaces any earlier run's files and checkpoints step 0 at once,
@@ -310,8 +332,16 @@ def stop_signals() -> Iterator[StopRequest]:
             signal.signal(s, handler)
 
 
-def _train_step(net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, batch: list, lr: float,
-                rank: int, world: int, device: str) -> float:
+def _train_step(
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    batch: list,
+    lr: float,
+    rank: int,
+    world: int,
+    device: str,
+) -> float:
     """One optimiser step on a global batch (this rank's slice of each scale's share); returns the mean loss."""
     for g in opt.param_groups:
         g["lr"] = lr
@@ -430,8 +460,12 @@ def _loop(run: Run, stop: StopRequest, quiet: bool) -> int:
         if run.rank == 0:
             psnrs = validate(net, cfg, run.val_images, run.device)
             row = [str(step), f"{np.mean(window):.6f}", f"{lr:.3e}", f"{time.perf_counter() - clock:.1f}"]
-            run.progress = {"step": step, "log": [*run.progress["log"], row + [f"{p:.4f}" for p in psnrs.values()]],
-                            "window": [], "seconds": time.perf_counter() - clock}
+            run.progress = {
+                "step": step,
+                "log": [*run.progress["log"], row + [f"{p:.4f}" for p in psnrs.values()]],
+                "window": [],
+                "seconds": time.perf_counter() - clock,
+            }
             write_checkpoint(run.out, net, run.opt, cfg, run.progress)
             window = []
             if bar and psnrs:
@@ -459,6 +493,9 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
         run = _setup(cfg, resume, overwrite)
         signum = _loop(run, stop, quiet)
     if signum:
-        raise TrainingInterrupted(signum, f"stopped by {signal.Signals(signum).name} at step {run.progress['step']}: "
-                                          f"saved {run.out / 'checkpoint.pt'}; continue with the same command and --resume")
+        raise TrainingInterrupted(
+            signum,
+            f"stopped by {signal.Signals(signum).name} at step {run.progress['step']}: "
+            f"saved {run.out / 'checkpoint.pt'}; continue with the same command and --resume",
+        )
     return run.out

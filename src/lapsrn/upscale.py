@@ -30,7 +30,9 @@ def check_output_size(h: int, w: int, scale: float, limit: int | None = None) ->
     need = oh * ow * BYTES_PER_OUTPUT_PIXEL
     limit = memory_limit() if limit is None else limit
     if need > limit:
-        raise ImageError(f"output {ow}x{oh} would need about {need / 2**30:.1f} GB, over the {limit / 2**30:.1f} GB limit")
+        raise ImageError(
+            f"output {ow}x{oh} would need about {need / 2**30:.1f} GB, over the {limit / 2**30:.1f} GB limit"
+        )
 
 
 def _alpha(alpha: np.ndarray | None, scale: float, dtype: type) -> np.ndarray | None:
@@ -63,8 +65,15 @@ def level_factors(scale: float) -> list[float]:
     return [2**l for l in range(1, levels_for(scale)) if 2**l < scale] + [scale]
 
 
-def upscale_file(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_levels: bool = False,
-                 quality: int = 95, png_compression: int = 1) -> list[Path]:
+def upscale_file(
+    upscaler: Upscaler,
+    src: Path,
+    dst: Path,
+    scale: float,
+    all_levels: bool = False,
+    quality: int = 95,
+    png_compression: int = 1,
+) -> list[Path]:
     """Read, upscale, write atomically; returns the paths written. Sizes are checked before decoding.
 
     The source's ICC profile and EXIF (orientation reset) go to every output whose format holds them.

@@ -283,8 +283,9 @@ def resolve(model: str | Path | None) -> Path:
     if isinstance(name, Path):
         if not name.exists():
             if not name.suffix and not name.parent.parts:
-                raise WeightsError(f"no bundled model {str(name)!r} and no such file "
-                                   f"(bundled: default, {', '.join(bundled_names())})")
+                raise WeightsError(
+                    f"no bundled model {str(name)!r} and no such file (bundled: default, {', '.join(bundled_names())})"
+                )
             raise WeightsError(f"{name}: no such weights file")
         if not name.is_file():
             raise WeightsError(f"{name}: not a file")

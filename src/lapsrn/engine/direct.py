@@ -19,8 +19,12 @@ def _leaky(x: np.ndarray, slope: float) -> np.ndarray:
 
 
 def conv3x3(
-    x: FeatureMap, conv: Conv, pre: float = 1.0, post: float = 1.0,
-    skip: FeatureMap | None = None, out: FeatureMap | None = None,
+    x: FeatureMap,
+    conv: Conv,
+    pre: float = 1.0,
+    post: float = 1.0,
+    skip: FeatureMap | None = None,
+    out: FeatureMap | None = None,
 ) -> FeatureMap:
     """post_act(conv(pre_act(x)) + skip) as one matrix product: the nine shifted copies of the zero-bordered
     map side by side (h, w, 9 Cin) against the weights as (9 Cin, Cout)."""

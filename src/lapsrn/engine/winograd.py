@@ -106,7 +106,7 @@ def _buffers(v_size: int, m_size: int) -> tuple[np.ndarray, np.ndarray]:
 _spares = threading.local()  # per calling thread: shape -> arrays handed back by FeatureMap.recycle
 
 
-SPARE_BYTES = 256 << 20  # recycled buffers kept between passes (a folder of small images reuses them)
+SPARE_BYTES = 64 << 20  # recycled buffers kept between passes (a folder of small images reuses them)
 
 
 def release_spares(keep: int = SPARE_BYTES) -> None:
