@@ -16,8 +16,10 @@ from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin, get_type_hints
 
-Arch = Literal["MSLapSRN", "LapSRN"]
+Arch = Literal["MSLapSRN", "LapSRN", "OneStep"]
 Skip = Literal["NS", "DS", "SS"]
+Sharing = Literal["separate", "shared"]
+Reconstruction = Literal["residual", "direct"]
 Optimizer = Literal["sgd", "adam"]
 Schedule = Literal["step", "cosine"]
 Loss = Literal["charbonnier", "l2"]
@@ -50,10 +52,20 @@ class ConfigError(ValueError):
 class TrainConfig:
     """Everything that defines a training run."""
 
-    arch: Arch = field(default="MSLapSRN", metadata=doc("network: MS-LapSRN (one shared block, recursive) or LapSRN"))
+    arch: Arch = field(
+        default="MSLapSRN",
+        metadata=doc("network: MS-LapSRN (one shared block, recursive), LapSRN, or the no-pyramid ablation OneStep"),
+    )
     depth: int = field(default=5, metadata=doc("conv layers per block (D)", minimum=1))
     recursions: int = field(default=2, metadata=doc("recursions of the shared block (R, MS-LapSRN only)", minimum=1))
     skip: Skip = field(default="SS", metadata=doc("MS-LapSRN skip connections: none, distinct-source or shared-source"))
+    sharing: Sharing = field(
+        default="separate", metadata=doc("LapSRN levels: their own weights (paper) or one set shared (ablation)")
+    )
+    reconstruction: Reconstruction = field(
+        default="residual",
+        metadata=doc("LapSRN levels: a residual added to the upsampled image (paper) or the HR image (ablation)"),
+    )
     scales: list[int] = field(
         default_factory=lambda: [2, 4, 8],
         metadata=doc("upscaling factors trained, powers of two; the batch is split over them"),
@@ -113,6 +125,8 @@ class TrainConfig:
             raise ConfigError(f"scales must be distinct powers of two from 2, got {_show(self.scales)}")
         if self.patch % max(self.scales):
             raise ConfigError(f"patch {self.patch} must be a multiple of the largest scale {max(self.scales)}")
+        if self.arch != "LapSRN" and (self.sharing, self.reconstruction) != ("separate", "residual"):
+            raise ConfigError("sharing and reconstruction are LapSRN options: use them with --arch LapSRN")
         if not self.train_dirs:
             raise ConfigError("train_dirs: give at least one folder of training images")
         check_batch(self.batch, self.scales, ranks=1)

@@ -49,6 +49,8 @@ def receptive_margin(spec: ModelSpec, levels: int) -> int:
     Each 3x3 conv at level l (resolution 2^l) widens the field by 2^-l LR px;
     the transposed convs add about one pixel of their level. Rounded up, plus two.
     """
+    if spec.arch == "OneStep":  # every conv at the LR size, the upsamplers at the end
+        return spec.depth * spec.levels + 2 * levels + 4
     convs = spec.depth if spec.arch == "LapSRN" else spec.depth * spec.recursions
     reach = 1.0  # input conv
     for l in range(levels):
@@ -154,7 +156,7 @@ class Upscaler:
     @property
     def max_levels(self) -> int | None:
         """Levels this network can run; None when it shares weights across levels (MS-LapSRN)."""
-        return self.spec.levels if self.spec.arch == "LapSRN" else None
+        return self.spec.max_levels
 
     def tile_size(self, h: int, w: int, levels: int, reserved: int = 0) -> tuple[int, int] | None:
         """LR tile (rows, columns) to use, or None to run the whole image at once.
@@ -256,8 +258,17 @@ class Upscaler:
 def network_for(
     spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cpu", half: bool = False
 ) -> PyramidNetwork:
-    """The CPU engine for device 'cpu', else the PyTorch reference on that device."""
-    if device == "cpu":
+    """The CPU engine for device 'cpu', else the PyTorch reference on that device.
+
+    The engine runs the released architectures; the papers' ablation variants
+    run on the reference module, on the CPU too.
+    """
+    if not spec.released:
+        import importlib.util
+
+        if importlib.util.find_spec("torch") is None:
+            raise ValueError(f"this {spec.arch} ablation variant runs on PyTorch: pip install 'lapsrn[torch]'")
+    elif device == "cpu":
         from . import engine
 
         return engine.build(spec.arch, state, spec.depth, spec.levels, spec.recursions, spec.skip)

@@ -15,6 +15,13 @@ upsampler is a 3x3 transposed conv whose full output is cropped by one pixel
 at the bottom/right (MatConvNet ``crop = [0 1 0 1]``); in LapSRN a LeakyReLU
 follows it; in MS-LapSRN the residual conv reads the upsampled features
 directly and each recursive block is pre-activation (LeakyReLU, then conv).
+
+The papers' ablations are options of these modules, off by default (the
+released architectures are the defaults): ``LapSRN(sharing="shared")`` uses
+one level's weights at every level, ``reconstruction="direct"`` drops the
+image branch so each level predicts its HR image, and ``OneStep`` is the
+network without a pyramid: the same convolutions at the LR size, then the
+features upsampled to the final size at once.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import torch.nn.functional as F
 from torch import nn
 
 Skip = Literal["NS", "DS", "SS"]
+Sharing = Literal["separate", "shared"]
+Reconstruction = Literal["residual", "direct"]
 SLOPE = 0.2  # LeakyReLU negative slope used throughout both papers
 
 
@@ -68,9 +77,12 @@ class ImageUpsample(nn.Module):
 
 
 class LapSRNLevel(nn.Module):
-    """One LapSRN level: D x (conv, LeakyReLU), upsample, LeakyReLU; plus its residual and image branch."""
+    """One LapSRN level: D x (conv, LeakyReLU), upsample, LeakyReLU; plus its residual and image branch.
 
-    def __init__(self, depth: int, channels: int = 64) -> None:
+    ``reconstruction="direct"`` (ablation): no image branch, the last conv predicts the level's HR image.
+    """
+
+    def __init__(self, depth: int, channels: int = 64, reconstruction: Reconstruction = "residual") -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for _ in range(depth):
@@ -78,33 +90,76 @@ class LapSRNLevel(nn.Module):
         layers += [FeatureUpsample(channels), nn.LeakyReLU(SLOPE)]
         self.features = nn.Sequential(*layers)
         self.residual = conv3x3(channels, 1)
-        self.image_up = ImageUpsample()
+        self.image_up = ImageUpsample() if reconstruction == "residual" else None
 
     def forward(self, features: torch.Tensor, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(features for the next level, this level's image) from the level's input features and image."""
         features = self.features(features)
+        if self.image_up is None:
+            return features, self.residual(features)
         return features, self.image_up(image) + self.residual(features)
 
 
 class LapSRN(nn.Module):
-    """LapSRN: separate weights per level; depth D convs per level (10 in the x2/x4 release, 5 in x8)."""
+    """LapSRN: separate weights per level; depth D convs per level (10 in the x2/x4 release, 5 in x8).
 
-    def __init__(self, levels: int = 2, depth: int = 10, channels: int = 64) -> None:
+    Ablation options: ``sharing="shared"`` keeps one level's weights for every
+    level (MS-LapSRN's D{depth}R1 without its pre-activation), which also lets
+    it run more levels than it was built with; ``reconstruction="direct"``
+    predicts each level's HR image instead of a residual.
+    """
+
+    def __init__(
+        self,
+        levels: int = 2,
+        depth: int = 10,
+        channels: int = 64,
+        sharing: Sharing = "separate",
+        reconstruction: Reconstruction = "residual",
+    ) -> None:
         super().__init__()
-        self.levels, self.depth = levels, depth
+        self.levels, self.depth, self.sharing, self.reconstruction = levels, depth, sharing, reconstruction
         self.input_conv = conv3x3(1, channels)
-        self.pyramid = nn.ModuleList(LapSRNLevel(depth, channels) for _ in range(levels))
+        count = 1 if sharing == "shared" else levels
+        self.pyramid = nn.ModuleList(LapSRNLevel(depth, channels, reconstruction) for _ in range(count))
 
     def forward(self, lr: torch.Tensor, levels: int | None = None) -> list[torch.Tensor]:
         n = self.levels if levels is None else levels
-        if not 1 <= n <= self.levels:
+        shared = self.sharing == "shared"
+        if n < 1 or (n > self.levels and not shared):
             raise ValueError(f"this LapSRN has {self.levels} levels, asked for {n}")
         features = F.leaky_relu(self.input_conv(lr), SLOPE)
         image, outputs = lr, []
-        for level in self.pyramid[:n]:
-            features, image = level(features, image)
+        for i in range(n):
+            features, image = self.pyramid[0 if shared else i](features, image)
             outputs.append(image)
         return outputs
+
+
+class OneStep(nn.Module):
+    """Ablation without the pyramid (FSRCNN-like): input conv, D*L convs at the LR size, then the
+    features upsampled x2 L times at the end; one conv predicts the residual, added to the input
+    upsampled by L bilinear-initialised image deconvs. Returns only the final image, as a one-item list.
+    """
+
+    def __init__(self, levels: int = 2, depth: int = 5, channels: int = 64) -> None:
+        super().__init__()
+        self.levels, self.depth = levels, depth
+        self.input_conv = conv3x3(1, channels)
+        layers: list[nn.Module] = []
+        for _ in range(depth * levels):
+            layers += [conv3x3(channels, channels), nn.LeakyReLU(SLOPE)]
+        for _ in range(levels):
+            layers += [FeatureUpsample(channels), nn.LeakyReLU(SLOPE)]
+        self.features = nn.Sequential(*layers)
+        self.residual = conv3x3(channels, 1)
+        self.image_up = nn.Sequential(*(ImageUpsample() for _ in range(levels)))
+
+    def forward(self, lr: torch.Tensor, levels: int | None = None) -> list[torch.Tensor]:
+        if levels not in (None, self.levels):
+            raise ValueError(f"this one-step network upscales x{2**self.levels} only, asked for x{2**levels}")
+        features = self.features(F.leaky_relu(self.input_conv(lr), SLOPE))
+        return [self.image_up(lr) + self.residual(features)]
 
 
 class RecursiveBlock(nn.Module):

@@ -40,7 +40,7 @@ from .data import PatchSampler, batches, load_y_images, make_pyramid
 from .imaging import super_resolve
 from .inference import Upscaler
 from .losses import pyramid_loss
-from .models import LapSRN, MSLapSRN
+from .models import LapSRN, MSLapSRN, OneStep
 
 RUN_FILES = ("config.json", "log.csv", "checkpoint.pt", "model.safetensors")
 LOG_COLUMNS = ["step", "loss", "lr", "seconds"]
@@ -62,11 +62,12 @@ def build_model(cfg: TrainConfig) -> torch.nn.Module:
     LeakyReLU gain on every conv, zero biases.
     """
     levels = int(math.log2(max(cfg.scales)))
-    net = (
-        MSLapSRN(cfg.depth, cfg.recursions, cfg.skip, levels)  # type: ignore[arg-type]
-        if cfg.arch == "MSLapSRN"
-        else LapSRN(levels, cfg.depth)
-    )
+    if cfg.arch == "MSLapSRN":
+        net: torch.nn.Module = MSLapSRN(cfg.depth, cfg.recursions, cfg.skip, levels)
+    elif cfg.arch == "OneStep":
+        net = OneStep(levels, cfg.depth)
+    else:
+        net = LapSRN(levels, cfg.depth, sharing=cfg.sharing, reconstruction=cfg.reconstruction)
     for m in net.modules():
         if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d)) and m.weight.shape[0] * m.weight.shape[1] > 1:
             if cfg.init_scheme == "paper":
@@ -351,8 +352,8 @@ def _train_step(
         shard = (hr.chunk(world)[rank] if world > 1 else hr).to(device, non_blocking=True)
         levels = int(math.log2(scale))
         pyr = make_pyramid(shard, levels)
-        preds = net(pyr.lr, levels)
-        loss_total = loss_total + pyramid_loss(preds, pyr.targets, cfg.loss, cfg.reduction)
+        preds = net(pyr.lr, levels)  # a one-step network predicts the last level only
+        loss_total = loss_total + pyramid_loss(preds, pyr.targets[-len(preds) :], cfg.loss, cfg.reduction)
     loss_total.backward()
     loss_value = loss_total.detach().clone()
     if world > 1:

@@ -33,21 +33,36 @@ class WeightsError(ValueError):
 class ModelSpec:
     """What a weights file describes: enough to rebuild the network."""
 
-    arch: str  # "LapSRN" or "MSLapSRN"
+    arch: str  # "LapSRN", "MSLapSRN" or the ablation "OneStep"
     depth: int
     levels: int
     recursions: int = 1
     skip: str = "SS"
     extra: dict[str, str] = field(default_factory=dict)  # training recipe, provenance
+    sharing: str = "separate"  # LapSRN ablation: "shared" = one level's weights at every level
+    reconstruction: str = "residual"  # LapSRN ablation: "direct" = no image branch
+
+    @property
+    def released(self) -> bool:
+        """One of the papers' released architectures (which the CPU engine runs), not an ablation variant."""
+        return self.arch in ("LapSRN", "MSLapSRN") and (self.sharing, self.reconstruction) == ("separate", "residual")
+
+    @property
+    def max_levels(self) -> int | None:
+        """Levels the network can run; None when its levels share weights (any number)."""
+        shared = self.arch == "MSLapSRN" or self.sharing == "shared"
+        return None if shared else self.levels
 
     def build(self):
         """The untrained PyTorch reference network this spec describes (needs torch)."""
-        from .models import LapSRN, MSLapSRN
+        from .models import LapSRN, MSLapSRN, OneStep
 
         if self.arch == "LapSRN":
-            return LapSRN(levels=self.levels, depth=self.depth)
+            return LapSRN(self.levels, self.depth, sharing=self.sharing, reconstruction=self.reconstruction)  # type: ignore[arg-type]
         if self.arch == "MSLapSRN":
             return MSLapSRN(self.depth, self.recursions, self.skip, self.levels)  # type: ignore[arg-type]
+        if self.arch == "OneStep":
+            return OneStep(self.levels, self.depth)
         raise WeightsError(f"unknown architecture {self.arch!r}")
 
     def metadata(self) -> dict[str, str]:
@@ -60,6 +75,8 @@ class ModelSpec:
             "recursions": str(self.recursions),
             "skip": self.skip,
         }
+        if not self.released and self.arch == "LapSRN":  # written only for ablations: released files keep their header
+            meta.update(sharing=self.sharing, reconstruction=self.reconstruction)
         meta.update(self.extra)
         return meta
 
@@ -77,10 +94,22 @@ class ModelSpec:
 
         add_conv("input_conv", 1, 64)
         if self.arch == "LapSRN":
-            for i in range(self.levels):
+            for i in range(1 if self.sharing == "shared" else self.levels):
                 for d in range(self.depth):
                     add_conv(f"pyramid.{i}.features.{2 * d}", 64, 64)
                 add_branch(f"pyramid.{i}.features.{2 * self.depth}", f"pyramid.{i}.")
+                if self.reconstruction == "direct":
+                    del out[f"pyramid.{i}.image_up.deconv.weight"]
+        elif self.arch == "OneStep":
+            convs = self.depth * self.levels
+            for d in range(convs):
+                add_conv(f"features.{2 * d}", 64, 64)
+            for u in range(self.levels):
+                name = f"features.{2 * (convs + u)}.deconv"
+                out[f"{name}.weight"], out[f"{name}.bias"] = (64, 64, 3, 3), (64,)
+            add_conv("residual", 64, 1)
+            for u in range(self.levels):
+                out[f"image_up.{u}.deconv.weight"] = (1, 1, 4, 4)
         else:
             for d in range(self.depth):
                 add_conv(f"block.body.{2 * d + 1}", 64, 64)
@@ -90,12 +119,15 @@ class ModelSpec:
 
 def spec_of(model, **extra: str) -> ModelSpec:
     """The ModelSpec of a reference network instance."""
-    from .models import LapSRN, MSLapSRN
+    from .models import LapSRN, MSLapSRN, OneStep
 
     if isinstance(model, MSLapSRN):
         return ModelSpec("MSLapSRN", model.depth, model.levels, model.recursions, model.skip, dict(extra))
     if isinstance(model, LapSRN):
-        return ModelSpec("LapSRN", model.depth, model.levels, extra=dict(extra))
+        variant = {"sharing": model.sharing, "reconstruction": model.reconstruction}
+        return ModelSpec("LapSRN", model.depth, model.levels, extra=dict(extra), **variant)
+    if isinstance(model, OneStep):
+        return ModelSpec("OneStep", model.depth, model.levels, extra=dict(extra))
     raise TypeError(f"not a LapSRN model: {type(model).__name__}")
 
 
@@ -129,7 +161,7 @@ def _load_safetensors(path: Path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
     if meta.get("format") != "lapsrn":
         raise WeightsError(f"{path}: safetensors file without lapsrn metadata")
     try:
-        core = {"arch", "depth", "levels", "recursions", "skip", "format"}
+        core = {"arch", "depth", "levels", "recursions", "skip", "format", "sharing", "reconstruction"}
         spec = ModelSpec(
             arch=meta["arch"],
             depth=int(meta["depth"]),
@@ -137,6 +169,8 @@ def _load_safetensors(path: Path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
             recursions=int(meta.get("recursions", "1")),
             skip=meta.get("skip", "SS"),
             extra={k: v for k, v in meta.items() if k not in core},
+            sharing=meta.get("sharing", "separate"),
+            reconstruction=meta.get("reconstruction", "residual"),
         )
     except (KeyError, ValueError) as e:
         raise WeightsError(f"{path}: bad lapsrn metadata ({e})") from None
@@ -146,9 +180,13 @@ def _load_safetensors(path: Path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
         and 1 <= spec.levels <= MAX_LEVELS
         and 1 <= spec.recursions <= 64
         and spec.skip in ("NS", "DS", "SS")
+        and spec.arch in ("LapSRN", "MSLapSRN", "OneStep")
+        and spec.sharing in ("separate", "shared")
+        and spec.reconstruction in ("residual", "direct")
     ):
         raise WeightsError(
-            f"{path}: implausible lapsrn metadata (depth {spec.depth}, levels {spec.levels}, R {spec.recursions})"
+            f"{path}: implausible lapsrn metadata ({spec.arch} depth {spec.depth}, levels {spec.levels}, "
+            f"R {spec.recursions} {spec.skip}, {spec.sharing} {spec.reconstruction})"
         )
     return spec, state
 

@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# The papers' ablation studies at laptop scale (docs/ABLATIONS.md): one training run per configuration and
+# seed, equal budgets within a study, then the logs, the table and one curve figure per study.
+#
+# Budget per run (override with the variables): STEPS steps of BATCH patches of PATCH px HR, the fast
+# preset (Adam, warm-up, cosine), validated on Set5 and Set14 at x4 every STEPS/4 steps.
+# Runs go to runs/ablations/<config>-s<seed>; every run resumes from its checkpoint, so running this again
+# after an interruption continues where it stopped and a finished run costs seconds. JOBS runs train at
+# once, each on CPUS/JOBS threads.
+#
+# Studies and their configurations (a configuration shared by several studies trains once; its log is
+# copied under each study's name, e.g. lapsrn-d5 is loss-charbonnier, pyramid-progressive, grl-with and
+# sharing-separate):
+#   loss-{charbonnier,l2}        LapSRN D5 x4, Charbonnier or L2
+#   pyramid-{progressive,onestep} LapSRN D5 x4, or OneStep: the same 10 convs at the LR size, then x4
+#   grl-{with,without}           LapSRN D5 x4, with or without the image-reconstruction branch
+#   sharing-{separate,shared}    LapSRN D5 x4, weights per level or one set for both levels
+#   lrl-{ns,ds,ss}               MS-LapSRN D5R${LRL_R:-3} x4, local skips none, distinct-source, shared-source
+#   scales-{4,248}               MS-LapSRN D5R2 SS trained on x4 only or on x2, x4, x8 at once
+# Usage: bash scripts/ablations.sh [DATA]   (DATA defaults to ../shared/datasets)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+D=${1:-../shared/datasets}
+STEPS=${STEPS:-800} BATCH=${BATCH:-18} PATCH=${PATCH:-48} SEEDS=${SEEDS:-"0 1"} JOBS=${JOBS:-2}
+CPUS=${CPUS:-$(nproc)} LRL_R=${LRL_R:-3}
+THREADS=$(( CPUS / JOBS > 0 ? CPUS / JOBS : 1 ))
+LOGS=docs/results/ablations
+mkdir -p runs/ablations "$LOGS"
+
+# name | flags (the config of each study's variants)
+CONFIGS="lapsrn-d5|--arch LapSRN --depth 5 --scales 4
+lapsrn-d5-l2|--arch LapSRN --depth 5 --scales 4 --loss l2
+onestep-d5|--arch OneStep --depth 5 --scales 4
+lapsrn-d5-direct|--arch LapSRN --depth 5 --scales 4 --reconstruction direct
+lapsrn-d5-shared|--arch LapSRN --depth 5 --scales 4 --sharing shared
+mslapsrn-d5r$LRL_R-ns|--arch MSLapSRN --depth 5 --recursions $LRL_R --skip NS --scales 4
+mslapsrn-d5r$LRL_R-ds|--arch MSLapSRN --depth 5 --recursions $LRL_R --skip DS --scales 4
+mslapsrn-d5r$LRL_R-ss|--arch MSLapSRN --depth 5 --recursions $LRL_R --skip SS --scales 4
+mslapsrn-d5r2-x4|--arch MSLapSRN --depth 5 --recursions 2 --skip SS --scales 4
+mslapsrn-d5r2-x248|--arch MSLapSRN --depth 5 --recursions 2 --skip SS --scales 2 4 8"
+
+# study-variant -> configuration
+STUDIES="loss-charbonnier lapsrn-d5
+loss-l2 lapsrn-d5-l2
+pyramid-progressive lapsrn-d5
+pyramid-onestep onestep-d5
+grl-with lapsrn-d5
+grl-without lapsrn-d5-direct
+sharing-separate lapsrn-d5
+sharing-shared lapsrn-d5-shared
+lrl-ns mslapsrn-d5r$LRL_R-ns
+lrl-ds mslapsrn-d5r$LRL_R-ds
+lrl-ss mslapsrn-d5r$LRL_R-ss
+scales-4 mslapsrn-d5r2-x4
+scales-248 mslapsrn-d5r2-x248"
+
+train_one() {  # name seed flags...: one run, resumed if it was stopped, skipped if it is finished
+  local name=$1 seed=$2; shift 2
+  local out=runs/ablations/$name-s$seed
+  if [ -f "$out/log.csv" ] && grep -q "^$STEPS," "$out/log.csv"; then return 0; fi
+  echo "$(date +%T) training $name seed $seed" >&2
+  OMP_NUM_THREADS=$THREADS NUMBA_NUM_THREADS=$THREADS lapsrn train --preset fast "$@" --seed "$seed" \
+    --steps "$STEPS" --batch "$BATCH" --patch "$PATCH" --warmup 100 --val-every $(( STEPS / 4 )) \
+    --train-dirs "$D/train/T91" "$D/train/BSDS200" --val-dirs "$D/test/Set5" "$D/test/Set14" \
+    --out "$out" --quiet --resume > "$out.out" 2>&1 || { echo "failed: $name seed $seed (see $out.out)" >&2; return 1; }
+}
+export -f train_one
+export STEPS BATCH PATCH THREADS D
+
+# every configuration and seed, JOBS at a time (the costly MS-LapSRN runs first, so the pairs end together)
+for seed in $SEEDS; do
+  echo "$CONFIGS" | tac | while IFS='|' read -r name flags; do echo "$name $seed $flags"; done
+done | xargs -P "$JOBS" -L 1 bash -c 'train_one "$@"' _
+
+# the logs under the studies' names; the scales study also scored at x2 and x8
+echo "$STUDIES" | while read -r study config; do
+  for seed in $SEEDS; do cp "runs/ablations/$config-s$seed/log.csv" "$LOGS/$study-s$seed.csv"; done
+done
+for seed in $SEEDS; do
+  for config in mslapsrn-d5r2-x4 mslapsrn-d5r2-x248; do
+    json=$LOGS/${config/mslapsrn-d5r2-x/scales-}-s$seed.json
+    [ -f "$json" ] || lapsrn evaluate -m "runs/ablations/$config-s$seed/model.safetensors" --no-bicubic \
+      -d "$D/test/Set5" -d "$D/test/Set14" --json "$json" --threads "$CPUS" > /dev/null
+  done
+done
+python scripts/ablations_report.py "$LOGS"
