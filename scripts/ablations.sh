@@ -15,14 +15,15 @@
 #   pyramid-{progressive,onestep} LapSRN D5 x4, or OneStep: the same 10 convs at the LR size, then x4
 #   grl-{with,without}           LapSRN D5 x4, with or without the image-reconstruction branch
 #   sharing-{separate,shared}    LapSRN D5 x4, weights per level or one set for both levels
-#   lrl-{ns,ds,ss}               MS-LapSRN D5R${LRL_R:-3} x4, local skips none, distinct-source, shared-source
-#   scales-{4,248}               MS-LapSRN D5R2 SS trained on x4 only or on x2, x4, x8 at once
+#   lrl-{ns,ds,ss}               MS-LapSRN D5R${LRL_R:-2} x4, local skips none, distinct-source, shared-source
+#   scales-{4,248}               MS-LapSRN D5R2 SS trained on x4 only (= lrl-ss when LRL_R is 2) or on
+#                                x2, x4, x8 at once
 # Usage: bash scripts/ablations.sh [DATA]   (DATA defaults to ../shared/datasets)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-../shared/datasets}
 STEPS=${STEPS:-800} BATCH=${BATCH:-18} PATCH=${PATCH:-48} SEEDS=${SEEDS:-"0 1"} JOBS=${JOBS:-2}
-CPUS=${CPUS:-$(nproc)} LRL_R=${LRL_R:-3}
+CPUS=${CPUS:-$(nproc)} LRL_R=${LRL_R:-2}
 THREADS=$(( CPUS / JOBS > 0 ? CPUS / JOBS : 1 ))
 LOGS=docs/results/ablations
 mkdir -p runs/ablations "$LOGS"
@@ -36,7 +37,7 @@ lapsrn-d5-shared|--arch LapSRN --depth 5 --scales 4 --sharing shared
 mslapsrn-d5r$LRL_R-ns|--arch MSLapSRN --depth 5 --recursions $LRL_R --skip NS --scales 4
 mslapsrn-d5r$LRL_R-ds|--arch MSLapSRN --depth 5 --recursions $LRL_R --skip DS --scales 4
 mslapsrn-d5r$LRL_R-ss|--arch MSLapSRN --depth 5 --recursions $LRL_R --skip SS --scales 4
-mslapsrn-d5r2-x4|--arch MSLapSRN --depth 5 --recursions 2 --skip SS --scales 4
+mslapsrn-d5r2-ss|--arch MSLapSRN --depth 5 --recursions 2 --skip SS --scales 4
 mslapsrn-d5r2-x248|--arch MSLapSRN --depth 5 --recursions 2 --skip SS --scales 2 4 8"
 
 # study-variant -> configuration
@@ -51,7 +52,7 @@ sharing-shared lapsrn-d5-shared
 lrl-ns mslapsrn-d5r$LRL_R-ns
 lrl-ds mslapsrn-d5r$LRL_R-ds
 lrl-ss mslapsrn-d5r$LRL_R-ss
-scales-4 mslapsrn-d5r2-x4
+scales-4 mslapsrn-d5r2-ss
 scales-248 mslapsrn-d5r2-x248"
 
 train_one() {  # name seed flags...: one run, resumed if it was stopped, skipped if it is finished
@@ -69,7 +70,7 @@ export STEPS BATCH PATCH THREADS D
 
 # every configuration and seed, JOBS at a time (the costly MS-LapSRN runs first, so the pairs end together)
 for seed in $SEEDS; do
-  echo "$CONFIGS" | tac | while IFS='|' read -r name flags; do echo "$name $seed $flags"; done
+  echo "$CONFIGS" | awk -F'|' '!seen[$1]++' | tac | while IFS='|' read -r name flags; do echo "$name $seed $flags"; done
 done | xargs -P "$JOBS" -L 1 bash -c 'train_one "$@"' _
 
 # the logs under the studies' names; the scales study also scored at x2 and x8
@@ -77,8 +78,8 @@ echo "$STUDIES" | while read -r study config; do
   for seed in $SEEDS; do cp "runs/ablations/$config-s$seed/log.csv" "$LOGS/$study-s$seed.csv"; done
 done
 for seed in $SEEDS; do
-  for config in mslapsrn-d5r2-x4 mslapsrn-d5r2-x248; do
-    json=$LOGS/${config/mslapsrn-d5r2-x/scales-}-s$seed.json
+  for pair in 4:mslapsrn-d5r2-ss 248:mslapsrn-d5r2-x248; do
+    config=${pair#*:} json=$LOGS/scales-${pair%%:*}-s$seed.json
     [ -f "$json" ] || lapsrn evaluate -m "runs/ablations/$config-s$seed/model.safetensors" --no-bicubic \
       -d "$D/test/Set5" -d "$D/test/Set14" --json "$json" --threads "$CPUS" > /dev/null
   done

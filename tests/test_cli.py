@@ -754,3 +754,13 @@ def test_bundled_model_names_any_case_and_default(tmp_path, rng, capsys):
     photo = _png(tmp_path / "a.png", rng)
     for name in ("default", "MSLapSRN_D5R2"):
         assert run(capsys, "upscale", "-i", str(photo), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", name)[0] == 0
+
+
+def test_a_large_single_image_shows_progress_by_bands(tmp_path, rng, capsys):
+    Image.fromarray(u8(smooth_image(rng, 150, 200))).save(tmp_path / "big.png")
+    args = ["upscale", "-i", str(tmp_path / "big.png"), "-o", str(tmp_path / "out.png"), "-s", "4"]
+    code, err = run(capsys, *args, "--max-memory", "120M")  # too small for one pass: bands
+    assert code == 0, err
+    assert "bands:" in err and "row" in err and f"wrote {tmp_path / 'out.png'}" in err
+    code, err = run(capsys, *args, "--overwrite")  # one pass: no bar
+    assert code == 0 and "bands:" not in err

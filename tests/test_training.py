@@ -78,7 +78,7 @@ def test_batches_depend_only_on_seed_and_step_even_with_workers():
     inline = list(batches(sampler, 0, 5, workers=0))
     resumed = list(batches(sampler, 3, 5, workers=0))
     parallel = list(batches(sampler, 0, 5, workers=2))
-    assert [s for s, _ in inline[0]] == [2, 4] and inline[0][0][1].shape == (2, 1, 32, 32)
+    assert [s for s, _, _ in inline[0]] == [2, 4] and inline[0][0][1].shape == (2, 1, 32, 32)
     for a, b in zip(inline[3:], resumed):
         assert all(torch.equal(x[1], y[1]) for x, y in zip(a, b))
     for a, b in zip(inline, parallel):

@@ -212,6 +212,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-s", "--scale", action="append", type=int, help="scale (repeat; default 2, 4, 8)")
     ev.add_argument("--json", type=Path, help="write per-image results here")
     ev.add_argument("--no-bicubic", action="store_true", help="skip the bicubic baseline row")
+    ev.add_argument(
+        "--degrade",
+        help="degrade the protocol's LR before upscaling, steps in order: jpeg:Q (quality), noise:S (sigma, "
+        "8-bit levels, seeded per image), blur:S (Gaussian sigma, LR px); e.g. noise:5,jpeg:90",
+    )
     _add_model_args(ev)
 
     cv = sub.add_parser("convert", help="official MatConvNet .mat -> lapsrn .safetensors")
@@ -381,6 +386,25 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def _rows_bar():
+    """A progress callback for one large image: a bar of LR rows, shown once the image runs in several bands."""
+    bar = None
+
+    def update(done: int, total: int) -> None:
+        nonlocal bar
+        if bar is None:
+            if done == total:  # one pass: nothing to show
+                return
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, unit="row", desc="bands", dynamic_ncols=True, file=sys.stderr, leave=False)
+        bar.update(done - bar.n)
+        if done == total:
+            bar.close()
+
+    return update
+
+
 def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
     """Write every job's outputs; in a folder a bad image is reported and skipped, not fatal."""
     from .io import ImageError, remove_stale_temps
@@ -402,6 +426,8 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
         elif error or not args.quiet:
             print(message, file=sys.stderr)
 
+    if not folder and not args.quiet:
+        upscaler.progress = _rows_bar()
     for src, dst in jobs:
         if dst.parent not in cleaned:  # a killed earlier run's temp files: its pid is dead
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -450,9 +476,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for d in args.dataset:
         if not d.is_dir():
             raise CLIError(f"{d}: no such folder")
+    degrade = None
+    if args.degrade:
+        from .degrade import parse
+
+        try:
+            degrade = parse(args.degrade)
+        except ValueError as e:
+            raise CLIError(str(e)) from None
     upscaler = _upscaler(args, args.model)
     name = Path(args.model).name if args.model else "lapsrn default"
-    report = run_evaluation([(name, upscaler)], args.dataset, scales, bicubic_row=not args.no_bicubic)
+    report = run_evaluation([(name, upscaler)], args.dataset, scales, not args.no_bicubic, degrade)
     print(report.table())
     if args.json:
         from .io import atomic_path

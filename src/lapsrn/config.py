@@ -14,7 +14,10 @@ import math
 import os
 from dataclasses import MISSING, Field, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal, get_args, get_origin, get_type_hints
+from typing import TYPE_CHECKING, Any, Literal, get_args, get_origin, get_type_hints
+
+if TYPE_CHECKING:
+    from .degrade import Recipe
 
 Arch = Literal["MSLapSRN", "LapSRN", "OneStep"]
 Skip = Literal["NS", "DS", "SS"]
@@ -112,6 +115,15 @@ class TrainConfig:
     init_scheme: InitScheme = field(
         default="kaiming", metadata=doc("fresh weights: He (LeakyReLU gain) or the authors' Gaussians")
     )
+    degrade_clean: float = field(
+        default=1.0,
+        metadata=doc("share of patches with the protocol's clean LR; below 1 the rest are degraded", minimum=0),
+    )
+    degrade_blur: float = field(default=0.5, metadata=doc("largest Gaussian blur sigma, in LR pixels", minimum=0))
+    degrade_noise: float = field(default=10.0, metadata=doc("largest noise sigma, in 8-bit levels", minimum=0))
+    degrade_jpeg: list[int] = field(
+        default_factory=lambda: [30, 95], metadata=doc("JPEG quality range of degraded patches; 0 0 = no JPEG")
+    )
     device: Device = field(default="auto", metadata=doc("auto = CUDA when present, else the CPU"))
     workers: int = field(
         default=0, metadata=doc("processes preparing batches ahead; 0 = in the training process", minimum=0)
@@ -127,9 +139,26 @@ class TrainConfig:
             raise ConfigError(f"patch {self.patch} must be a multiple of the largest scale {max(self.scales)}")
         if self.arch != "LapSRN" and (self.sharing, self.reconstruction) != ("separate", "residual"):
             raise ConfigError("sharing and reconstruction are LapSRN options: use them with --arch LapSRN")
+        if (
+            self.degrade_clean > 1
+            or len(self.degrade_jpeg) != 2
+            or not (self.degrade_jpeg == [0, 0] or 1 <= self.degrade_jpeg[0] <= self.degrade_jpeg[1] <= 100)
+        ):
+            raise ConfigError(
+                f"degrade_clean must be at most 1 and degrade_jpeg two qualities LOW HIGH in 1..100 (or 0 0), "
+                f"got {self.degrade_clean} and {_show(self.degrade_jpeg)}"
+            )
         if not self.train_dirs:
             raise ConfigError("train_dirs: give at least one folder of training images")
         check_batch(self.batch, self.scales, ranks=1)
+
+    def recipe(self) -> Recipe | None:
+        """The degradations of training inputs, or None for the protocol's clean LR only."""
+        from .degrade import Recipe
+
+        if self.degrade_clean >= 1:
+            return None
+        return Recipe(self.degrade_clean, self.degrade_blur, self.degrade_noise, tuple(self.degrade_jpeg))  # type: ignore[arg-type]
 
 
 def _show(value: Any) -> str:
@@ -256,8 +285,10 @@ MAY_CHANGE_ON_RESUME = ("steps", "val_every", "workers", "device", "init", "out"
 def resume_mismatches(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """Fields of ``cfg`` that differ from a checkpoint's config and change the result: 'name NEW (checkpoint OLD)'."""
     given = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
+    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(cfg)}  # type: ignore[misc]
+    saved = {**defaults, **saved}  # a field newer than the checkpoint had its default
     return [
-        f"{k} {_show(v)} (checkpoint {_show(saved.get(k, '?'))})"
+        f"{k} {_show(v)} (checkpoint {_show(saved[k])})"
         for k, v in given.items()
-        if k not in MAY_CHANGE_ON_RESUME and saved.get(k) != v
+        if k not in MAY_CHANGE_ON_RESUME and saved[k] != v
     ]

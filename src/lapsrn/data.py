@@ -17,6 +17,7 @@ import torch
 
 from . import protocol as P
 from .config import scale_shares
+from .degrade import Recipe, degrade_patch
 
 
 def load_y_images(folders: list[Path], min_side: int) -> list[np.ndarray]:
@@ -89,20 +90,44 @@ def make_pyramid(hr: torch.Tensor, levels: int) -> PyramidBatch:
 
 
 class PatchSampler(torch.utils.data.Dataset):
-    """Global batches of HR patches split over scales; item k is the batch of step k."""
+    """Global batches of HR patches split over scales; item k is the batch of step k.
 
-    def __init__(self, images: list[np.ndarray], patch: int, scales: list[int], seed: int, size: int) -> None:
+    With a degradation ``recipe`` each patch also gets its degraded LR
+    (``degrade.degrade_patch``), drawn from its own stream of (seed, step), so
+    the HR patches are those of the same run without degradations.
+    """
+
+    def __init__(
+        self,
+        images: list[np.ndarray],
+        patch: int,
+        scales: list[int],
+        seed: int,
+        size: int,
+        recipe: Recipe | None = None,
+    ) -> None:
         self.images, self.patch, self.scales, self.seed, self.size = images, patch, scales, seed, size
+        self.recipe = recipe
 
     def __len__(self) -> int:
         return 2**62  # indexed by step, never exhausted
 
-    def __getitem__(self, step: int) -> list[tuple[int, torch.Tensor]]:
-        """[(scale, HR patches)]: the batch split over the scales in ceil-sized shares (getBatch_MSLapSRN.m)."""
+    def __getitem__(self, step: int) -> list[tuple[int, torch.Tensor, torch.Tensor | None]]:
+        """[(scale, HR patches, degraded LR or None)]: the batch split over the scales in ceil-sized shares
+        (getBatch_MSLapSRN.m); None = the protocol's bicubic LR, made with the targets by ``make_pyramid``."""
         rng = np.random.default_rng([self.seed, step])
         patches = [random_patch(self.images[rng.integers(len(self.images))], self.patch, rng) for _ in range(self.size)]
         hr = torch.from_numpy(np.stack(patches))[:, None]
-        return list(zip(self.scales, hr.split(scale_shares(self.size, len(self.scales)))))
+        groups = list(zip(self.scales, hr.split(scale_shares(self.size, len(self.scales)))))
+        if self.recipe is None:
+            return [(scale, group, None) for scale, group in groups]
+        rng = np.random.default_rng([self.seed, step, 1])
+        return [(scale, group, self._degraded(group, scale, rng)) for scale, group in groups]
+
+    def _degraded(self, hr: torch.Tensor, scale: int, rng: np.random.Generator) -> torch.Tensor:
+        """The degraded LR of each (1, H, W) patch of ``hr``, as a float32 (N, 1, H/scale, W/scale) batch."""
+        lrs = [degrade_patch(patch[0].numpy(), scale, self.recipe, rng) for patch in hr]  # type: ignore[arg-type]
+        return torch.from_numpy(np.stack(lrs).astype(np.float32))[:, None]
 
 
 def _ignore_stop_signals(worker_id: int) -> None:

@@ -39,9 +39,13 @@ def score(hr: np.ndarray, sr: np.ndarray, scale: int) -> tuple[float, float]:
     return P.psnr(gt_y, sr_y), P.ssim(gt_y, sr_y)
 
 
-def evaluate_image(name: str, hr: np.ndarray, scale: int, method: Method) -> ImageScore:
-    """Protocol score of one method on one HR image."""
+def evaluate_image(name: str, hr: np.ndarray, scale: int, method: Method, degrade: list | None = None) -> ImageScore:
+    """Protocol score of one method on one HR image; ``degrade``: steps applied to the protocol's LR first."""
     hr, lr = prepare(hr, scale)
+    if degrade:
+        from .degrade import degrade_lr
+
+        lr = degrade_lr(lr, degrade, name)
     start = time.perf_counter()
     sr = method(lr, scale)
     seconds = time.perf_counter() - start
@@ -78,6 +82,7 @@ class Row:
     scale: int
     method: str
     scores: list[ImageScore]
+    degrade: str = ""  # the LR's degradations after the protocol's downscale, as --degrade reads them
 
     @property
     def mean(self) -> dict[str, float]:
@@ -99,7 +104,14 @@ class Report:
         """Means and per-image scores."""
         return {
             "rows": [
-                {"dataset": r.dataset, "scale": r.scale, "method": r.method, **r.mean, "per_image": as_dict(r.scores)}
+                {
+                    "dataset": r.dataset,
+                    "scale": r.scale,
+                    "method": r.method,
+                    "degrade": r.degrade,
+                    **r.mean,
+                    "per_image": as_dict(r.scores),
+                }
                 for r in self.rows
             ]
         }
@@ -115,6 +127,7 @@ def summary_table(rows: list[dict], html: bool = False) -> str:
     """
     from html import escape
 
+    rows = [{**r, "dataset": f"{r['dataset']} ({r['degrade']})"} if r.get("degrade") else r for r in rows]
     datasets = list(dict.fromkeys(r["dataset"] for r in rows))
     keys = sorted(dict.fromkeys((r["scale"], r["method"]) for r in rows), key=lambda k: (k[0], k[1] != "bicubic"))
     cell = {(r["scale"], r["method"], r["dataset"]): r for r in rows}
@@ -145,11 +158,19 @@ def summary_table(rows: list[dict], html: bool = False) -> str:
 
 
 def run_evaluation(
-    models: list[tuple[str, object]], folders: list[Path], scales: list[int], bicubic_row: bool = True
+    models: list[tuple[str, object]],
+    folders: list[Path],
+    scales: list[int],
+    bicubic_row: bool = True,
+    degrade: list | None = None,
 ) -> Report:
-    """Score each (name, Upscaler) and bicubic on every folder and scale; a progress bar on long runs."""
+    """Score each (name, Upscaler) and bicubic on every folder and scale; a progress bar on long runs.
+
+    ``degrade``: ``degrade.Step``s applied to every LR after the protocol's downscale (JPEG, noise, blur).
+    """
     from tqdm import tqdm
 
+    from .degrade import describe
     from .imaging import bicubic, super_resolve
     from .io import read_image
 
@@ -167,7 +188,7 @@ def run_evaluation(
                 for name, fn in methods:
                     scores = []
                     for stem, hr in hrs:
-                        scores.append(evaluate_image(stem, hr, scale, fn))
+                        scores.append(evaluate_image(stem, hr, scale, fn, degrade))
                         bar.update(name != "bicubic")
-                    rows.append(Row(folder.name, scale, name, scores))
+                    rows.append(Row(folder.name, scale, name, scores, describe(degrade or [])))
     return Report(rows)

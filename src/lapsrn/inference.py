@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -131,6 +131,7 @@ class Upscaler:
     device: str = "cpu"
     half: bool = False  # float16 on CUDA
     threads: int | None = field(default=None, repr=False)
+    progress: Callable[[int, int], None] | None = field(default=None, repr=False)  # (LR rows done, rows) per band
 
     def __post_init__(self) -> None:
         if _is_torch_module(self.net):
@@ -236,6 +237,8 @@ class Upscaler:
         tile = self.tile_size(h, w, levels, reserved)
         if tile is None:
             yield 0, h, self._run(y, levels, last_only)
+            if self.progress:
+                self.progress(h, h)
             return
         m = receptive_margin(self.spec, levels)
         for y0, y1 in _tiles(h, tile[0]):
@@ -248,6 +251,8 @@ class Upscaler:
                     f = 2**l
                     out[:, x0 * f : x1 * f] = res[(y0 - py0) * f : (y1 - py0) * f, (x0 - px0) * f : (x1 - px0) * f]
             yield y0, y1, outs
+            if self.progress:
+                self.progress(y1, h)
 
     def pyramid_y(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]:
         """Every level's output (or only the last) for one luminance plane, float32, tiled if needed."""

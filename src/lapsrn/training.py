@@ -348,10 +348,12 @@ def _train_step(
         g["lr"] = lr
     loss_total = torch.zeros((), device=device)
     opt.zero_grad(set_to_none=True)
-    for scale, hr in batch:
+    for scale, hr, degraded in batch:
         shard = (hr.chunk(world)[rank] if world > 1 else hr).to(device, non_blocking=True)
         levels = int(math.log2(scale))
         pyr = make_pyramid(shard, levels)
+        if degraded is not None:  # the input degraded, the targets the clean pyramid
+            pyr.lr = (degraded.chunk(world)[rank] if world > 1 else degraded).to(device, non_blocking=True)
         preds = net(pyr.lr, levels)  # a one-step network predicts the last level only
         loss_total = loss_total + pyramid_loss(preds, pyr.targets[-len(preds) :], cfg.loss, cfg.reduction)
     loss_total.backward()
@@ -417,7 +419,7 @@ def _setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Run:
     opt = make_optimizer(cfg, net)
     ckpt = _open_run(cfg, resume, overwrite, device) if rank == 0 else None
     images = load_y_images([Path(d) for d in cfg.train_dirs], cfg.patch + 1)
-    sampler = PatchSampler(images, cfg.patch, cfg.scales, cfg.seed, cfg.batch)
+    sampler = PatchSampler(images, cfg.patch, cfg.scales, cfg.seed, cfg.batch, cfg.recipe())
     val_images = _val_images(cfg) if rank == 0 else {}
     progress = {"step": 0, "log": [], "window": [], "seconds": 0.0}
     if world > 1:  # the other ranks read the checkpoint rank 0 has checked
