@@ -207,3 +207,34 @@ def test_training_curve_png(tiny_data, tmp_path):
     img = Image.open(tmp_path / "curve.png")
     assert img.size == (1000, 400)
     assert len(np.unique(np.asarray(img.convert("L")))) > 10  # drawn, not blank
+
+
+def test_adversarial_resume_is_bit_identical_and_logs_the_discriminator(tiny_data, tmp_path, monkeypatch):
+    """The GAN variant: both networks and optimisers in the checkpoint, so a stop and resume changes nothing."""
+    adv = {"steps": 6, "val_every": 3, "adversarial": 1e-2}
+    T.train(tiny_config(tiny_data, tmp_path / "a", **adv), quiet=True)
+    cfg = tiny_config(tiny_data, tmp_path / "b", **adv)
+    _signal_at(monkeypatch, {4: signal.SIGTERM})  # mid-interval: the window holds discriminator values too
+    with pytest.raises(T.TrainingInterrupted):
+        T.train(cfg, quiet=True)
+    T.train(cfg, resume=True, quiet=True)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    assert log_without_seconds(tmp_path / "a") == log_without_seconds(tmp_path / "b")
+    a, b = (torch.load(tmp_path / r / "checkpoint.pt", weights_only=True) for r in "ab")
+    for k in a["discriminator"]:
+        assert torch.equal(a["discriminator"][k], b["discriminator"][k]), k
+    header, *rows = (tmp_path / "a" / "log.csv").read_text().splitlines()
+    assert header == "step,loss,lr,seconds,d_loss,d_acc,val"
+    assert all(0 <= float(r.split(",")[5]) <= 1 and float(r.split(",")[4]) > 0 for r in rows)
+    from lapsrn.plot import plot_logs
+
+    plot_logs([tmp_path / "a" / "log.csv"], tmp_path / "curve.png")
+    assert (tmp_path / "curve.png").stat().st_size > 1000
+
+
+def test_adversarial_term_moves_the_generator_differently(tiny_data, tmp_path):
+    """The adversarial weight is used: the same run with it ends at other weights than without it."""
+    T.train(tiny_config(tiny_data, tmp_path / "plain", steps=2, val_every=2), quiet=True)
+    T.train(tiny_config(tiny_data, tmp_path / "gan", steps=2, val_every=2, adversarial=0.5), quiet=True)
+    plain, gan = weights_of(tmp_path / "plain"), weights_of(tmp_path / "gan")
+    assert any(not torch.equal(plain[k], gan[k]) for k in plain)

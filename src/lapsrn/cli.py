@@ -261,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     be.add_argument("-o", "--output", type=Path, default=Path("docs/BENCHMARKS.md"))
 
+    sub.add_parser("models", help="the bundled models: name, architecture, size, training, Set5 x4 PSNR")
+
     pl = sub.add_parser("plot", help="training curves PNG from one or more training log.csv")
     pl.add_argument("log", type=Path, nargs="+")
     pl.add_argument("-o", "--output", required=True, type=Path)
@@ -596,6 +598,28 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    """lapsrn models: one row per bundled model, read from its card and its (sha256-checked) file."""
+    from .weights import DEFAULT_MODEL, PACKAGE_WEIGHTS, bundled_card, bundled_names, read
+
+    print("| name | architecture | parameters | scales | size | trained | Set5 x4 PSNR |")
+    print("|---|---|---|---|---|---|---|")
+    for name in bundled_names():
+        card = bundled_card(name)
+        spec, state = read(name)
+        arch = f"{spec.arch} D{spec.depth}" + (f"R{spec.recursions} {spec.skip}" if spec.arch == "MSLapSRN" else "")
+        psnr = next((v[0] for k, v in card.get("metrics", {}).items() if k == f"Set5 x4 {name}"), None)
+        psnr = psnr or next((v[0] for k, v in card.get("metrics", {}).items() if k == "Set5 x4 lapsrn default"), None)
+        label = f"{name} (default)" if name == DEFAULT_MODEL else name
+        size = (PACKAGE_WEIGHTS / card["file"]).stat().st_size / 1e6
+        print(
+            f"| {label} | {arch} | {sum(v.size for v in state.values()):,} | "
+            f"{', '.join(f'x{s}' for s in card['scales'])} | {size:.2f} MB | {card['training_data']} | "
+            f"{f'{psnr:.2f} dB' if psnr else 'not scored'} |"
+        )
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     """lapsrn plot LOG -o PNG."""
     from .plot import plot_logs
@@ -650,6 +674,7 @@ COMMANDS = {
     "report": cmd_report,
     "plot": cmd_plot,
     "bench": cmd_bench,
+    "models": cmd_models,
 }
 
 

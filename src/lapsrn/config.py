@@ -115,6 +115,13 @@ class TrainConfig:
     init_scheme: InitScheme = field(
         default="kaiming", metadata=doc("fresh weights: He (LeakyReLU gain) or the authors' Gaussians")
     )
+    adversarial: float = field(
+        default=0.0,
+        metadata=doc(
+            "weight of the adversarial term (the papers' GAN variant; a DCGAN discriminator); 0 = off", minimum=0
+        ),
+    )
+    d_lr: float = field(default=1e-4, metadata=doc("discriminator learning rate (Adam, betas 0.5, 0.999)", minimum=0))
     degrade_clean: float = field(
         default=1.0,
         metadata=doc("share of patches with the protocol's clean LR; below 1 the rest are degraded", minimum=0),

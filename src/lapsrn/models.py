@@ -228,6 +228,32 @@ class MSLapSRN(nn.Module):
         return outputs
 
 
+class Discriminator(nn.Module):
+    """DCGAN's discriminator, for the papers' adversarial LapSRN: is a Y patch real HR or the network's output?
+
+    Strided 4x4 convs halve the size and double the channels (64 to 512), each
+    followed by LeakyReLU 0.2; then fully connected layers give one logit. Unlike
+    DCGAN there is no batch norm: it would make a patch's score depend on the other
+    patches of its batch (real and fake batches are scored apart, and under torchrun
+    each rank sees a slice), and the papers' claim is about the loss, not the norm.
+    An adaptive pool to 4x4 before the classifier lets any patch size in.
+    """
+
+    def __init__(self, channels: int = 64, blocks: int = 4) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        cin = 1
+        for i in range(blocks):
+            layers += [nn.Conv2d(cin, channels * 2**i, 4, stride=2, padding=1), nn.LeakyReLU(SLOPE)]
+            cin = channels * 2**i
+        self.features = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4))
+        self.classifier = nn.Sequential(nn.Flatten(), nn.Linear(cin * 16, 256), nn.LeakyReLU(SLOPE), nn.Linear(256, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, H, W) patches -> (N,) logits, positive = judged real."""
+        return self.classifier(self.features(x))[:, 0]
+
+
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameter count, the figure the papers and the released weights quote."""
     return sum(p.numel() for p in model.parameters())

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from . import evaluate as E
 from .config import PRESETS, TrainConfig, check_batch, make_config, resume_mismatches  # noqa: F401 (re-exported)
@@ -40,10 +41,11 @@ from .data import PatchSampler, batches, load_y_images, make_pyramid
 from .imaging import super_resolve
 from .inference import Upscaler
 from .losses import pyramid_loss
-from .models import LapSRN, MSLapSRN, OneStep
+from .models import Discriminator, LapSRN, MSLapSRN, OneStep
 
 RUN_FILES = ("config.json", "log.csv", "checkpoint.pt", "model.safetensors")
 LOG_COLUMNS = ["step", "loss", "lr", "seconds"]
+ADVERSARIAL_COLUMNS = ["d_loss", "d_acc"]  # the discriminator's, when --adversarial > 0
 
 
 class TrainingInterrupted(Exception):
@@ -96,6 +98,14 @@ def make_optimizer(cfg: TrainConfig, net: torch.nn.Module) -> torch.optim.Optimi
     if cfg.optimizer == "sgd":
         return torch.optim.SGD(net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     return torch.optim.Adam(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def make_discriminator(cfg: TrainConfig) -> tuple[torch.nn.Module, torch.optim.Optimizer] | tuple[None, None]:
+    """The adversarial variant's discriminator and its Adam (DCGAN's betas), or (None, None) without it."""
+    if cfg.adversarial <= 0:
+        return None, None
+    disc = Discriminator()
+    return disc, torch.optim.Adam(disc.parameters(), lr=cfg.d_lr, betas=(0.5, 0.999))
 
 
 def _device(cfg: TrainConfig) -> str:
@@ -186,13 +196,19 @@ def _log_bytes(cfg: TrainConfig, rows: list[list[str]]) -> bytes:
     """log.csv's content: one row per checkpoint of the log (step, loss, lr, seconds, PSNR per folder)."""
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(LOG_COLUMNS + [Path(d).name for d in cfg.val_dirs])
+    adversarial = ADVERSARIAL_COLUMNS if cfg.adversarial > 0 else []
+    writer.writerow(LOG_COLUMNS + adversarial + [Path(d).name for d in cfg.val_dirs])
     writer.writerows(rows)
     return text.getvalue().encode()
 
 
 def write_checkpoint(
-    out: Path, net: torch.nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, progress: dict
+    out: Path,
+    net: torch.nn.Module,
+    opt: torch.optim.Optimizer,
+    cfg: TrainConfig,
+    progress: dict,
+    disc: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None,
 ) -> None:
     """checkpoint.pt, then model.safetensors and log.csv from the same state.
 
@@ -208,6 +224,8 @@ def write_checkpoint(
         "config": asdict(cfg),
         **progress,
     }
+    if disc is not None:  # the adversarial variant: both networks and both optimisers, so resume stays exact
+        state.update(discriminator=disc[0].state_dict(), d_optimizer=disc[1].state_dict())
     buffer = io.BytesIO()
     torch.save(state, buffer)
     write_atomically(out / "checkpoint.pt", buffer.getvalue())
@@ -239,7 +257,10 @@ def _load_checkpoint(path: Path, cfg: TrainConfig, device: str) -> dict:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as e:
         raise ValueError(f"{path}: not a readable checkpoint ({str(e).strip().splitlines()[0]})") from None
-    if not isinstance(ckpt, dict) or not {"config", "step", "model", "optimizer", "log"} <= set(ckpt):
+    needed = {"config", "step", "model", "optimizer", "log"} | (
+        {"discriminator", "d_optimizer"} if cfg.adversarial > 0 else set()
+    )
+    if not isinstance(ckpt, dict) or not needed <= set(ckpt):
         raise ValueError(f"{path}: not a checkpoint of this version of lapsrn train")
     mismatches = resume_mismatches(ckpt["config"], cfg)
     if mismatches:
@@ -281,6 +302,7 @@ def _start_files(
     progress: dict,
     started: float,
     fresh: bool,
+    disc: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None,
 ) -> None:
     """The run folder as the run begins: no stale temp files, config.json, and the checkpoint with its files.
 
@@ -296,7 +318,7 @@ def _start_files(
             (out / name).unlink(missing_ok=True)
     write_atomically(out / "config.json", json.dumps(asdict(cfg), indent=2).encode())
     if fresh:
-        write_checkpoint(out, net, opt, cfg, progress)
+        write_checkpoint(out, net, opt, cfg, progress, disc)
     else:
         write_derived(out, net, cfg, progress)
 
@@ -342,12 +364,20 @@ def _train_step(
     rank: int,
     world: int,
     device: str,
-) -> float:
-    """One optimiser step on a global batch (this rank's slice of each scale's share); returns the mean loss."""
+    disc: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None,
+) -> list[float]:
+    """One optimiser step on a global batch (this rank's slice of each scale's share).
+
+    Returns [mean pyramid loss], plus the discriminator's [loss, accuracy] in
+    the adversarial variant: the generator's step adds ``cfg.adversarial`` times
+    the non-saturating GAN loss of its last-level outputs, then the
+    discriminator takes one step on those outputs against the HR patches.
+    """
     for g in opt.param_groups:
         g["lr"] = lr
     loss_total = torch.zeros((), device=device)
     opt.zero_grad(set_to_none=True)
+    fakes, reals = [], []
     for scale, hr, degraded in batch:
         shard = (hr.chunk(world)[rank] if world > 1 else hr).to(device, non_blocking=True)
         levels = int(math.log2(scale))
@@ -356,16 +386,46 @@ def _train_step(
             pyr.lr = (degraded.chunk(world)[rank] if world > 1 else degraded).to(device, non_blocking=True)
         preds = net(pyr.lr, levels)  # a one-step network predicts the last level only
         loss_total = loss_total + pyramid_loss(preds, pyr.targets[-len(preds) :], cfg.loss, cfg.reduction)
-    loss_total.backward()
-    loss_value = loss_total.detach().clone()
+        fakes.append(preds[-1])
+        reals.append(pyr.targets[-1])
+    objective = loss_total
+    if disc is not None:
+        disc[0].requires_grad_(False)  # the generator's step leaves the discriminator's gradients alone
+        logits = disc[0](torch.cat(fakes))
+        objective = objective + cfg.adversarial * F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+        disc[0].requires_grad_(True)
+    objective.backward()
+    values = [loss_total.detach().clone()]
     if world > 1:
         _average_gradients(net, world)
-        dist.all_reduce(loss_value)
-        loss_value /= world
     if cfg.clip_grad > 0:
         torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.clip_grad)
     opt.step()
-    return float(loss_value)
+    if disc is not None:
+        values += _discriminator_step(disc, torch.cat(reals), torch.cat(fakes).detach(), world)
+    if world > 1:
+        for v in values:
+            dist.all_reduce(v)
+            v /= world
+    return [float(v) for v in values]
+
+
+def _discriminator_step(
+    disc: tuple[torch.nn.Module, torch.optim.Optimizer], real: torch.Tensor, fake: torch.Tensor, world: int
+) -> list[torch.Tensor]:
+    """One step of the discriminator: HR patches are real, the generator's outputs fake; (loss, accuracy)."""
+    model, d_opt = disc
+    d_opt.zero_grad(set_to_none=True)
+    real_logits, fake_logits = model(real), model(fake)
+    loss = F.binary_cross_entropy_with_logits(
+        real_logits, torch.ones_like(real_logits)
+    ) + F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+    loss.backward()
+    if world > 1:
+        _average_gradients(model, world)
+    d_opt.step()
+    accuracy = ((real_logits > 0).float().mean() + (fake_logits < 0).float().mean()) / 2
+    return [loss.detach(), accuracy.detach()]
 
 
 def _val_images(cfg: TrainConfig) -> dict[str, list[np.ndarray]]:
@@ -394,6 +454,7 @@ class Run:
     rank: int
     world: int
     device: str
+    disc: tuple[torch.nn.Module, torch.optim.Optimizer] | None = None  # the adversarial variant's
 
     @property
     def out(self) -> Path:
@@ -417,6 +478,8 @@ def _setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Run:
     net.to(device)
     torch.backends.cudnn.benchmark = True  # fixed patch shapes: let cuDNN pick its fastest kernels
     opt = make_optimizer(cfg, net)
+    d_net, d_opt = make_discriminator(cfg)
+    disc = None if d_net is None else (d_net.to(device), d_opt)
     ckpt = _open_run(cfg, resume, overwrite, device) if rank == 0 else None
     images = load_y_images([Path(d) for d in cfg.train_dirs], cfg.patch + 1)
     sampler = PatchSampler(images, cfg.patch, cfg.scales, cfg.seed, cfg.batch, cfg.recipe())
@@ -431,12 +494,15 @@ def _setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Run:
         opt.load_state_dict(ckpt["optimizer"])
         torch.set_rng_state(ckpt["torch_rng"].cpu())
         progress = {k: ckpt[k] for k in progress}
+        if disc is not None:
+            disc[0].load_state_dict(ckpt["discriminator"])
+            disc[1].load_state_dict(ckpt["d_optimizer"])
     if rank == 0:
-        _start_files(out, net, opt, cfg, progress, started, fresh=ckpt is None)
+        _start_files(out, net, opt, cfg, progress, started, fresh=ckpt is None, disc=disc)
     if world > 1:  # start every rank from rank 0's weights
-        for t in net.state_dict().values():
+        for t in [*net.state_dict().values(), *(disc[0].state_dict().values() if disc else [])]:
             dist.broadcast(t, 0)
-    return Run(cfg, net, opt, sampler, val_images, progress, rank, world, device)
+    return Run(cfg, net, opt, sampler, val_images, progress, rank, world, device, disc)
 
 
 def _loop(run: Run, stop: StopRequest, quiet: bool) -> int:
@@ -448,28 +514,31 @@ def _loop(run: Run, stop: StopRequest, quiet: bool) -> int:
 
         bar = tqdm(total=cfg.steps, initial=run.progress["step"], unit="step", dynamic_ncols=True)
     net.train()
-    step, window = run.progress["step"], list(run.progress["window"])
+    step = run.progress["step"]
+    window = [w if isinstance(w, list) else [w] for w in run.progress["window"]]  # rows of [loss, d_loss, d_acc]
     clock = time.perf_counter() - run.progress["seconds"]
     loader = iter(batches(run.sampler, step, cfg.steps, cfg.workers, pin=run.device.startswith("cuda")))
     while step < cfg.steps and not stop.agreed(run.world, run.device):
         lr = lr_at(cfg, step)
-        window.append(_train_step(net, run.opt, cfg, next(loader), lr, run.rank, run.world, run.device))
+        window.append(_train_step(net, run.opt, cfg, next(loader), lr, run.rank, run.world, run.device, run.disc))
         step += 1
         if bar:
             bar.update(1)
-            bar.set_postfix(loss=f"{np.mean(window[-50:]):.4f}", lr=f"{lr:.2e}")
+            bar.set_postfix(loss=f"{np.mean([w[0] for w in window[-50:]]):.4f}", lr=f"{lr:.2e}")
         if step % cfg.val_every and step != cfg.steps:
             continue
         if run.rank == 0:
             psnrs = validate(net, cfg, run.val_images, run.device)
-            row = [str(step), f"{np.mean(window):.6f}", f"{lr:.3e}", f"{time.perf_counter() - clock:.1f}"]
+            means = np.mean(window, axis=0)  # loss, and the discriminator's loss and accuracy
+            row = [str(step), f"{means[0]:.6f}", f"{lr:.3e}", f"{time.perf_counter() - clock:.1f}"]
+            row += [f"{m:.4f}" for m in means[1:]]
             run.progress = {
                 "step": step,
                 "log": [*run.progress["log"], row + [f"{p:.4f}" for p in psnrs.values()]],
                 "window": [],
                 "seconds": time.perf_counter() - clock,
             }
-            write_checkpoint(run.out, net, run.opt, cfg, run.progress)
+            write_checkpoint(run.out, net, run.opt, cfg, run.progress, run.disc)
             window = []
             if bar and psnrs:
                 bar.write(f"step {step}: " + ", ".join(f"{k} {v:.2f} dB" for k, v in psnrs.items()))
@@ -481,7 +550,7 @@ def _loop(run: Run, stop: StopRequest, quiet: bool) -> int:
         return 0  # a signal after the last step stops nothing
     if run.rank == 0 and step != run.progress["step"]:  # stopped between checkpoints: checkpoint this step
         run.progress = {**run.progress, "step": step, "window": window, "seconds": time.perf_counter() - clock}
-        write_checkpoint(run.out, net, run.opt, cfg, run.progress)
+        write_checkpoint(run.out, net, run.opt, cfg, run.progress, run.disc)
     return stop.agreed(run.world, run.device)
 
 
