@@ -213,6 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--json", type=Path, help="write per-image results here")
     ev.add_argument("--no-bicubic", action="store_true", help="skip the bicubic baseline row")
     ev.add_argument(
+        "--texture",
+        action="store_true",
+        help="add to each cell the high-frequency energy relative to the ground truth's (1 = as much fine detail)",
+    )
+    ev.add_argument(
         "--degrade",
         help="degrade the protocol's LR before upscaling, steps in order: jpeg:Q (quality), noise:S (sigma, "
         "8-bit levels, seeded per image), blur:S (Gaussian sigma, LR px); e.g. noise:5,jpeg:90",
@@ -489,7 +494,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     upscaler = _upscaler(args, args.model)
     name = Path(args.model).name if args.model else "lapsrn default"
     report = run_evaluation([(name, upscaler)], args.dataset, scales, not args.no_bicubic, degrade)
-    print(report.table())
+    print(report.table(hf=args.texture))
     if args.json:
         from .io import atomic_path
 

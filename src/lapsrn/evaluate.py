@@ -23,6 +23,7 @@ class ImageScore:
     psnr: float
     ssim: float
     seconds: float
+    hf: float = math.nan  # high-frequency energy relative to the ground truth's (``hf_ratio``)
 
 
 def prepare(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
@@ -39,6 +40,25 @@ def score(hr: np.ndarray, sr: np.ndarray, scale: int) -> tuple[float, float]:
     return P.psnr(gt_y, sr_y), P.ssim(gt_y, sr_y)
 
 
+def laplacian_energy(y: np.ndarray) -> float:
+    """Mean squared response of the 3x3 Laplacian: the energy of the finest detail (edges, texture, noise)."""
+    lap = 4 * y[1:-1, 1:-1] - y[:-2, 1:-1] - y[2:, 1:-1] - y[1:-1, :-2] - y[1:-1, 2:]
+    return float(np.mean(lap**2))
+
+
+def hf_ratio(hr: np.ndarray, sr: np.ndarray, scale: int) -> float:
+    """The SR image's high-frequency energy over the ground truth's, on the protocol's shaved 8-bit Y.
+
+    An offline texture measure, needing no learned weights: 1 means as much fine
+    detail as the ground truth, below 1 smoother (PSNR-trained models, bicubic),
+    above 1 more (noise, ringing, hallucinated texture). It says how much detail
+    there is, not whether it is the right detail: read it beside PSNR.
+    """
+    gt_y = P.shave(P.rgb2ycbcr(P.im2uint8(hr) / 255.0)[..., 0], scale)
+    sr_y = P.shave(P.rgb2ycbcr(P.im2uint8(sr) / 255.0)[..., 0], scale)
+    return laplacian_energy(sr_y) / max(laplacian_energy(gt_y), 1e-12)
+
+
 def evaluate_image(name: str, hr: np.ndarray, scale: int, method: Method, degrade: list | None = None) -> ImageScore:
     """Protocol score of one method on one HR image; ``degrade``: steps applied to the protocol's LR first."""
     hr, lr = prepare(hr, scale)
@@ -49,7 +69,7 @@ def evaluate_image(name: str, hr: np.ndarray, scale: int, method: Method, degrad
     start = time.perf_counter()
     sr = method(lr, scale)
     seconds = time.perf_counter() - start
-    return ImageScore(name, *score(hr, sr, scale), seconds)
+    return ImageScore(name, *score(hr, sr, scale), seconds, hf_ratio(hr, sr, scale))
 
 
 def mean_scores(scores: list[ImageScore]) -> dict[str, float]:
@@ -58,6 +78,7 @@ def mean_scores(scores: list[ImageScore]) -> dict[str, float]:
         "psnr": float(np.mean([s.psnr for s in scores])),
         "ssim": float(np.mean([s.ssim for s in scores])),
         "seconds": float(np.mean([s.seconds for s in scores])),
+        "hf": float(np.mean([s.hf for s in scores])),
         "images": len(scores),
     }
 
@@ -96,9 +117,9 @@ class Report:
 
     rows: list[Row]
 
-    def table(self) -> str:
+    def table(self, hf: bool = False) -> str:
         """Markdown summary table (see ``summary_table``)."""
-        return summary_table(self.to_json()["rows"])
+        return summary_table(self.to_json()["rows"], hf=hf)
 
     def to_json(self) -> dict:
         """Means and per-image scores."""
@@ -117,8 +138,10 @@ class Report:
         }
 
 
-def summary_table(rows: list[dict], html: bool = False) -> str:
+def summary_table(rows: list[dict], html: bool = False, hf: bool = False) -> str:
     """Mean PSNR / SSIM as the papers lay them out: a row per (scale, method), a column per dataset.
+
+    ``hf``: each cell adds the high-frequency energy ratio to the ground truth (``hf_ratio``).
 
     ``rows`` are dicts with dataset, scale, method, psnr and ssim: ``Report.to_json()["rows"]``
     or the rows of ``lapsrn evaluate --json`` files, so the CLI, the HTML report and
@@ -139,7 +162,7 @@ def summary_table(rows: list[dict], html: bool = False) -> str:
         texts = []
         for d in datasets:
             r = cell.get((scale, method, d))
-            text = "" if r is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}"
+            text = "" if r is None else f"{r['psnr']:.2f} / {r['ssim']:.4f}" + (f" / {r['hf']:.2f}" if hf else "")
             top = r is not None and r["psnr"] == best[(scale, d)]
             texts.append(
                 (f"<td class='best'>{text}</td>" if top else f"<td>{text}</td>")
