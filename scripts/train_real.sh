@@ -10,6 +10,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-../shared/datasets}
 lapsrn train --preset fast --train-dirs "$D/train/T91" "$D/train/BSDS200" --val-dirs "$D/test/Set5" "$D/test/Set14" \
-  --init src/lapsrn/weights/mslapsrn_d5r2.safetensors --degrade-clean 0.2 --degrade-blur 0.5 --degrade-noise 10 \
+  --init src/lapsrn/weights/mslapsrn_d5r2.safetensors --degrade-clean 0.2 --degrade-blur 0.3 --degrade-noise 10 \
   --degrade-jpeg 30 95 --steps "${STEPS:-1000}" --batch 48 --patch 64 --lr 2e-4 --warmup 50 --val-every 250 \
   --out runs/real --quiet --resume

@@ -764,3 +764,16 @@ def test_a_large_single_image_shows_progress_by_bands(tmp_path, rng, capsys):
     assert "bands:" in err and "row" in err and f"wrote {tmp_path / 'out.png'}" in err
     code, err = run(capsys, *args, "--overwrite")  # one pass: no bar
     assert code == 0 and "bands:" not in err
+
+
+def test_models_lists_the_bundled_models_with_their_facts(capsys):
+    from lapsrn.weights import DEFAULT_MODEL, bundled_names
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].startswith("| name | architecture | parameters |")
+    rows = {r.split("|")[1].strip(): r for r in out[2:]}
+    assert len(rows) == len(bundled_names())
+    default = rows[f"{DEFAULT_MODEL} (default)"]
+    assert "MSLapSRN D5R2 SS" in default and "222,801" in default and "x2, x4, x8" in default
+    assert "31.26 dB" in default  # the Set5 x4 PSNR on its card

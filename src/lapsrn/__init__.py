@@ -6,6 +6,11 @@ when first used, and training, plotting or export code never is.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .inference import Upscaler
+
 __version__ = "0.1.0"
 __all__ = ["load", "__version__"]
 
@@ -18,7 +23,7 @@ def load(
     device: str = "auto",
     half: bool = False,
     threads: int | None = None,
-):
+) -> Upscaler:
     """An Upscaler for a bundled name, a .safetensors path or an official .mat (None: the default model).
 
     ``tile`` (LR tile side) and ``max_memory`` (bytes for feature maps and

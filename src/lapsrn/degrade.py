@@ -167,7 +167,7 @@ def degrade_patch(hr: np.ndarray, scale: int, recipe: Recipe, rng: np.random.Gen
         return P.imresize(hr, 1.0 / scale)
     img = hr.astype(np.float64)
     if recipe.blur > 0 and rng.random() < 0.5:
-        sx, sy = rng.uniform(0.2, recipe.blur, size=2) * scale / 2  # LR px -> HR px, about
+        sx, sy = rng.uniform(0.1 * recipe.blur, recipe.blur, size=2) * scale  # LR px -> HR px
         if rng.random() < 0.5:
             sy = sx  # isotropic
         img = blur(img, gaussian_kernel(sx, sy, rng.uniform(0, np.pi)))

@@ -13,13 +13,14 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import numpy as np
 
 from .upscale import upscale_image
 from .weights import ModelSpec
 
+Image = TypeVar("Image")  # a PIL image, NumPy array or torch tensor: the same kind comes back
 DEFAULT_MAX_MEMORY = 768 << 20  # bytes for the input, output and feature maps: bands or tiles keep within it
 
 
@@ -187,7 +188,7 @@ class Upscaler:
             )
         return side, side
 
-    def upscale(self, image, scale: float = 4):
+    def upscale(self, image: Image, scale: float = 4) -> Image:
         """Upscale a PIL image, NumPy array or torch tensor; returns the same kind, layout and dtype.
 
         >>> import numpy as np, lapsrn
@@ -196,7 +197,7 @@ class Upscaler:
         """
         return upscale_image(self, image, scale)
 
-    def pyramid(self, image, levels: int | None = None) -> list:
+    def pyramid(self, image: Image, levels: int | None = None) -> list[Image]:
         """Every pyramid level (x2, x4, ...) of one forward pass, each as the same kind as ``image``.
 
         >>> import numpy as np, lapsrn
