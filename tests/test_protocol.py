@@ -106,3 +106,13 @@ def test_ssim_matches_independent_gaussian_11x11_replicate(rng):
     v7a, v7b, c7 = filt7(a * a) - m7a**2, filt7(b * b) - m7b**2, filt7(a * b) - m7a * m7b
     ref7 = np.mean((2 * m7a * m7b + c1) * (2 * c7 + c2) / ((m7a**2 + m7b**2 + c1) * (v7a + v7b + c2)))
     assert abs(P.ssim(a, b) - ref7) > 1e-4
+
+
+@pytest.mark.parametrize("scale", [0.5, 0.25, 0.125, 1 / 3, 2.0, 3.0, 4.0, 0.7])
+def test_imresize_gather_equals_the_sparse_matrix_product(scale, rng):
+    """imresize (a gather, no SciPy) and resize_matrix (torch's training batches) are one computation."""
+    for h, w in [(1, 1), (2, 3), (5, 7), (17, 12), (64, 48)]:
+        img = rng.random((h, w))
+        out_h, out_w = P.output_size(h, scale), P.output_size(w, scale)
+        by_matrix = P.resize_matrix(w, out_w, scale) @ (P.resize_matrix(h, out_h, scale) @ img).T
+        np.testing.assert_allclose(P.imresize(img, scale), by_matrix.T, rtol=0, atol=1e-15)

@@ -136,6 +136,13 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         p.add_argument(f"--{f.name.replace('_', '-')}", **kw)
 
 
+class VersionAction(argparse.Action):
+    """--version, looked up only when asked: importlib.metadata costs every other command a tenth of a second."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
+        parser.exit(0, f"lapsrn {_version()}\n")
+
+
 def _version() -> str:
     """The installed package's version."""
     from importlib.metadata import PackageNotFoundError, version
@@ -149,7 +156,7 @@ def _version() -> str:
 def build_parser() -> argparse.ArgumentParser:
     """argparse tree of all subcommands."""
     parser = Parser(prog="lapsrn", description="LapSRN / MS-LapSRN image super-resolution")
-    parser.add_argument("--version", action="version", version=f"lapsrn {_version()}")
+    parser.add_argument("--version", action=VersionAction, nargs=0, help="show lapsrn's version and exit")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     from .weights import DEFAULT_MODEL, bundled_names

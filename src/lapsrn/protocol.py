@@ -31,7 +31,6 @@ import math
 from functools import lru_cache
 
 import numpy as np
-from scipy import sparse
 
 __all__ = [
     "cubic",
@@ -62,12 +61,14 @@ def cubic(x: np.ndarray) -> np.ndarray:
 
 
 @lru_cache(maxsize=64)
-def resize_matrix(in_len: int, out_len: int, scale: float) -> sparse.csr_matrix:
-    """Sparse (out_len, in_len) matrix M with resized = M @ signal, MATLAB's contributions folded in.
+def contributions(in_len: int, out_len: int, scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """MATLAB's resize contributions along one axis: (indices, weights), each (out_len, taps).
 
-    The matrix form lets NumPy (evaluation) and torch (batched training data)
-    share exactly one implementation of MATLAB's index arithmetic; sparse,
-    because each output sample has only ceil(4 / scale) + 2 taps.
+    Output sample i is sum_k weights[i, k] * signal[indices[i, k]]. Taps that
+    the symmetric boundary folds onto one input pixel are merged (their weights
+    added), each row's taps are in ascending input order and rows are padded
+    with zero weights: the sparse matrix's own order, so ``imresize`` (a gather
+    in NumPy) and ``resize_matrix`` (torch training data) give the same numbers.
     """
     width = 4.0
     kernel = cubic
@@ -87,9 +88,27 @@ def resize_matrix(in_len: int, out_len: int, scale: float) -> sparse.csr_matrix:
     # Symmetric boundary: index 0 maps to 1, -1 to 2, in_len+1 to in_len, ...
     mirror = np.concatenate([np.arange(in_len), np.arange(in_len - 1, -1, -1)])
     src = mirror[np.mod(idx - 1, 2 * in_len).astype(np.int64)]
-    rows = np.repeat(np.arange(out_len), taps)
-    # duplicates (mirrored taps landing on one pixel) are summed by the COO -> CSR conversion
-    return sparse.coo_matrix((weights.ravel(), (rows, src.ravel())), shape=(out_len, in_len)).tocsr()
+    # merge taps folded onto one pixel and sort each row by input index (src is ascending except at the
+    # borders, where the fold reverses it); a pixel's weights add in tap order, as the sparse matrix sums them
+    order = np.argsort(src, axis=1, kind="stable")
+    src, weights = np.take_along_axis(src, order, 1), np.take_along_axis(weights, order, 1)
+    for i in np.flatnonzero((np.diff(src, axis=1) == 0).any(axis=1)):  # rows with folded taps: few, at the borders
+        cols, first = np.unique(src[i], return_index=True)
+        merged = np.zeros(len(cols))
+        for k, c in enumerate(src[i]):
+            merged[np.searchsorted(cols, c)] += weights[i, k]
+        src[i] = np.concatenate([cols, np.full(taps - len(cols), cols[-1])])
+        weights[i] = np.concatenate([merged, np.zeros(taps - len(cols))])
+    return src, weights
+
+
+def resize_matrix(in_len: int, out_len: int, scale: float):
+    """The contributions as a sparse (out_len, in_len) matrix M, resized = M @ signal (for torch's batches)."""
+    from scipy import sparse
+
+    src, weights = contributions(in_len, out_len, scale)
+    rows = np.repeat(np.arange(out_len), src.shape[1])
+    return sparse.csr_matrix((weights.ravel(), (rows, src.ravel())), shape=(out_len, in_len))
 
 
 def output_size(in_len: int, scale: float) -> int:
@@ -110,10 +129,18 @@ def imresize(img: np.ndarray, scale: float | None = None, size: tuple[int, int] 
         out_h, out_w = size
         sh, sw = out_h / h, out_w / w
     rest = img.shape[2:]
-    out = resize_matrix(h, out_h, sh) @ img.reshape(h, -1)  # rows: (out_h, w * C)
+    out = _resize_rows(img.reshape(h, -1), *contributions(h, out_h, sh))  # rows: (out_h, w * C)
     out = np.swapaxes(out.reshape(out_h, w, *rest), 0, 1).reshape(w, -1)  # (w, out_h * C)
-    out = resize_matrix(w, out_w, sw) @ out  # columns: (out_w, out_h * C)
+    out = _resize_rows(out, *contributions(w, out_w, sw))  # columns: (out_w, out_h * C)
     return np.swapaxes(out.reshape(out_w, out_h, *rest), 0, 1)
+
+
+def _resize_rows(x: np.ndarray, src: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Resize along axis 0 of a 2-D array: each output row a weighted sum of input rows, taps in order."""
+    out = np.zeros((src.shape[0], x.shape[1]))
+    for k in range(src.shape[1]):
+        out += weights[:, k, None] * x[src[:, k]]
+    return out
 
 
 def rgb2ycbcr(rgb: np.ndarray) -> np.ndarray:
