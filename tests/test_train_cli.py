@@ -80,7 +80,7 @@ def test_presets_defaults_split_over_the_scales_and_two_ranks(preset):
     ("flag", "value", "valid"),
     [
         ("--loss", "l1", "'charbonnier', 'l2'"),
-        ("--arch", "nope", "'MSLapSRN', 'LapSRN'"),
+        ("--arch", "nope", "'MSLapSRN', 'LapSRN', 'OneStep'"),
         ("--optimizer", "sgdd", "'sgd', 'adam'"),
         ("--schedule", "cosin", "'step', 'cosine'"),
         ("--reduction", "avg", "'mean', 'sum'"),
@@ -103,7 +103,7 @@ def test_unknown_choice_is_one_line_naming_the_valid_ones(flag, value, valid, tm
     ("values", "message"),
     [
         ({"loss": "l1"}, "loss: unknown value 'l1' (choose from charbonnier, l2)"),
-        ({"arch": "nope"}, "arch: unknown value 'nope' (choose from MSLapSRN, LapSRN)"),
+        ({"arch": "nope"}, "arch: unknown value 'nope' (choose from MSLapSRN, LapSRN, OneStep)"),
         ({"optimizer": "sgdd"}, "optimizer: unknown value 'sgdd' (choose from sgd, adam)"),
         ({"schedule": "cosin"}, "schedule: unknown value 'cosin' (choose from step, cosine)"),
         ({"lr": "0.1"}, "lr: expected float, got '0.1'"),
