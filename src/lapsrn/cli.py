@@ -140,7 +140,8 @@ class VersionAction(argparse.Action):
     """--version, looked up only when asked: importlib.metadata costs every other command a tenth of a second."""
 
     def __call__(self, parser: argparse.ArgumentParser, *args: object) -> None:
-        parser.exit(0, f"lapsrn {_version()}\n")
+        print(f"lapsrn {_version()}")
+        parser.exit()
 
 
 def _version() -> str:
