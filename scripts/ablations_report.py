@@ -20,7 +20,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from lapsrn.plot import plot_logs
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 # study -> (the papers' claim, the variant they found better, the variants in the table's order)
 CLAIMS = {
@@ -60,7 +63,9 @@ def stats(values: list[float]) -> tuple[float, float]:
 def verdict(study: str, results: dict[str, list[float]]) -> str:
     """Agrees, disagrees or within noise, from the mean final Set5 x4 PSNR of each variant."""
     _, better, order = CLAIMS[study]
-    means = {v: stats(results[v])[0] for v in order if v in results}
+    if any(v not in results for v in order):
+        return "incomplete: " + ", ".join(v for v in order if v not in results) + " missing"
+    means = {v: stats(results[v])[0] for v in order}
     noise = max(max(stats(results[v])[1] for v in means), NOISE_FLOOR)
     if better is None:  # sharing: comparable accuracy claimed
         gap = means["separate"] - means["shared"]
@@ -88,6 +93,27 @@ def scales_table(folder: Path) -> list[str]:
     return lines
 
 
+def curves(study: str, logs: dict[str, list[Path]], order: list[str], out: Path) -> None:
+    """Set5 and Set14 x4 PSNR against step: a colour per variant, a line style per seed."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for colour, variant in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], order):
+        for style, path in zip(["-", "--", ":", "-."], logs.get(variant, [])):
+            with open(path, newline="") as f:
+                rows = list(csv.DictReader(f))
+            steps = [int(r["step"]) for r in rows]
+            for ax, col in zip(axes, ("Set5", "Set14")):
+                seed = path.stem.rsplit("-s", 1)[1]
+                ax.plot(
+                    steps, [float(r[col]) for r in rows], style, color=colour, marker="o", label=f"{variant} s{seed}"
+                )
+    for ax, col in zip(axes, ("Set5", "Set14")):
+        ax.set(xlabel="step", ylabel="PSNR (dB, protocol)", title=f"{study}: {col} x4")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
 def main(folder: Path) -> None:
     logs: dict[str, dict[str, list[Path]]] = defaultdict(lambda: defaultdict(list))
     for path in sorted(folder.glob("*-s*.csv")):
@@ -111,7 +137,7 @@ def main(folder: Path) -> None:
                 f"| {study if i == 0 else ''} | {v} | {len(set5[v])} | {steps[v]} | {m5:.2f} ({s5:.2f}) | "
                 f"{m14:.2f} ({s14:.2f}) | {judged if i == 0 else ''} |"
             )
-        plot_logs([p for v in order for p in logs[study].get(v, [])], folder / f"{study}.png")
+        curves(study, logs[study], order, folder / f"{study}.png")
     if list(folder.glob("scales-*-s*.json")):
         lines += ["", "Scales study, every scale (lapsrn evaluate of each run's model):", "", *scales_table(folder)]
     (folder / "summary.md").write_text("\n".join(lines) + "\n")
