@@ -19,14 +19,17 @@
 #   scales-{4,248}               MS-LapSRN D5R2 SS trained on x4 only (= lrl-ss when LRL_R is 2) or on
 #                                x2, x4, x8 at once
 # Usage: bash scripts/ablations.sh [DATA]   (DATA defaults to ../shared/datasets)
+# A longer run of some configurations, apart from the study's runs (no table then):
+#   RUNS=runs/ablations-long LOGS=docs/results/ablations-long STEPS=2400 SEEDS=0 \
+#     ONLY="mslapsrn-d5r2-ns mslapsrn-d5r2-ss" bash scripts/ablations.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 D=${1:-../shared/datasets}
 STEPS=${STEPS:-800} BATCH=${BATCH:-18} PATCH=${PATCH:-48} SEEDS=${SEEDS:-"0 1"} JOBS=${JOBS:-2}
 CPUS=${CPUS:-$(nproc)} LRL_R=${LRL_R:-2}
 THREADS=$(( CPUS / JOBS > 0 ? CPUS / JOBS : 1 ))
-LOGS=docs/results/ablations
-mkdir -p runs/ablations "$LOGS"
+RUNS=${RUNS:-runs/ablations} LOGS=${LOGS:-docs/results/ablations} ONLY=${ONLY:-}
+mkdir -p "$RUNS" "$LOGS"
 
 # name | flags (the config of each study's variants)
 CONFIGS="lapsrn-d5|--arch LapSRN --depth 5 --scales 4
@@ -57,7 +60,7 @@ scales-248 mslapsrn-d5r2-x248"
 
 train_one() {  # name seed flags...: one run, resumed if it was stopped, skipped if it is finished
   local name=$1 seed=$2; shift 2
-  local out=runs/ablations/$name-s$seed
+  local out=$RUNS/$name-s$seed
   if [ -f "$out/log.csv" ] && grep -q "^$STEPS," "$out/log.csv"; then return 0; fi
   echo "$(date +%T) training $name seed $seed" >&2
   OMP_NUM_THREADS=$THREADS NUMBA_NUM_THREADS=$THREADS lapsrn train --preset fast "$@" --seed "$seed" \
@@ -66,21 +69,27 @@ train_one() {  # name seed flags...: one run, resumed if it was stopped, skipped
     --out "$out" --quiet --resume > "$out.out" 2>&1 || { echo "failed: $name seed $seed (see $out.out)" >&2; return 1; }
 }
 export -f train_one
-export STEPS BATCH PATCH THREADS D
+export STEPS BATCH PATCH THREADS D RUNS
 
 # every configuration and seed, JOBS at a time (the costly MS-LapSRN runs first, so the pairs end together)
 for seed in $SEEDS; do
-  echo "$CONFIGS" | awk -F'|' '!seen[$1]++' | tac | while IFS='|' read -r name flags; do echo "$name $seed $flags"; done
-done | xargs -P "$JOBS" -L 1 bash -c 'train_one "$@"' _
+  echo "$CONFIGS" | awk -F'|' '!seen[$1]++' | tac | while IFS='|' read -r name flags; do
+    if [ -z "$ONLY" ] || [[ " $ONLY " == *" $name "* ]]; then echo "$name $seed $flags"; fi
+  done
+done | xargs -r -P "$JOBS" -L 1 bash -c 'train_one "$@"' _
+if [ -n "$ONLY" ]; then  # a selection: its logs by configuration name, no study table
+  for run in "$RUNS"/*-s*/; do cp "$run/log.csv" "$LOGS/$(basename "$run").csv"; done
+  exit 0
+fi
 
 # the logs under the studies' names; the scales study also scored at x2 and x8
 echo "$STUDIES" | while read -r study config; do
-  for seed in $SEEDS; do cp "runs/ablations/$config-s$seed/log.csv" "$LOGS/$study-s$seed.csv"; done
+  for seed in $SEEDS; do cp "$RUNS/$config-s$seed/log.csv" "$LOGS/$study-s$seed.csv"; done
 done
 for seed in $SEEDS; do
   for pair in 4:mslapsrn-d5r2-ss 248:mslapsrn-d5r2-x248; do
     config=${pair#*:} json=$LOGS/scales-${pair%%:*}-s$seed.json
-    [ -f "$json" ] || lapsrn evaluate -m "runs/ablations/$config-s$seed/model.safetensors" --no-bicubic \
+    [ -f "$json" ] || lapsrn evaluate -m "$RUNS/$config-s$seed/model.safetensors" --no-bicubic \
       -d "$D/test/Set5" -d "$D/test/Set14" --json "$json" --threads "$CPUS" > /dev/null
   done
 done
