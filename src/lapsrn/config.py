@@ -245,9 +245,14 @@ PRESETS: dict[Preset, dict[str, Any]] = {
 }
 
 
+def field_default(f: Field) -> Any:
+    """A field's default value, from its default or its default factory."""
+    return f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+
+
 def field_help(f: Field) -> str:
     """A field's help text with its default under each preset (the CLI's --help)."""
-    base = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+    base = field_default(f)
     by_preset = {p: _show(PRESETS[p].get(f.name, base)) for p in PRESETS}
     if len(set(by_preset.values())) == 1:
         return f"{f.metadata['help']} (default: {by_preset[DEFAULT_PRESET]})"
@@ -292,8 +297,10 @@ MAY_CHANGE_ON_RESUME = ("steps", "val_every", "workers", "device", "init", "out"
 def resume_mismatches(saved: dict[str, Any], cfg: TrainConfig) -> list[str]:
     """Fields of ``cfg`` that differ from a checkpoint's config and change the result: 'name NEW (checkpoint OLD)'."""
     given = {f.name: getattr(cfg, f.name) for f in fields(cfg)}
-    defaults = {f.name: f.default if f.default is not MISSING else f.default_factory() for f in fields(cfg)}  # type: ignore[misc]
-    saved = {**defaults, **saved}  # a field newer than the checkpoint had its default
+    saved = {
+        **{f.name: field_default(f) for f in fields(cfg)},
+        **saved,
+    }  # a field newer than the checkpoint had its default
     return [
         f"{k} {_show(v)} (checkpoint {_show(saved[k])})"
         for k, v in given.items()

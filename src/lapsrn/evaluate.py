@@ -32,11 +32,14 @@ def prepare(hr: np.ndarray, scale: int) -> tuple[np.ndarray, np.ndarray]:
     return hr, P.imresize(hr, 1.0 / scale)
 
 
+def scored_y(img: np.ndarray, scale: int) -> np.ndarray:
+    """evaluate_SR.m's view of an image: quantised to uint8, Y of BT.601, `scale` pixels shaved."""
+    return P.shave(P.rgb2ycbcr(P.im2uint8(img) / 255.0)[..., 0], scale)
+
+
 def score(hr: np.ndarray, sr: np.ndarray, scale: int) -> tuple[float, float]:
-    """evaluate_SR.m: quantise to uint8, Y of BT.601, shave `scale` pixels, PSNR and SSIM."""
-    gt_y = P.rgb2ycbcr(P.im2uint8(hr) / 255.0)[..., 0]
-    sr_y = P.rgb2ycbcr(P.im2uint8(sr) / 255.0)[..., 0]
-    gt_y, sr_y = P.shave(gt_y, scale), P.shave(sr_y, scale)
+    """evaluate_SR.m: PSNR and SSIM of the scored Y planes."""
+    gt_y, sr_y = scored_y(hr, scale), scored_y(sr, scale)
     return P.psnr(gt_y, sr_y), P.ssim(gt_y, sr_y)
 
 
@@ -46,16 +49,15 @@ def laplacian_energy(y: np.ndarray) -> float:
     return float(np.mean(lap**2))
 
 
-def hf_ratio(hr: np.ndarray, sr: np.ndarray, scale: int) -> float:
+def hf_ratio(gt_y: np.ndarray, sr_y: np.ndarray) -> float:
     """The SR image's high-frequency energy over the ground truth's, on the protocol's shaved 8-bit Y.
 
     An offline texture measure, needing no learned weights: 1 means as much fine
     detail as the ground truth, below 1 smoother (PSNR-trained models, bicubic),
     above 1 more (noise, ringing, hallucinated texture). It says how much detail
-    there is, not whether it is the right detail: read it beside PSNR.
+    there is, not whether it is the right detail: read it beside PSNR. Takes the
+    planes ``scored_y`` gives.
     """
-    gt_y = P.shave(P.rgb2ycbcr(P.im2uint8(hr) / 255.0)[..., 0], scale)
-    sr_y = P.shave(P.rgb2ycbcr(P.im2uint8(sr) / 255.0)[..., 0], scale)
     return laplacian_energy(sr_y) / max(laplacian_energy(gt_y), 1e-12)
 
 
@@ -69,7 +71,8 @@ def evaluate_image(name: str, hr: np.ndarray, scale: int, method: Method, degrad
     start = time.perf_counter()
     sr = method(lr, scale)
     seconds = time.perf_counter() - start
-    return ImageScore(name, *score(hr, sr, scale), seconds, hf_ratio(hr, sr, scale))
+    gt_y, sr_y = scored_y(hr, scale), scored_y(sr, scale)  # once for PSNR, SSIM and the texture measure
+    return ImageScore(name, P.psnr(gt_y, sr_y), P.ssim(gt_y, sr_y), seconds, hf_ratio(gt_y, sr_y))
 
 
 def mean_scores(scores: list[ImageScore]) -> dict[str, float]:
