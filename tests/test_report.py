@@ -95,3 +95,36 @@ def test_report_renders_in_headless_chromium(report):
     assert img.std() > 20  # not a blank page
     crops_band = img[300:900]  # the crops sit below the summary table: textured, not flat
     assert np.abs(np.diff(crops_band, axis=1)).mean() > 2
+
+
+def test_report_degrade_scores_and_crops_the_degraded_lr(report):
+    tmp, clean = report
+    out = tmp / "jpeg.html"
+    argv = ["report", "-d", str(tmp / "set"), "-s", "4", "-m", str(tmp / "a.safetensors"), "--crops", "1"]
+    assert main([*argv, "--degrade", "jpeg:30", "--texture", "-o", str(out)]) == 0
+    page = out.read_text()
+    assert "(jpeg:30)" in page and "high-frequency energy" in page
+    assert re.search(r"<td[^>]*>\d+\.\d\d / \d\.\d{4} / \d+\.\d\d</td>", page)  # PSNR / SSIM / hf cells
+
+    def bicubic_crop(html: str) -> str:
+        return re.search(r"src='(data:image/png;base64,[^']+)' alt='bicubic'", html).group(1)
+
+    assert main([*argv, "-o", str(tmp / "clean1.html")]) == 0
+    assert bicubic_crop(page) != bicubic_crop((tmp / "clean1.html").read_text())  # crops from the JPEG LR too
+    assert main([*argv, "--degrade", "jpg:30", "-o", str(tmp / "bad.html")]) != 0
+    assert not (tmp / "bad.html").exists()
+
+
+def test_report_crops_images_named_from_any_dataset(report, capsys):
+    tmp, _ = report
+    other = tmp / "other"
+    other.mkdir(exist_ok=True)
+    Image.fromarray(P.im2uint8(smooth_image(np.random.default_rng(1), 80, 80))).save(other / "zz.png")
+    argv = ["report", "-d", str(tmp / "set"), "-d", str(other), "-s", "4", "-m", str(tmp / "a.safetensors")]
+    assert main([*argv, "--images", "zz", "img1", "-o", str(tmp / "any.html")]) == 0
+    page = (tmp / "any.html").read_text()
+    assert page.count("<img class='crop'") == 2 * 3 and "zz x4" in page and "img1 x4" in page
+    capsys.readouterr()
+    assert main([*argv, "--images", "nope", "-o", str(tmp / "none.html")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert "no image named nope" in err and len(err.splitlines()) == 1

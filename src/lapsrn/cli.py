@@ -251,8 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
         "-m", "--model", action="append", help="model to compare (repeat; 'default' = bundled; default: bundled)"
     )
     rp.add_argument("--crops", type=int, default=2, help="images shown as zoomed crops (default 2)")
-    rp.add_argument("--images", nargs="+", help="names (stems) of the images to crop instead")
+    rp.add_argument("--images", nargs="+", help="names (stems) of the images to crop instead, from any -d folder")
     rp.add_argument("--log", type=Path, help="training log.csv to plot in the report")
+    rp.add_argument("--texture", action="store_true", help="add the high-frequency energy ratio to the tables")
+    rp.add_argument("--degrade", help="degrade the protocol's LR first, as for evaluate (e.g. jpeg:75)")
     rp.add_argument("-o", "--output", required=True, type=Path)
     _add_model_args(rp, model=False)
 
@@ -480,6 +482,18 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
     return EXIT_ERROR if failed else 0
 
 
+def _degrade_steps(text: str | None) -> list | None:
+    """--degrade's steps (``degrade.Step``), or None without the option; a typo is one error line."""
+    if not text:
+        return None
+    from .degrade import parse
+
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise CLIError(str(e)) from None
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """lapsrn evaluate: one row per (dataset, scale, method)."""
     from .evaluate import run_evaluation
@@ -491,14 +505,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for d in args.dataset:
         if not d.is_dir():
             raise CLIError(f"{d}: no such folder")
-    degrade = None
-    if args.degrade:
-        from .degrade import parse
-
-        try:
-            degrade = parse(args.degrade)
-        except ValueError as e:
-            raise CLIError(str(e)) from None
+    degrade = _degrade_steps(args.degrade)
     upscaler = _upscaler(args, args.model)
     name = Path(args.model).name if args.model else "lapsrn default"
     report = run_evaluation([(name, upscaler)], args.dataset, scales, not args.no_bicubic, degrade)
@@ -576,12 +583,13 @@ def cmd_report(args: argparse.Namespace) -> int:
         if not d.is_dir():
             raise CLIError(f"{d}: no such folder")
     scales = args.scale or [4]
+    degrade = _degrade_steps(args.degrade)
     models = []
     for m in args.model or ["default"]:
         models.append(
             ("lapsrn default" if m == "default" else Path(m).name, _upscaler(args, None if m == "default" else m))
         )
-    report = run_evaluation(models, args.dataset, scales)
+    report = run_evaluation(models, args.dataset, scales, degrade=degrade)
     first = [
         r
         for r in report.rows
@@ -597,16 +605,16 @@ def cmd_report(args: argparse.Namespace) -> int:
         chosen = args.images
     else:  # where the first model gains most over bicubic
         chosen = [s.image for s in sorted(first.scores, key=lambda s: base[s.image] - s.psnr)[: args.crops]]
-    files = {p.stem: p for p in image_files(args.dataset[0])}
+    files = {p.stem: p for d in reversed(args.dataset) for p in image_files(d)}  # --images from any dataset
     missing = [c for c in chosen if c not in files]
     if missing:
-        raise CLIError(f"{args.dataset[0]}: no image named {missing[0]}")
+        raise CLIError(f"no image named {missing[0]} in {', '.join(str(d) for d in args.dataset)}")
     crops = {c: read_image(files[c]).pixels for c in chosen}
     methods = [Method(n, lambda lr, s, up=up: super_resolve(up, lr, s)) for n, up in models]
-    page = build_report(report.rows, crops, methods, scales[0], args.log)
+    page = build_report(report.rows, crops, methods, scales[0], args.log, degrade, args.texture)
     with atomic_path(args.output) as tmp:
         tmp.write_text(page, encoding="utf-8")
-    print(report.table())
+    print(report.table(hf=args.texture))
     print(f"wrote {args.output} ({len(page) / 1e6:.1f} MB)")
     return 0
 

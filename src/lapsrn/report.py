@@ -75,13 +75,17 @@ def _per_image(rows: list[E.Row]) -> str:
     )
 
 
-def _crops(hr_images: dict[str, np.ndarray], methods: list[Method], scale: int) -> str:
-    """For each chosen image: the same zoomed window in ground truth, bicubic and every model."""
+def _crops(hr_images: dict[str, np.ndarray], methods: list[Method], scale: int, degrade: list | None = None) -> str:
+    """For each chosen image: the same zoomed window in ground truth, bicubic and every model (from the same
+    LR as the tables: ``degrade``'s steps applied to it, with the noise seeded by the image's name)."""
+    from .degrade import degrade_lr
     from .imaging import bicubic
 
     blocks = []
     for name, hr_raw in hr_images.items():
         hr, lr = E.prepare(hr_raw, scale)
+        if degrade:
+            lr = degrade_lr(lr, degrade, name)
         outputs = [("ground truth", hr), ("bicubic", bicubic(lr, scale))] + [
             (m.name, m.run(lr, scale)) for m in methods
         ]
@@ -136,8 +140,11 @@ def build_report(
     methods: list[Method],
     crop_scale: int,
     training_log: Path | None = None,
+    degrade: list | None = None,
+    texture: bool = False,
 ) -> str:
-    """The whole HTML page as a string."""
+    """The whole HTML page as a string; ``degrade``: the LR's steps after the protocol's downscale (crops too);
+    ``texture``: the tables add the high-frequency energy ratio to the ground truth's."""
     curve = ""
     if training_log is not None:
         import tempfile
@@ -149,14 +156,22 @@ def build_report(
             data = (Path(tmp) / "curve.png").read_bytes()
         uri = f"data:image/png;base64,{base64.b64encode(data).decode()}"
         curve = f"<h2>Training curve</h2><img id='curve' src='{uri}' alt='training curve'>"
+    degraded = ""
+    if degrade:
+        from .degrade import describe
+
+        degraded = f"Then the LR is degraded: {html.escape(describe(degrade))} (crops too). "
+    measures = ""
+    if texture:
+        measures = "Cells: PSNR / SSIM / high-frequency energy over the ground truth's (1 = as much fine detail). "
     return (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>lapsrn report</title>"
         f"<style>{STYLE}</style></head><body>"
         "<h1>lapsrn report</h1>"
         "<p>PSNR (dB) / SSIM on the Y channel (BT.601), scale pixels shaved, MATLAB-bicubic LR: the papers' protocol. "
-        "Best per column in bold.</p>"
-        f"{E.summary_table(E.Report(rows).to_json()['rows'], html=True)}"
-        f"<h2>Zoomed crops</h2>{_crops(crop_images, methods, crop_scale)}"
+        f"{degraded}{measures}Best per column in bold.</p>"
+        f"{E.summary_table(E.Report(rows).to_json()['rows'], html=True, hf=texture)}"
+        f"<h2>Zoomed crops</h2>{_crops(crop_images, methods, crop_scale, degrade)}"
         f"{curve}<h2>Per image (click a header to sort)</h2>{_per_image(rows)}"
         f"<script>{SORT_JS}</script></body></html>"
     )
