@@ -19,7 +19,7 @@
 #   scales-{4,248}               MS-LapSRN D5R2 SS trained on x4 only (= lrl-ss when LRL_R is 2) or on
 #                                x2, x4, x8 at once
 # Usage: bash scripts/ablations.sh [DATA]   (DATA defaults to ../shared/datasets)
-# A longer run of some configurations, apart from the study's runs (no table then):
+# A longer run of some configurations, apart from the study's runs (then a table of the gap at every checkpoint):
 #   RUNS=runs/ablations-long LOGS=docs/results/ablations-long STEPS=2400 SEEDS=0 \
 #     ONLY="mslapsrn-d5r2-ns mslapsrn-d5r2-ss" bash scripts/ablations.sh
 set -euo pipefail
@@ -79,6 +79,7 @@ for seed in $SEEDS; do
 done | xargs -r -P "$JOBS" -L 1 bash -c 'train_one "$@"' _
 if [ -n "$ONLY" ]; then  # a selection: its logs by configuration name, no study table
   for run in "$RUNS"/*-s*/; do cp "$run/log.csv" "$LOGS/$(basename "$run").csv"; done
+  python scripts/ablations_report.py --longer "$LOGS"
   exit 0
 fi
 

@@ -9,6 +9,7 @@ seeds: "within noise" when the difference is smaller than the largest seed-to-se
 variant (or below 0.02 dB); else "agrees" when the variant the paper found better is ahead, "disagrees"
 when it is behind. Two seeds make a thin estimate of the noise: the spreads are printed beside it.
 Usage: python scripts/ablations_report.py [docs/results/ablations]
+       python scripts/ablations_report.py --longer docs/results/ablations-long   (a longer run of a pair)
 """
 
 from __future__ import annotations
@@ -144,5 +145,28 @@ def main(folder: Path) -> None:
     print("\n".join(lines))
 
 
+def longer(folder: Path) -> None:
+    """A longer run of some configurations (scripts/ablations.sh with ONLY): its PSNR at each checkpoint, the gap
+    between its first two configurations at every step, and the curves (longer.png); summary.md beside the logs."""
+    logs = sorted(folder.glob("*-s*.csv"))
+    if len(logs) < 2:
+        sys.exit(f"{folder}: a longer run needs the logs of two configurations")
+    rows = {p.stem: {int(r["step"]): r for r in csv.DictReader(p.read_text().splitlines())} for p in logs}
+    (a, ra), (b, rb) = list(rows.items())[:2]
+    lines = [f"| step | {a} Set5 | {b} Set5 | gap Set5 | {a} Set14 | {b} Set14 | gap Set14 |", "|---" * 7 + "|"]
+    for step in sorted(set(ra) & set(rb)):
+        v = {col: (float(ra[step][col]), float(rb[step][col])) for col in ("Set5", "Set14")}
+        lines.append(
+            f"| {step} | {v['Set5'][0]:.2f} | {v['Set5'][1]:.2f} | {v['Set5'][1] - v['Set5'][0]:+.2f} "
+            f"| {v['Set14'][0]:.2f} | {v['Set14'][1]:.2f} | {v['Set14'][1] - v['Set14'][0]:+.2f} |"
+        )
+    curves("longer run", {p.stem: [p] for p in logs}, [p.stem for p in logs], folder / "longer.png")
+    (folder / "summary.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
 if __name__ == "__main__":
-    main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/ablations"))
+    if sys.argv[1:2] == ["--longer"]:
+        longer(Path(sys.argv[2]))
+    else:
+        main(Path(sys.argv[1] if len(sys.argv) > 1 else "docs/results/ablations"))

@@ -777,3 +777,23 @@ def test_models_lists_the_bundled_models_with_their_facts(capsys):
     default = rows[f"{DEFAULT_MODEL} (default)"]
     assert "MSLapSRN D5R2 SS" in default and "222,801" in default and "x2, x4, x8" in default
     assert "31.26 dB" in default  # the Set5 x4 PSNR on its card
+
+
+@pytest.mark.parametrize("name", ["default", "real", "gan"])
+def test_the_three_bundled_models_work_by_name_everywhere(name, tmp_path, rng, capsys):
+    """`-m NAME` in upscale and evaluate, lapsrn.load(NAME): sha256-checked bundled files, listed by `models`."""
+    import lapsrn
+    from lapsrn.weights import bundled_card, resolve, resolve_model_name, sha256
+
+    bundled = resolve_model_name(name)
+    assert isinstance(bundled, str)  # a bundled model, not a path
+    card = bundled_card(bundled)
+    assert sha256(resolve(name)) == card["sha256"] and "no official weights" in card["training_data"]
+    assert card["metrics"]  # scored by its evaluation script before bundling
+    photo = _png(tmp_path / "a.png", rng, 12, 10)
+    assert run(capsys, "upscale", "-i", str(photo), "-o", str(tmp_path / "o.png"), "-s", "4", "-m", name)[0] == 0
+    assert Image.open(tmp_path / "o.png").size == (40, 48)
+    lr = rng.random((10, 12))
+    np.testing.assert_allclose(lapsrn.load(name).upscale(lr, 2), lapsrn.load(bundled).upscale(lr, 2))
+    assert main(["models"]) == 0
+    assert f"| {bundled}" in capsys.readouterr().out
