@@ -130,6 +130,23 @@ def test_resume_after_sigterm_and_sigint_is_bit_identical(tiny_data, tmp_path, m
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers restored
 
 
+def test_stop_at_is_a_chunk_of_the_same_schedule(tiny_data, tmp_path, capsys):
+    """`--stop-at 5` of a 12-step run, then --resume: the same weights and log as the run in one go."""
+    from lapsrn.cli import main
+
+    flags = [*tiny_flags(tiny_data, steps=12, val_every=4), "--quiet", "--out"]
+    assert main(["train", *flags, str(tmp_path / "a")]) == 0
+    flags.append(str(tmp_path / "b"))
+    assert main(["train", *flags, "--stop-at", "5"]) == 0
+    assert "stopped at step 5 of 12" in capsys.readouterr().out
+    assert torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["step"] == 5
+    assert main(["train", *flags, "--resume"]) == 0
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+    assert log_without_seconds(tmp_path / "a") == log_without_seconds(tmp_path / "b")
+    assert main(["train", *flags, "--resume", "--stop-at", "13"]) == 1
+    assert "--stop-at must be a step in 1..12" in capsys.readouterr().err
+
+
 def test_disk_full_during_a_checkpoint_is_one_line_and_keeps_the_previous(tiny_data, tmp_path, monkeypatch, capsys):
     """ENOSPC while writing the step-2 checkpoint (simulated: fsync fails as on a full disk): one line naming
     checkpoint.pt, exit 1, step 0's checkpoint whole, no temp file left."""

@@ -122,6 +122,12 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         f"that changes the result differs (only {', '.join(MAY_CHANGE_ON_RESUME)} may)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace the training run already in OUT")
+    p.add_argument(
+        "--stop-at",
+        type=int,
+        metavar="STEP",
+        help="checkpoint and stop after STEP of the --steps schedule (a chunk of a longer run; --resume continues)",
+    )
     p.add_argument("--no-val", action="store_true", help="no validation folders (the same as an empty --val-dirs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     hints = get_type_hints(TrainConfig)
@@ -558,14 +564,19 @@ def cmd_train(args: argparse.Namespace) -> int:
             raise CLIError("--no-val and --val-dirs contradict each other: choose one")
         overrides["val_dirs"] = []
     cfg = make_config(args.preset, args.config, **overrides)
+    if args.stop_at is not None and not 0 < args.stop_at <= cfg.steps:
+        raise CLIError(f"--stop-at must be a step in 1..{cfg.steps} (--steps), got {args.stop_at}")
 
     from .training import TrainingInterrupted, train
 
     try:
-        out = train(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet)
+        out = train(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, stop_at=args.stop_at)
     except TrainingInterrupted as e:
         print(f"lapsrn: {e}", file=sys.stderr)
         return 128 + e.signum
+    if args.stop_at is not None and args.stop_at < cfg.steps:
+        print(f"stopped at step {args.stop_at} of {cfg.steps}: {out}/model.safetensors (--resume continues)")
+        return 0
     print(f"done: {out}/model.safetensors")
     return 0
 

@@ -505,8 +505,9 @@ def _setup(cfg: TrainConfig, resume: bool, overwrite: bool) -> Run:
     return Run(cfg, net, opt, sampler, val_images, progress, rank, world, device, disc)
 
 
-def _loop(run: Run, stop: StopRequest, quiet: bool) -> int:
-    """Train to cfg.steps, checkpointing every val_every steps; returns the signal that stopped it early, or 0."""
+def _loop(run: Run, stop: StopRequest, quiet: bool, stop_at: int | None = None) -> int:
+    """Train to cfg.steps (or to ``stop_at`` on the same schedule), checkpointing every val_every steps and at the
+    end; returns the signal that stopped it early, or 0."""
     cfg, net = run.cfg, run.net
     bar = None
     if run.rank == 0 and not quiet:
@@ -518,7 +519,8 @@ def _loop(run: Run, stop: StopRequest, quiet: bool) -> int:
     window = [w if isinstance(w, list) else [w] for w in run.progress["window"]]  # rows of [loss, d_loss, d_acc]
     clock = time.perf_counter() - run.progress["seconds"]
     loader = iter(batches(run.sampler, step, cfg.steps, cfg.workers, pin=run.device.startswith("cuda")))
-    while step < cfg.steps and not stop.agreed(run.world, run.device):
+    end = cfg.steps if stop_at is None else min(stop_at, cfg.steps)
+    while step < end and not stop.agreed(run.world, run.device):
         lr = lr_at(cfg, step)
         window.append(_train_step(net, run.opt, cfg, next(loader), lr, run.rank, run.world, run.device, run.disc))
         step += 1
@@ -551,11 +553,16 @@ def _loop(run: Run, stop: StopRequest, quiet: bool) -> int:
     if run.rank == 0 and step != run.progress["step"]:  # stopped between checkpoints: checkpoint this step
         run.progress = {**run.progress, "step": step, "window": window, "seconds": time.perf_counter() - clock}
         write_checkpoint(run.out, net, run.opt, cfg, run.progress, run.disc)
-    return stop.agreed(run.world, run.device)
+    return 0 if step == end else stop.agreed(run.world, run.device)
 
 
-def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False) -> Path:
+def train(
+    cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False, stop_at: int | None = None
+) -> Path:
     """Run (or continue) training; returns the output folder.
+
+    ``stop_at``: checkpoint and return after that step of the ``cfg.steps``
+    schedule (the learning rate follows the whole schedule); resuming continues.
 
     SIGINT and SIGTERM, from the moment it is called, end in a checkpoint of
     the current step and ``TrainingInterrupted``; a config, folder or
@@ -563,7 +570,7 @@ def train(cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet
     """
     with stop_signals() as stop:
         run = _setup(cfg, resume, overwrite)
-        signum = _loop(run, stop, quiet)
+        signum = _loop(run, stop, quiet, stop_at)
     if signum:
         raise TrainingInterrupted(
             signum,
