@@ -636,7 +636,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     print("| name | architecture | parameters | scales | size | trained | Set5 x4 PSNR |")
     print("|---|---|---|---|---|---|---|")
-    for name in bundled_names():
+    for name in sorted(bundled_names(), key=lambda n: n != DEFAULT_MODEL):  # the default first
         card = bundled_card(name)
         spec, state = read(name)
         arch = f"{spec.arch} D{spec.depth}" + (f"R{spec.recursions} {spec.skip}" if spec.arch == "MSLapSRN" else "")
