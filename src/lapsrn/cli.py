@@ -126,7 +126,7 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
         "--stop-at",
         type=int,
         metavar="STEP",
-        help="checkpoint and stop after STEP of the --steps schedule (a chunk of a longer run; --resume continues)",
+        help="checkpoint and stop after STEP, on the whole run's schedule (a chunk of a run; --resume continues)",
     )
     p.add_argument("--no-val", action="store_true", help="no validation folders (the same as an empty --val-dirs)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
