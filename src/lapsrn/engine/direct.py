@@ -44,17 +44,25 @@ def conv3x3(
     out: FeatureMap | None = None,
 ) -> FeatureMap:
     """post_act(conv(pre_act(x)) + skip) as one matrix product: the nine shifted copies of the zero-bordered
-    map side by side (h, w, 9 Cin) against the weights as (9 Cin, Cout)."""
+    map side by side (h, w, 9 Cin) against the weights as (9 Cin, Cout); for a conv with few outputs, each
+    pixel's nine tap products at once (Cin x 9 Cout), then summed from the nine shifted positions."""
     h, w, cin, cout = x.h, x.w, conv.w.shape[1], conv.w.shape[0]
     src = x.data[: h + 2, : w + 2]
     if pre != 1.0:
         src = _leaky(src, pre, out=_buffer("activated", src.shape))
-    columns = _buffer("columns", (h, w, 9 * cin))
-    for k in range(9):
-        columns[..., k * cin : (k + 1) * cin] = src[k // 3 : k // 3 + h, k % 3 : k % 3 + w]
-    weights = conv.w.transpose(2, 3, 1, 0).reshape(-1, cout)  # (ky, kx, Cin) x Cout
-    y = np.matmul(columns.reshape(h * w, -1), weights, out=_buffer("product", (h * w, cout))).reshape(h, w, cout)
-    y += conv.bias
+    if 9 * cout <= cin:  # few outputs (the residual conv, 64 -> 1): shift the nine products, not the input
+        taps = np.matmul(src, conv.w.transpose(1, 2, 3, 0).reshape(cin, 9 * cout))  # (h + 2, w + 2, 9 Cout)
+        y = _buffer("product", (h * w, cout)).reshape(h, w, cout)
+        y[...] = conv.bias
+        for k in range(9):
+            y += taps[k // 3 : k // 3 + h, k % 3 : k % 3 + w, k * cout : (k + 1) * cout]
+    else:
+        columns = _buffer("columns", (h, w, 9 * cin))
+        for k in range(9):
+            columns[..., k * cin : (k + 1) * cin] = src[k // 3 : k // 3 + h, k % 3 : k % 3 + w]
+        weights = conv.w.transpose(2, 3, 1, 0).reshape(-1, cout)  # (ky, kx, Cin) x Cout
+        y = np.matmul(columns.reshape(h * w, -1), weights, out=_buffer("product", (h * w, cout))).reshape(h, w, cout)
+        y += conv.bias
     if skip is not None:
         y += skip.inside
     out = FeatureMap.empty(h, w, cout) if out is None else out
