@@ -7,8 +7,4 @@ cd "$(dirname "$0")/.."
 D=../shared/datasets/test
 lapsrn report -d "$D/Set14" -d "$D/BSDS100" -s 4 -m default -m gan --texture --images baboon img_057 \
   -o docs/report_gan_x4.html
-profile=$(mktemp -d)
-chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
-  --disable-component-update --disable-sync --hide-scrollbars --user-data-dir="$profile" \
-  --window-size=1200,1100 --screenshot="$PWD/docs/report_gan_x4.png" "file://$PWD/docs/report_gan_x4.html" 2>/dev/null
-rm -rf "$profile"
+bash scripts/screenshot.sh docs/report_gan_x4.html docs/report_gan_x4.png 1200,1100

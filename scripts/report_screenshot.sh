@@ -6,8 +6,4 @@ cd "$(dirname "$0")/.."
 LOG=${1:-}
 lapsrn report -d ../shared/datasets/test/Set14 -s 4 -m default -m ../shared/weights/official/LapSRN_x4.mat \
   --crops 2 ${LOG:+--log "$LOG"} -o docs/report_set14_x4.html
-profile=$(mktemp -d)
-chromium --headless --no-sandbox --disable-gpu --disable-quic --no-first-run --disable-background-networking \
-  --disable-component-update --disable-sync --hide-scrollbars --user-data-dir="$profile" \
-  --window-size=1200,1500 --screenshot="$PWD/docs/report_set14_x4.png" "file://$PWD/docs/report_set14_x4.html" 2>/dev/null
-rm -rf "$profile"
+bash scripts/screenshot.sh docs/report_set14_x4.html docs/report_set14_x4.png 1200,1500
