@@ -243,8 +243,8 @@ class Discriminator(nn.Module):
     that the detail's amplitude is of order one. The smooth part is what the
     Charbonnier loss already gets right, and on raw intensities the
     discriminator learned nothing against the bundled default's outputs (loss
-    stuck at 2 ln 2 for 120 steps), while on the detail it reached 76 %
-    accuracy in 40 steps (docs/MODEL_CARD.md, `gan`).
+    at 2 ln 2, accuracy 0.50-0.51, for 120 steps), while on the detail it was
+    at 0.75 accuracy over steps 21-40 (scripts/discriminator_probe.py).
     """
 
     def __init__(self, channels: int = 64, blocks: int = 4) -> None:
