@@ -104,6 +104,44 @@ def network_rows(weights: Path, y: np.ndarray, threads: int) -> list[tuple[str, 
     return rows
 
 
+def im2col(src: np.ndarray, conv, h: int, w: int) -> np.ndarray:
+    """The small path's conv before NumPy Winograd: the nine shifted copies side by side, one matrix product."""
+    cin, cout = src.shape[2], conv.w.shape[0]
+    columns = np.empty((h, w, 9 * cin), np.float32)
+    for k in range(9):
+        columns[..., k * cin : (k + 1) * cin] = src[k // 3 : k // 3 + h, k % 3 : k % 3 + w]
+    y = (columns.reshape(h * w, -1) @ conv.w.transpose(2, 3, 1, 0).reshape(-1, cout)).reshape(h, w, cout)
+    return y + conv.bias
+
+
+def small_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
+    """A small image (the engine's NumPy-only path) by its candidates, and by the Numba path once loaded."""
+    from threadpoolctl import threadpool_limits
+
+    from lapsrn import engine
+    from lapsrn.engine import network as N
+    from lapsrn.engine import small as S
+    from lapsrn.weights import read
+
+    spec, state = read(weights)
+    net = engine.build(spec.arch, state, spec.depth, spec.levels)
+
+    def run(small: bool) -> None:
+        N._small_left = 1 << 40 if small else 0
+        net(y, 2)
+
+    rows = [("NumPy Winograd F(4x4, 3x3), BLAS's threads (shipped)", timed(lambda: run(True)))]
+    with threadpool_limits(1, user_api="blas"):
+        rows.append(("NumPy Winograd, single-threaded BLAS", timed(lambda: run(True))))
+    real = S._winograd
+    S._winograd = im2col
+    rows.append(("im2col convolutions, BLAS's threads (the small path before)", timed(lambda: run(True))))
+    S._winograd = real
+    rows.append(("the Numba path, kernels already loaded (not counting its ~0.5 s start)", timed(lambda: run(False))))
+    N._small_left = 2 * N.SMALL_PIXELS
+    return rows
+
+
 def stage_rows(y: np.ndarray) -> list[tuple[str, float]]:
     """Chroma upscaling and PNG encoding of the x4 result, shipped choice against the one it replaced."""
     from PIL import Image
@@ -198,6 +236,7 @@ def main() -> None:
     args = parser.parse_args()
     y = np.random.default_rng(0).random((384, 512), dtype=np.float32)
     net = network_rows(args.weights, y, args.threads)
+    small = small_rows(args.weights, y[:64, :64].copy())
     lines = [
         "# CPU speed candidates",
         "",
@@ -207,6 +246,10 @@ def main() -> None:
         "## The network",
         "",
         *table(net, net[0][1]),
+        "",
+        "## The small path: a 64x64 LR image to 256x256 (NumPy alone, no compilation to wait for)",
+        "",
+        *table(small, small[0][1]),
         "",
         "## Around the network (same image, x4 output)",
         "",

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from lapsrn import engine
-from lapsrn.engine import direct as D
 from lapsrn.engine import network as N
+from lapsrn.engine import small as S
 from lapsrn.engine import winograd as W
 from lapsrn.inference import Upscaler
 from lapsrn.models import SLOPE, FeatureUpsample, ImageUpsample, LapSRN, MSLapSRN
@@ -77,14 +77,14 @@ def test_toom_cook_matrices_compute_a_correlation(points, m, r):
     assert np.allclose(at @ ((g @ k) * (bt @ d)), want, atol=1e-12)
 
 
-OPS = pytest.mark.parametrize("ops", [W, D], ids=["winograd", "direct"])
+OPS = pytest.mark.parametrize("ops", [W, S], ids=["winograd", "small"])
 
 
-@pytest.fixture(params=["winograd", "direct"])
+@pytest.fixture(params=["winograd", "small"])
 def path(request, monkeypatch) -> str:
-    """Run whole networks by Winograd (the default for all but small images) or by direct convolutions."""
-    monkeypatch.setattr(N, "DIRECT_PIXELS", 0 if request.param == "winograd" else 1 << 40)
-    monkeypatch.setattr(N, "_direct_left", 0 if request.param == "winograd" else 1 << 40)
+    """Run whole networks by Winograd (the default for all but small images) or by the small path (NumPy alone)."""
+    monkeypatch.setattr(N, "SMALL_PIXELS", 0 if request.param == "winograd" else 1 << 40)
+    monkeypatch.setattr(N, "_small_left", 0 if request.param == "winograd" else 1 << 40)
     return request.param
 
 
@@ -282,16 +282,16 @@ def test_upscale_never_imports_torch(tmp_path):
     assert "torch imported: False" in done.stdout and (tmp_path / "out.png").stat().st_size > 0
 
 
-def test_direct_path_gives_way_once_numba_would_have_paid_off(monkeypatch):
-    """One small image runs direct; after a few, the process switches to Winograd for good."""
-    monkeypatch.setattr(N, "_direct_left", 2 * N.DIRECT_PIXELS)
-    small = 100 * 80  # map pixels at x2: below DIRECT_PIXELS
+def test_small_path_gives_way_once_numba_would_have_paid_off(monkeypatch):
+    """One small image runs the small path; after a few, the process switches to Winograd for good."""
+    monkeypatch.setattr(N, "_small_left", 2 * N.SMALL_PIXELS)
+    small = 100 * 80  # map pixels at x2: below SMALL_PIXELS
     assert [N.Network._winograd(small) for _ in range(10)] == [False] * 8 + [True] * 2
-    assert N.Network._winograd(N.DIRECT_PIXELS + 1)
+    assert N.Network._winograd(N.SMALL_PIXELS + 1)
 
 
 def test_small_images_start_without_numba(tmp_path):
-    """A small image runs the direct path, which needs no Numba (its import and kernel loading cost ~1 s)."""
+    """A small image runs the small path, which needs no Numba (its import and kernel loading cost ~1 s)."""
     from PIL import Image
 
     Image.new("RGB", (40, 30), (90, 140, 200)).save(tmp_path / "small.png")

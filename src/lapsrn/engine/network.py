@@ -5,18 +5,19 @@ every 3x3 conv and feature upsampler runs by Winograd (``winograd.py``) with
 its activation, pre-activation and skip fused in; feature maps chain through
 reused buffers; the last level's upsampled features are made band by band and
 added straight into the output image. Small images take the same steps as
-direct convolutions in NumPy (``direct.py``), which start at once. Weights use the reference's state-dict
+NumPy alone (``small.py``), which starts at once. Weights use the reference's state-dict
 names and layouts, so one file serves both.
 """
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
 
-from . import direct, winograd
+from . import small, winograd
 from .winograd import (
     Conv,
     FeatureMap,
@@ -28,8 +29,8 @@ from .winograd import (
 
 SLOPE = 0.2  # LeakyReLU negative slope of both papers
 BAND_BYTES = 32 << 20  # one band of the last level's upsampled features
-DIRECT_PIXELS = 1 << 15  # up to this many pixels in the largest map, direct convolutions beat Winograd's start-up
-_direct_left = 2 * DIRECT_PIXELS  # map pixels the direct path may still take before Numba's start-up pays off
+SMALL_PIXELS = 1 << 15  # up to this many pixels in the largest map, NumPy alone beats Numba's start-up
+_small_left = 2 * SMALL_PIXELS  # map pixels the small path may still take before Numba's start-up pays off
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,12 @@ class Network:
         if self.levels is not None and not 1 <= levels <= self.levels:
             raise ValueError(f"this LapSRN has {self.levels} levels, asked for {levels}")
         image = np.ascontiguousarray(y, np.float32)
-        ops = winograd if self._winograd(image.size * 4 ** (levels - 1)) else direct
+        ops = winograd if self._winograd(image.size * 4 ** (levels - 1)) else small
+        # Winograd's bands each run on one pool thread with single-threaded BLAS (robust on a busy machine,
+        # where spinning BLAS threads stall); the small path has no pool, so its products use BLAS's threads.
+        blas = single_threaded_blas() if ops is winograd else nullcontext()
         try:
-            with single_threaded_blas():  # robust on a busy machine, where spinning BLAS threads stall
+            with blas:
                 return self._forward(image, levels, last_only, ops)
         finally:
             release_spares()
@@ -84,10 +88,10 @@ class Network:
         """Winograd, unless the image is small and, in this process, small images have not yet done enough
         work to pay for loading Numba (about a second): one small image starts fast, a folder of them
         switches to the faster path after a few."""
-        global _direct_left
-        if pixels > DIRECT_PIXELS or pixels > _direct_left:
+        global _small_left
+        if pixels > SMALL_PIXELS or pixels > _small_left:
             return True
-        _direct_left -= pixels
+        _small_left -= pixels
         return False
 
     def _forward(self, image: np.ndarray, levels: int, last_only: bool, ops: ModuleType) -> list[np.ndarray]:

@@ -162,7 +162,7 @@ class Conv:
 
     u: np.ndarray  # (36, Cin, Cout) float32
     bias: np.ndarray  # (Cout,) float32
-    w: np.ndarray  # (Cout, Cin, 3, 3) float32, as given: for the direct path on small images (``direct.py``)
+    w: np.ndarray  # (Cout, Cin, 3, 3) float32, as given: for the small path's residual conv (``small.py``)
 
     @classmethod
     def from_weights(cls, w: np.ndarray, b: np.ndarray | None) -> Conv:
@@ -179,7 +179,7 @@ class Upsampler:
 
     u: np.ndarray  # (25, Cin, 4 Cout) float32
     bias: np.ndarray  # (Cout,) float32
-    w: np.ndarray  # (Cin, Cout, 3, 3) float32, the transposed conv as given: for the direct path
+    w: np.ndarray  # (Cin, Cout, 3, 3) float32, the transposed conv as given: for the small path
 
     @classmethod
     def from_weights(cls, w: np.ndarray, b: np.ndarray) -> Upsampler:

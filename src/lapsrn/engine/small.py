@@ -1,9 +1,15 @@
-"""The engine's operations as direct convolutions in NumPy, for small images.
+"""The engine's operations in NumPy alone, for small images.
 
-On a small image the Winograd path's fixed costs dominate: importing Numba
-and loading its compiled kernels take longer than the whole network does as
-plain matrix products. These functions have the signatures of their
-``winograd`` counterparts and compute the same numbers (``tests/test_engine.py``);
+On a small image the Numba path's fixed costs dominate: importing Numba and
+loading its compiled kernels take longer than the whole network does as plain
+matrix products. So here the 64-channel convs are Winograd's F(4x4, 3x3) too,
+but each transform is one matrix product with a Kronecker matrix (the 6x6
+windows gathered by a strided copy), and every product runs on BLAS's own
+threads. Per 128x128 map this is about half the Numba path's speed and twice
+an im2col convolution's (docs/results/speed_candidates.md), without compiling
+anything. The feature upsampler, the residual conv (64 -> 1) and the image
+branch are direct. These functions have the signatures of their ``winograd``
+counterparts and compute the same numbers (``tests/test_engine.py``);
 ``network.Network`` picks this module when the largest feature map is small.
 """
 
@@ -11,7 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from .winograd import TAPS, Conv, FeatureMap, Upsampler
+from .winograd import AT, BT, TAPS, Conv, FeatureMap, Upsampler
+
+_BB = np.kron(BT, BT).astype(np.float32)  # (36, 36): B^T d B of a 6x6 window flattened row by row
+_AA = np.kron(AT, AT).astype(np.float32)  # (16, 36): A^T m A likewise
 
 _scratch: dict[tuple[str, tuple[int, ...]], np.ndarray] = {}
 
@@ -35,6 +44,24 @@ def _leaky(x: np.ndarray, slope: float, out: np.ndarray | None = None) -> np.nda
     return np.maximum(x, np.multiply(x, np.float32(slope), out=out), out=out)
 
 
+def _winograd(src: np.ndarray, conv: Conv, h: int, w: int) -> np.ndarray:
+    """conv(src) + bias by F(4x4, 3x3) as three matrix products, all in NumPy: the 6x6 windows, gathered as
+    (36, tiles x Cin), times B^T (x) B^T; the 36 products with G w G^T; the result times A^T (x) A^T."""
+    th, tw, cin, cout = -(-h // 4), -(-w // 4), src.shape[2], conv.u.shape[2]
+    s0, s1, s2 = src.strides
+    windows = np.lib.stride_tricks.as_strided(src, (6, 6, th, tw, cin), (s0, s1, 4 * s0, 4 * s1, s2))
+    d = _buffer("windows", (36, th * tw * cin))
+    d.reshape(6, 6, th, tw, cin)[...] = windows
+    v = np.matmul(_BB, d, out=_buffer("transformed", d.shape)).reshape(36, th * tw, cin)
+    m = np.matmul(v, conv.u, out=_buffer("products", (36, th * tw, cout)))
+    t = np.matmul(_AA, m.reshape(36, -1), out=_buffer("tiles", (16, th * tw * cout)))
+    y = _buffer("product", (th, 4, tw, 4, cout))
+    y[...] = t.reshape(4, 4, th, tw, cout).transpose(2, 0, 3, 1, 4)
+    y = y.reshape(4 * th, 4 * tw, cout)[:h, :w]
+    y += conv.bias
+    return y
+
+
 def conv3x3(
     x: FeatureMap,
     conv: Conv,
@@ -43,26 +70,22 @@ def conv3x3(
     skip: FeatureMap | None = None,
     out: FeatureMap | None = None,
 ) -> FeatureMap:
-    """post_act(conv(pre_act(x)) + skip) as one matrix product: the nine shifted copies of the zero-bordered
-    map side by side (h, w, 9 Cin) against the weights as (9 Cin, Cout); for a conv with few outputs, each
-    pixel's nine tap products at once (Cin x 9 Cout), then summed from the nine shifted positions."""
+    """post_act(conv(pre_act(x)) + skip): by Winograd's F(4x4, 3x3) in matrix products (``_winograd``); for a
+    conv with few outputs (the residual conv, 64 -> 1), each pixel's nine tap products at once (Cin x 9 Cout),
+    then summed from the nine shifted positions."""
     h, w, cin, cout = x.h, x.w, conv.w.shape[1], conv.w.shape[0]
-    src = x.data[: h + 2, : w + 2]
+    few = 9 * cout <= cin
+    src = x.data[: h + 2, : w + 2] if few else x.data  # Winograd reads whole tiles, into the zero border
     if pre != 1.0:
         src = _leaky(src, pre, out=_buffer("activated", src.shape))
-    if 9 * cout <= cin:  # few outputs (the residual conv, 64 -> 1): shift the nine products, not the input
+    if few:  # shift the nine products, not the input
         taps = np.matmul(src, conv.w.transpose(1, 2, 3, 0).reshape(cin, 9 * cout))  # (h + 2, w + 2, 9 Cout)
         y = _buffer("product", (h * w, cout)).reshape(h, w, cout)
         y[...] = conv.bias
         for k in range(9):
             y += taps[k // 3 : k // 3 + h, k % 3 : k % 3 + w, k * cout : (k + 1) * cout]
     else:
-        columns = _buffer("columns", (h, w, 9 * cin))
-        for k in range(9):
-            columns[..., k * cin : (k + 1) * cin] = src[k // 3 : k // 3 + h, k % 3 : k % 3 + w]
-        weights = conv.w.transpose(2, 3, 1, 0).reshape(-1, cout)  # (ky, kx, Cin) x Cout
-        y = np.matmul(columns.reshape(h * w, -1), weights, out=_buffer("product", (h * w, cout))).reshape(h, w, cout)
-        y += conv.bias
+        y = _winograd(src, conv, h, w)
     if skip is not None:
         y += skip.inside
     out = FeatureMap.empty(h, w, cout) if out is None else out
