@@ -21,7 +21,7 @@ from .upscale import upscale_image
 from .weights import ModelSpec
 
 Image = TypeVar("Image")  # a PIL image, NumPy array or torch tensor: the same kind comes back
-DEFAULT_MAX_MEMORY = 768 << 20  # bytes for the input, output and feature maps: bands or tiles keep within it
+DEFAULT_MAX_MEMORY = 704 << 20  # bytes for the input, output and feature maps: bands or tiles keep within it
 
 
 class PyramidNetwork(Protocol):
