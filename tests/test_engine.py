@@ -290,6 +290,24 @@ def test_small_path_gives_way_once_numba_would_have_paid_off(monkeypatch):
     assert N.Network._winograd(N.SMALL_PIXELS + 1)
 
 
+def test_small_path_gives_each_thread_its_own_work_arrays(monkeypatch):
+    """Two threads upscaling different small images at once get what each gets alone (no shared scratch)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import lapsrn
+
+    monkeypatch.setattr(N, "_small_left", 1 << 40)
+    up = lapsrn.load("default")
+    rng = np.random.default_rng(3)
+    images = [rng.random((40, 36)).astype(np.float32) for _ in range(2)]
+    alone = [up.net(y, 2, True)[-1] for y in images]
+    with ThreadPoolExecutor(2) as pool:
+        for _ in range(3):
+            together = list(pool.map(lambda y: up.net(y, 2, True)[-1], images))
+            for a, b in zip(alone, together):
+                np.testing.assert_array_equal(a, b)
+
+
 def test_small_images_start_without_numba(tmp_path):
     """A small image runs the small path, which needs no Numba (its import and kernel loading cost ~1 s)."""
     from PIL import Image
