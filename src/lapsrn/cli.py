@@ -570,10 +570,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from .training import TrainingInterrupted, train
 
     try:
-        out = train(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, stop_at=args.stop_at)
+        out, step = train(cfg, resume=args.resume, overwrite=args.overwrite, quiet=args.quiet, stop_at=args.stop_at)
     except TrainingInterrupted as e:
         print(f"lapsrn: {e}", file=sys.stderr)
         return 128 + e.signum
+    if args.stop_at is not None and step > args.stop_at:
+        print(f"{out} is already at step {step}, past --stop-at {args.stop_at}: nothing trained")
+        return 0
     if args.stop_at is not None and args.stop_at < cfg.steps:
         print(f"stopped at step {args.stop_at} of {cfg.steps}: {out}/model.safetensors (--resume continues)")
         return 0

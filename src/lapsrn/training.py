@@ -558,11 +558,12 @@ def _loop(run: Run, stop: StopRequest, quiet: bool, stop_at: int | None = None) 
 
 def train(
     cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False, stop_at: int | None = None
-) -> Path:
-    """Run (or continue) training; returns the output folder.
+) -> tuple[Path, int]:
+    """Run (or continue) training; returns the output folder and the step its checkpoint holds.
 
     ``stop_at``: checkpoint and return after that step of the ``cfg.steps``
     schedule (the learning rate follows the whole schedule); resuming continues.
+    A run resumed at or past ``stop_at`` trains nothing.
 
     SIGINT and SIGTERM, from the moment it is called, end in a checkpoint of
     the current step and ``TrainingInterrupted``; a config, folder or
@@ -577,4 +578,4 @@ def train(
             f"stopped by {signal.Signals(signum).name} at step {run.progress['step']}: "
             f"saved {run.out / 'checkpoint.pt'}; continue with the same command and --resume",
         )
-    return run.out
+    return run.out, run.progress["step"]
