@@ -164,23 +164,28 @@ def stage_rows(y: np.ndarray) -> list[tuple[str, float]]:
 
 
 def tiling_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
-    """Tiles under one memory budget that forces about three of them: full-width bands against squares."""
+    """Tiles under one memory budget that forces about three of them: full-width bands against squares of the
+    same area, the layout ``Upscaler.tile_size`` picks (the one that computes less context again) marked."""
     import lapsrn
     from lapsrn import inference
 
     up = lapsrn.load(weights, device="cpu")
     up.max_memory = inference.feature_bytes(*y.shape, 2) // 3
-    rows_cols = up.tile_size(*y.shape, 2)
-    side = int(np.sqrt(rows_cols[0] * rows_cols[1]))
-    bands = timed(lambda: up.pyramid_y(y, 2, last_only=True))
+    picked = up.tile_size(*y.shape, 2)
+    margin = inference.receptive_margin(up.spec, 2)
+    pixels = (up.max_memory - inference.CHUNK_OVERHEAD) / (inference.feature_bytes(1, 1, 2) - inference.CHUNK_OVERHEAD)
+    band = (int(pixels / y.shape[1]) - 2 * margin, y.shape[1])
+    square = (int(np.sqrt(pixels)) - 2 * margin,) * 2
     real = up.tile_size
-    up.tile_size = lambda *a, **k: (side, side)
-    squares = timed(lambda: up.pyramid_y(y, 2, last_only=True))
+    rows = []
+    for name, tile in [
+        (f"full-width bands of {band[0]} rows", band),
+        (f"squares of {square[0]} px, same area", square),
+    ]:
+        up.tile_size = lambda *a, tile=tile, **k: tile
+        rows.append((name + (" (picked)" if tile == picked else ""), timed(lambda: up.pyramid_y(y, 2, last_only=True))))
     up.tile_size = real
-    return [
-        (f"full-width bands of {rows_cols[0]} rows (shipped)", bands),
-        (f"squares of {side} px, same area", squares),
-    ]
+    return rows
 
 
 def profile(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:

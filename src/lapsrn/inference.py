@@ -165,8 +165,10 @@ class Upscaler:
 
         ``reserved``: bytes of the budget already taken (the output planes), so
         feature maps and outputs together stay within ``max_memory``. Automatic
-        tiles are full-width bands where a band of at least twice the margin
-        fits (only its top and bottom margins are computed twice), else squares.
+        tiles are full-width bands or squares of the same area, whichever
+        computes less context again: a band repeats its top and bottom margins,
+        a square all four sides' (thin bands lost to squares by 25 %,
+        docs/results/speed_candidates.md).
         """
         if self.tile:
             return (self.tile, self.tile) if self.tile < max(h, w) else None
@@ -176,10 +178,11 @@ class Upscaler:
         margin = receptive_margin(self.spec, levels)
         per_pixel = feature_bytes(1, 1, levels) - CHUNK_OVERHEAD
         pixels = max(budget - CHUNK_OVERHEAD, 0) / per_pixel
-        rows = int(pixels / w) - 2 * margin
-        if rows >= max(16, 2 * margin):
+        rows, side = int(pixels / w) - 2 * margin, int(math.sqrt(pixels)) - 2 * margin
+        band_cost = (rows + 2 * margin) / rows if rows >= 16 else math.inf  # pixels computed per pixel kept
+        square_cost = ((side + 2 * margin) / side) ** 2 if side >= 16 else math.inf
+        if band_cost <= square_cost and band_cost < math.inf:
             return rows, w
-        side = int(math.sqrt(pixels)) - 2 * margin
         if side < 16:
             need = (self.max_memory - budget) + CHUNK_OVERHEAD + per_pixel * (16 + 2 * margin) ** 2
             raise ValueError(
