@@ -130,15 +130,20 @@ def small_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
         N._small_left = 1 << 40 if small else 0
         net(y, 2)
 
-    rows = [("NumPy Winograd F(4x4, 3x3), BLAS's threads (shipped)", timed(lambda: run(True)))]
-    with threadpool_limits(1, user_api="blas"):
-        rows.append(("NumPy Winograd, single-threaded BLAS", timed(lambda: run(True))))
     real = S._winograd
-    S._winograd = im2col
-    rows.append(("im2col convolutions, BLAS's threads (the small path before)", timed(lambda: run(True))))
-    S._winograd = real
-    rows.append(("the Numba path, kernels already loaded (not counting its ~0.5 s start)", timed(lambda: run(False))))
-    N._small_left = 2 * N.SMALL_PIXELS
+    try:
+        rows = [("NumPy Winograd F(4x4, 3x3), BLAS's threads (shipped)", timed(lambda: run(True)))]
+        with threadpool_limits(1, user_api="blas"):
+            rows.append(("NumPy Winograd, single-threaded BLAS", timed(lambda: run(True))))
+        S._winograd = im2col
+        rows.append(("im2col convolutions, BLAS's threads (the small path before)", timed(lambda: run(True))))
+        S._winograd = real
+        rows.append(
+            ("the Numba path, kernels already loaded (not counting its ~0.5 s start)", timed(lambda: run(False)))
+        )
+    finally:
+        S._winograd = real
+        N._small_left = 2 * N.SMALL_PIXELS
     return rows
 
 
@@ -164,27 +169,25 @@ def stage_rows(y: np.ndarray) -> list[tuple[str, float]]:
 
 
 def tiling_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
-    """Tiles under one memory budget that forces about three of them: full-width bands against squares of the
-    same area, the layout ``Upscaler.tile_size`` picks (the one that computes less context again) marked."""
+    """Tiles under one memory budget that forces about three of them: a full-width band against a square
+    (``Upscaler.tile_candidates``), the one ``tile_size`` picks marked, with the reservation ``bands`` makes."""
     import lapsrn
     from lapsrn import inference
 
     up = lapsrn.load(weights, device="cpu")
     up.max_memory = inference.feature_bytes(*y.shape, 2) // 3
-    picked = up.tile_size(*y.shape, 2)
-    margin = inference.receptive_margin(up.spec, 2)
-    pixels = (up.max_memory - inference.CHUNK_OVERHEAD) / (inference.feature_bytes(1, 1, 2) - inference.CHUNK_OVERHEAD)
-    band = (int(pixels / y.shape[1]) - 2 * margin, y.shape[1])
-    square = (int(np.sqrt(pixels)) - 2 * margin,) * 2
+    reserved = y.size * 4**2 * 4  # what bands(last_only=True) reserves: the x4 output plane in float32
+    picked = up.tile_size(*y.shape, 2, reserved)
+    band, square = up.tile_candidates(*y.shape, 2, reserved)
     real = up.tile_size
     rows = []
-    for name, tile in [
-        (f"full-width bands of {band[0]} rows", band),
-        (f"squares of {square[0]} px, same area", square),
-    ]:
-        up.tile_size = lambda *a, tile=tile, **k: tile
-        rows.append((name + (" (picked)" if tile == picked else ""), timed(lambda: up.pyramid_y(y, 2, last_only=True))))
-    up.tile_size = real
+    try:
+        for name, tile in [(f"full-width bands of {band[0]} rows", band), (f"squares of {square[0]} px", square)]:
+            up.tile_size = lambda *a, tile=tile, **k: tile
+            name += " (picked)" if tile == picked else ""
+            rows.append((name, timed(lambda: up.pyramid_y(y, 2, last_only=True))))
+    finally:
+        up.tile_size = real
     return rows
 
 

@@ -55,6 +55,22 @@ def test_tiling_turns_on_under_memory_budget(rng, monkeypatch):
     assert np.abs(tiled - whole).max() < 1e-5
 
 
+@pytest.mark.parametrize(("h", "w", "layout"), [(384, 512, "square"), (2000, 120, "band")])
+def test_automatic_tiles_are_the_layout_that_computes_less(h, w, layout):
+    """Bands or squares, whichever runs the network over fewer pixels, margins included; both fit the budget."""
+    net = MSLapSRN(depth=2, recursions=1, levels=2).eval()
+    up = Upscaler(net, max_memory=inference.CHUNK_OVERHEAD + (feature_bytes(h, w, 2) - inference.CHUNK_OVERHEAD) // 4)
+    margin = inference.receptive_margin(up.spec, 2)
+    band, square = up.tile_candidates(h, w, 2)
+    tile = up.tile_size(h, w, 2)
+    assert tile == {"band": band, "square": square}[layout]
+    cost = {t: inference.computed_pixels(h, w, t, margin) for t in (band, square)}
+    assert cost[tile] == min(cost.values())
+    per_pixel = feature_bytes(1, 1, 2) - inference.CHUNK_OVERHEAD
+    assert (band[0] + 2 * margin) * w * per_pixel + inference.CHUNK_OVERHEAD <= up.max_memory
+    assert (square[0] + 2 * margin) ** 2 * per_pixel + inference.CHUNK_OVERHEAD <= up.max_memory
+
+
 def test_too_small_budget_is_a_clear_error():
     net = MSLapSRN(depth=1, recursions=1)
     with pytest.raises(ValueError, match="too small"):

@@ -74,6 +74,14 @@ def _tiles(length: int, tile: int) -> list[tuple[int, int]]:
     return [(a, min(a + step, length)) for a in range(0, length, step)]
 
 
+def computed_pixels(h: int, w: int, tile: tuple[int, int], margin: int) -> int:
+    """LR pixels the network runs over to cover an h x w image in such tiles, each with its margin of context
+    (clamped at the image's edges, as ``Upscaler.bands`` runs them)."""
+    rows = sum(min(b + margin, h) - max(a - margin, 0) for a, b in _tiles(h, tile[0]))
+    cols = sum(min(b + margin, w) - max(a - margin, 0) for a, b in _tiles(w, tile[1]))
+    return rows * cols
+
+
 def _is_torch_module(obj: object) -> bool:
     """Whether obj is a torch nn.Module, without importing torch when nobody else has."""
     torch = sys.modules.get("torch")
@@ -165,31 +173,33 @@ class Upscaler:
 
         ``reserved``: bytes of the budget already taken (the output planes), so
         feature maps and outputs together stay within ``max_memory``. Automatic
-        tiles are full-width bands or squares of the same area, whichever
-        computes less context again: a band repeats its top and bottom margins,
-        a square all four sides' (thin bands lost to squares by 25 %,
-        docs/results/speed_candidates.md).
+        tiles are full-width bands or squares of the same area (``tile_candidates``),
+        whichever computes fewer pixels in all, margins of context included: a
+        band repeats its top and bottom margins, a square all four sides'
+        (docs/results/speed_candidates.md, "Tiling").
         """
         if self.tile:
             return (self.tile, self.tile) if self.tile < max(h, w) else None
-        budget = max(self.max_memory - reserved, 0)
-        if feature_bytes(h, w, levels) <= budget:
+        if feature_bytes(h, w, levels) <= max(self.max_memory - reserved, 0):
             return None
         margin = receptive_margin(self.spec, levels)
-        per_pixel = feature_bytes(1, 1, levels) - CHUNK_OVERHEAD
-        pixels = max(budget - CHUNK_OVERHEAD, 0) / per_pixel
-        rows, side = int(pixels / w) - 2 * margin, int(math.sqrt(pixels)) - 2 * margin
-        band_cost = (rows + 2 * margin) / rows if rows >= 16 else math.inf  # pixels computed per pixel kept
-        square_cost = ((side + 2 * margin) / side) ** 2 if side >= 16 else math.inf
-        if band_cost <= square_cost and band_cost < math.inf:
-            return rows, w
-        if side < 16:
-            need = (self.max_memory - budget) + CHUNK_OVERHEAD + per_pixel * (16 + 2 * margin) ** 2
+        fitting = [t for t in self.tile_candidates(h, w, levels, reserved) if min(t) >= 16]
+        if not fitting:
+            per_pixel = feature_bytes(1, 1, levels) - CHUNK_OVERHEAD
+            need = reserved + CHUNK_OVERHEAD + per_pixel * (16 + 2 * margin) ** 2
             raise ValueError(
                 f"--max-memory {_size(self.max_memory)} is too small for x{2**levels} of a {w}x{h} image: "
                 f"give a larger one, at least {_size(need)}"
             )
-        return side, side
+        return min(fitting, key=lambda t: computed_pixels(h, w, t, margin))
+
+    def tile_candidates(self, h: int, w: int, levels: int, reserved: int = 0) -> list[tuple[int, int]]:
+        """The two tile shapes whose feature maps, margins included, fit the budget: a full-width band, a square."""
+        margin = receptive_margin(self.spec, levels)
+        per_pixel = feature_bytes(1, 1, levels) - CHUNK_OVERHEAD
+        pixels = max(self.max_memory - reserved - CHUNK_OVERHEAD, 0) / per_pixel
+        side = int(math.sqrt(pixels)) - 2 * margin
+        return [(int(pixels / w) - 2 * margin, w), (side, side)]
 
     def upscale(self, image: Image, scale: float = 4) -> Image:
         """Upscale a PIL image, NumPy array or torch tensor; returns the same kind, layout and dtype.

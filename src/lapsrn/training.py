@@ -559,7 +559,7 @@ def _loop(run: Run, stop: StopRequest, quiet: bool, stop_at: int | None = None) 
 def train(
     cfg: TrainConfig, resume: bool = False, overwrite: bool = False, quiet: bool = False, stop_at: int | None = None
 ) -> tuple[Path, int]:
-    """Run (or continue) training; returns the output folder and the step its checkpoint holds.
+    """Run (or continue) training; returns the output folder and the step its checkpoint holds (rank 0's).
 
     ``stop_at``: checkpoint and return after that step of the ``cfg.steps``
     schedule (the learning rate follows the whole schedule); resuming continues.

@@ -4,7 +4,7 @@ The same computation as ``models.py`` (the reference), organised for a CPU:
 every 3x3 conv and feature upsampler runs by Winograd (``winograd.py``) with
 its activation, pre-activation and skip fused in; feature maps chain through
 reused buffers; the last level's upsampled features are made band by band and
-added straight into the output image. Small images take the same steps as
+added straight into the output image. Small images take the same steps in
 NumPy alone (``small.py``), which starts at once. Weights use the reference's state-dict
 names and layouts, so one file serves both.
 """
@@ -82,6 +82,8 @@ class Network:
                 return self._forward(image, levels, last_only, ops)
         finally:
             release_spares()
+            if ops is small:
+                small.release()
 
     @staticmethod
     def _winograd(pixels: int) -> bool:

@@ -5,9 +5,9 @@ loading its compiled kernels take longer than the whole network does as plain
 matrix products. So here the 64-channel convs are Winograd's F(4x4, 3x3) too,
 but each transform is one matrix product with a Kronecker matrix (the 6x6
 windows gathered by a strided copy), and every product runs on BLAS's own
-threads. Per 128x128 map this is about half the Numba path's speed and twice
-an im2col convolution's (docs/results/speed_candidates.md), without compiling
-anything. The feature upsampler, the residual conv (64 -> 1) and the image
+threads. On a 64x64 image at x4 this takes about twice the loaded Numba path's
+time and half an im2col convolution's (docs/results/speed_candidates.md),
+without compiling anything. The feature upsampler, the residual conv (64 -> 1) and the image
 branch are direct. These functions have the signatures of their ``winograd``
 counterparts and compute the same numbers (``tests/test_engine.py``);
 ``network.Network`` picks this module when the largest feature map is small.
@@ -25,6 +25,11 @@ _BB = np.kron(BT, BT).astype(np.float32)  # (36, 36): B^T d B of a 6x6 window fl
 _AA = np.kron(AT, AT).astype(np.float32)  # (16, 36): A^T m A likewise
 
 _scratch = threading.local()  # per calling thread: (role, shape) -> work array, so threads never share one
+
+
+def release() -> None:
+    """Free this thread's work arrays: they serve one pass, and are dead weight once bigger images go to Numba."""
+    _scratch.__dict__.pop("arrays", None)
 
 
 def _buffer(role: str, shape: tuple[int, ...]) -> np.ndarray:
