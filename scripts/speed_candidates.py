@@ -130,20 +130,18 @@ def small_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
         N._small_left = 1 << 40 if small else 0
         net(y, 2)
 
-    real = S._winograd
+    real, left = S._winograd, N._small_left
     try:
         rows = [("NumPy Winograd F(4x4, 3x3), BLAS's threads (shipped)", timed(lambda: run(True)))]
         with threadpool_limits(1, user_api="blas"):
             rows.append(("NumPy Winograd, single-threaded BLAS", timed(lambda: run(True))))
         S._winograd = im2col
         rows.append(("im2col convolutions, BLAS's threads (the small path before)", timed(lambda: run(True))))
-        S._winograd = real
         rows.append(
             ("the Numba path, kernels already loaded (not counting its ~0.5 s start)", timed(lambda: run(False)))
         )
     finally:
-        S._winograd = real
-        N._small_left = 2 * N.SMALL_PIXELS
+        S._winograd, N._small_left = real, left
     return rows
 
 
@@ -176,7 +174,7 @@ def tiling_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
 
     up = lapsrn.load(weights, device="cpu")
     up.max_memory = inference.feature_bytes(*y.shape, 2) // 3
-    reserved = y.size * 4**2 * 4  # what bands(last_only=True) reserves: the x4 output plane in float32
+    reserved = inference.output_bytes(*y.shape, 2, last_only=True)  # what bands() reserves by default
     picked = up.tile_size(*y.shape, 2, reserved)
     band, square = up.tile_candidates(*y.shape, 2, reserved)
     real = up.tile_size

@@ -74,6 +74,12 @@ def _tiles(length: int, tile: int) -> list[tuple[int, int]]:
     return [(a, min(a + step, length)) for a in range(0, length, step)]
 
 
+def output_bytes(h: int, w: int, levels: int, last_only: bool = False) -> int:
+    """Bytes of the float32 output planes ``Upscaler.bands`` returns for an h x w input (all levels or the last)."""
+    first = levels if last_only else 1
+    return sum(h * w * 4**l * 4 for l in range(first, levels + 1))
+
+
 def computed_pixels(h: int, w: int, tile: tuple[int, int], margin: int) -> int:
     """LR pixels the network runs over to cover an h x w image in such tiles, each with its margin of context
     (clamped at the image's edges, as ``Upscaler.bands`` runs them)."""
@@ -247,7 +253,7 @@ class Upscaler:
         h, w = y.shape
         first = levels if last_only else 1
         if reserved is None:
-            reserved = sum(h * w * 4**l * 4 for l in range(first, levels + 1))
+            reserved = output_bytes(h, w, levels, last_only)
         tile = self.tile_size(h, w, levels, reserved)
         if tile is None:
             yield 0, h, self._run(y, levels, last_only)
