@@ -104,6 +104,26 @@ def network_rows(weights: Path, y: np.ndarray, threads: int) -> list[tuple[str, 
     return rows
 
 
+def composition_rows(y: np.ndarray) -> list[tuple[str, float]]:
+    """The bundled default (MS-LapSRN): each level's residual by the composed conv, or the long way."""
+    from dataclasses import replace
+
+    from lapsrn import engine
+    from lapsrn.weights import read
+
+    spec, state = read("default")
+    net = engine.build(spec.arch, state, spec.depth, recursions=spec.recursions, skip=spec.skip)
+    composed = net.shared
+    shipped = "upsampler and residual conv composed: one 3x3 conv of the embedding, 4 outputs (shipped)"
+    rows = [(shipped, timed(lambda: net(y, 2)))]
+    net.shared = replace(composed, composed=None)
+    try:
+        rows.append(("upsampler, then the residual conv (the last level in bands)", timed(lambda: net(y, 2))))
+    finally:
+        net.shared = composed
+    return rows
+
+
 def im2col(src: np.ndarray, conv, h: int, w: int) -> np.ndarray:
     """The small path's conv before NumPy Winograd: the nine shifted copies side by side, one matrix product."""
     cin, cout = src.shape[2], conv.w.shape[0]
@@ -243,6 +263,7 @@ def main() -> None:
     y = np.random.default_rng(0).random((384, 512), dtype=np.float32)
     net = network_rows(args.weights, y, args.threads)
     small = small_rows(args.weights, y[:64, :64].copy())
+    composition = composition_rows(y)
     lines = [
         "# CPU speed candidates",
         "",
@@ -252,6 +273,10 @@ def main() -> None:
         "## The network",
         "",
         *table(net, net[0][1]),
+        "",
+        "## MS-LapSRN's residual: the bundled default on the same image",
+        "",
+        *table(composition, composition[0][1]),
         "",
         "## The small path: a 64x64 LR image to 256x256 (NumPy alone, no compilation to wait for)",
         "",

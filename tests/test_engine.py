@@ -139,6 +139,34 @@ def test_last_level_bands_equal_the_plain_computation(band_bytes, ops):
 
 
 @OPS
+@pytest.mark.parametrize("size", [(1, 1), (1, 6), (2, 3), (3, 1), (9, 14)])
+def test_composed_residual_equals_the_upsampler_then_the_residual_conv(size, ops):
+    """MS-LapSRN's residual straight from the embedding (one conv, 4 phase outputs), edges included."""
+    torch.manual_seed(0)
+    up, residual = FeatureUpsample(8), torch.nn.Conv2d(8, 1, 3, padding=1)
+    x = torch.randn(1, 8, *size)
+    with torch.inference_mode():
+        want = residual(up(x))[0, 0].numpy()
+    weights = [t.detach().numpy() for t in (up.deconv.weight, up.deconv.bias, residual.weight, residual.bias)]
+    level = N.Level(
+        W.Upsampler.from_weights(*weights[:2]), _conv(residual), np.zeros((4, 4)), N.compose_residual(*weights)
+    )
+    got = N.Network._composed_residual(W.FeatureMap.from_array(_hwc(x)), level, ops)
+    assert _close(got, want)
+
+
+def test_only_a_linear_upsampler_is_composed_with_the_residual_conv():
+    """LapSRN's LeakyReLU after the upsampler forbids the composition; MS-LapSRN has none there."""
+
+    def state(net: torch.nn.Module) -> dict[str, np.ndarray]:
+        return {k: v.numpy() for k, v in net.state_dict().items()}
+
+    assert N.build("MSLapSRN", state(MSLapSRN(depth=2, recursions=1)), 2).level(0).composed is not None
+    lapsrn = N.build("LapSRN", state(LapSRN(depth=2, levels=2)), 2, levels=2)
+    assert all(lapsrn.level(i).composed is None for i in range(2))
+
+
+@OPS
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (17, 10)])
 def test_image_upsample_equals_the_transposed_conv(size, ops):
     torch.manual_seed(0)

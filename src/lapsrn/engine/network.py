@@ -3,8 +3,12 @@
 The same computation as ``models.py`` (the reference), organised for a CPU:
 every 3x3 conv and feature upsampler runs by Winograd (``winograd.py``) with
 its activation, pre-activation and skip fused in; feature maps chain through
-reused buffers; the last level's upsampled features are made band by band and
-added straight into the output image. Small images take the same steps in
+reused buffers. In MS-LapSRN nothing lies between the feature upsampler and the
+residual conv, so the two compose into one 3x3 conv of the embedding with an
+output per phase (``compose_residual``): the residual image never needs the
+64-channel upsampled map. LapSRN's LeakyReLU between them forbids that, so its
+last level's upsampled features are made band by band and added straight into
+the output image. Small images take the same steps in
 NumPy alone (``small.py``), which starts at once. Weights use the reference's state-dict
 names and layouts, so one file serves both.
 """
@@ -19,6 +23,7 @@ import numpy as np
 
 from . import small, winograd
 from .winograd import (
+    TAPS,
     Conv,
     FeatureMap,
     Upsampler,
@@ -40,16 +45,55 @@ class Level:
     upsample: Upsampler  # the x2 feature upsampler
     residual: Conv  # 64 -> 1: the level's residual image
     image_kernel: np.ndarray  # (4, 4): the image branch's x2 transposed conv
+    composed: Conv | None = None  # residual(upsample(.)) as one conv with 4 outputs (``compose_residual``)
+
+
+def _phase_taps() -> np.ndarray:
+    """(phase, offset + 1, residual tap, upsampler tap) -> 1 where output row 2m + phase of the residual conv
+    reads the upsampled row 2m + phase + residual tap - 1, which that upsampler tap makes from embedding
+    row m + offset (``TAPS``: upsampled row 2n reads rows n - 1, n with taps 2, 0; row 2n + 1 row n, tap 1)."""
+    taps = np.zeros((2, 3, 3, 3))
+    for phase in range(2):
+        for t in range(3):
+            row = phase + t - 1  # the upsampled row read, relative to 2m
+            a, n = row % 2, row // 2
+            for i, tap in enumerate(TAPS[a]):  # i = 0: embedding row n - 1, i = 1: row n
+                if tap is not None:
+                    taps[phase, n - 1 + i + 1, t, tap] = 1
+    return taps
+
+
+def compose_residual(up_w: np.ndarray, up_b: np.ndarray, res_w: np.ndarray, res_b: np.ndarray | None) -> Conv:
+    """The residual conv of the (linear) feature upsampler's output, as one 3x3 conv of the embedding.
+
+    Output channel 2 a + b holds the residual's pixels (2m + a, 2n + b): the x2 upsampler followed by a
+    3x3 conv is a stride-2 transposed conv whose four phases each read a 3x3 window of the embedding.
+    It runs at the embedding's size with 4 outputs instead of making a 64-channel map four times larger
+    (about a quarter of the network's time, docs/results/speed_candidates.md). The bias holds for pixels
+    whose 3x3 window lies inside the upsampled map; ``Network._composed_residual`` mends the edges.
+    Weights: ConvTranspose2d (Cin, C, 3, 3) and Conv2d (1, C, 3, 3), combined in float64.
+    """
+    p = _phase_taps()
+    w = np.einsum("ydtk,xeul,mtu,cmkl->yxcde", p, p, res_w[0].astype(np.float64), up_w.astype(np.float64))
+    bias = (0.0 if res_b is None else res_b[0]) + np.einsum(
+        "mtu,m->", res_w[0].astype(np.float64), up_b.astype(np.float64)
+    )
+    return Conv.from_weights(w.reshape(4, up_w.shape[0], 3, 3), np.full(4, bias))
 
 
 def _conv(state: dict[str, np.ndarray], name: str) -> Conv:
     return Conv.from_weights(state[f"{name}.weight"], state.get(f"{name}.bias"))
 
 
-def _level(state: dict[str, np.ndarray], upsampler: str, prefix: str = "") -> Level:
-    up = Upsampler.from_weights(state[f"{upsampler}.deconv.weight"], state[f"{upsampler}.deconv.bias"])
+def _level(state: dict[str, np.ndarray], upsampler: str, prefix: str = "", linear: bool = False) -> Level:
+    """A level's branches; ``linear``: no activation after the upsampler, so its residual conv is composed in."""
+    up_w, up_b = state[f"{upsampler}.deconv.weight"], state[f"{upsampler}.deconv.bias"]
+    res_w, res_b = state[f"{prefix}residual.weight"], state.get(f"{prefix}residual.bias")
     return Level(
-        up, _conv(state, f"{prefix}residual"), state[f"{prefix}image_up.deconv.weight"][0, 0].astype(np.float32)
+        Upsampler.from_weights(up_w, up_b),
+        _conv(state, f"{prefix}residual"),
+        state[f"{prefix}image_up.deconv.weight"][0, 0].astype(np.float32),
+        compose_residual(up_w, up_b, res_w, res_b) if linear else None,
     )
 
 
@@ -106,7 +150,11 @@ class Network:
             release_spares(keep=64 << 20)  # the previous level's buffers, of other shapes, unless they are few
             embedded = self.embed(i, features, ops)  # recycles the features' buffers it no longer needs
             image = ops.image_upsample(image, level.image_kernel)
-            if last:  # nothing reads the last level's features but its residual conv
+            if level.composed is not None:
+                image += self._composed_residual(embedded, level, ops)
+                if not last:
+                    features = ops.upsample2x(embedded, level.upsample, self.upsample_post)
+            elif last:  # nothing reads the last level's features but its residual conv
                 ops.add_upsample_residual(
                     embedded, level.upsample, self.upsample_post, level.residual, image, BAND_BYTES
                 )
@@ -119,6 +167,37 @@ class Network:
             if last or not last_only:
                 outputs.append(image)
         return outputs
+
+    @staticmethod
+    def _composed_residual(embedded: FeatureMap, level: Level, ops: ModuleType) -> np.ndarray:
+        """The level's residual image by its composed conv; its outer rows and columns the long way.
+
+        At the image's edges the residual conv's zero padding lies outside the upsampled map, whose
+        bias (and, at the bottom and right, whose cropped last row and column) the composed conv
+        would count; so the first and last row and column come from the upsampler and the residual
+        conv run on the embedding's two outer rows or columns, which give them exactly.
+        """
+        h, w = embedded.h, embedded.w
+        phases = ops.conv3x3(embedded, level.composed)
+        res = np.empty((2 * h, 2 * w), np.float32)
+        res.reshape(h, 2, w, 2)[...] = phases.inside.reshape(h, w, 2, 2).transpose(0, 2, 1, 3)
+        phases.recycle()
+        inside = embedded.inside
+
+        def exact(part: np.ndarray) -> np.ndarray:
+            x = FeatureMap.from_array(part)
+            up = ops.upsample2x(x, level.upsample)
+            r = ops.conv3x3(up, level.residual)
+            values = r.inside[..., 0].copy()
+            for used in (x, up, r):
+                used.recycle()
+            return values
+
+        res[0] = exact(inside[:2])[0]
+        res[-1] = exact(inside[-2:])[-1]
+        res[:, 0] = exact(inside[:, :2])[:, 0]
+        res[:, -1] = exact(inside[:, -2:])[:, -1]
+        return res
 
 
 class LapSRNEngine(Network):
@@ -153,7 +232,7 @@ class MSLapSRNEngine(Network):
         self.recursions, self.skip = recursions, skip
         self.input_conv = _conv(state, "input_conv")
         self.block = [_conv(state, f"block.body.{2 * d + 1}") for d in range(depth)]
-        self.shared = _level(state, "upsample")
+        self.shared = _level(state, "upsample", linear=True)
 
     def level(self, i: int) -> Level:
         return self.shared

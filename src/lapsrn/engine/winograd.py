@@ -168,6 +168,8 @@ class Conv:
     def from_weights(cls, w: np.ndarray, b: np.ndarray | None) -> Conv:
         """From the reference layout: weight (Cout, Cin, 3, 3), bias (Cout,); transformed in float64."""
         c_out, c_in = w.shape[:2]
+        if b is not None and np.shape(b) != (c_out,):  # the compiled transforms read one bias per output
+            raise ValueError(f"a conv with {c_out} outputs needs {c_out} biases, got shape {np.shape(b)}")
         u = np.einsum("ia,kcab,jb->ijck", G, w.astype(np.float64), G).reshape(36, c_in, c_out)
         bias = np.zeros(c_out, np.float32) if b is None else b.astype(np.float32)
         return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(bias), np.asarray(w, np.float32))
