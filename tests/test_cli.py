@@ -756,13 +756,21 @@ def test_bundled_model_names_any_case_and_default(tmp_path, rng, capsys):
         assert run(capsys, "upscale", "-i", str(photo), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", name)[0] == 0
 
 
-def test_a_large_single_image_shows_progress_by_bands(tmp_path, rng, capsys):
+def test_a_large_single_image_shows_progress_by_bands(tmp_path, rng, capsys, monkeypatch):
+    from lapsrn.inference import Upscaler
+
     Image.fromarray(u8(smooth_image(rng, 150, 200))).save(tmp_path / "big.png")
     args = ["upscale", "-i", str(tmp_path / "big.png"), "-o", str(tmp_path / "out.png"), "-s", "4"]
-    code, err = run(capsys, *args, "--max-memory", "120M")  # too small for one pass: bands
+    code, err = run(capsys, *args, "--max-memory", "80M")  # too small for one pass: tiles
     assert code == 0, err
     assert "bands:" in err and "row" in err and f"wrote {tmp_path / 'out.png'}" in err
-    code, err = run(capsys, *args, "--overwrite")  # one pass: no bar
+    tiles = []
+    real = Upscaler.bands
+    monkeypatch.setattr(Upscaler, "bands", lambda self, *a, **k: tiles.append(self.tile_size) or real(self, *a, **k))
+    code, err = run(capsys, *args, "--overwrite", "--max-memory", "120M")  # one pass, its last level in bands
+    assert code == 0 and "bands:" in err
+    assert tiles and tiles[0](150, 200, 2, 4 << 20) is None
+    code, err = run(capsys, *args, "--overwrite")  # one pass, every level whole: no bar
     assert code == 0 and "bands:" not in err
 
 

@@ -237,6 +237,24 @@ def test_networks_equal_the_reference(name, size, path):
         assert len(last) == 1 and np.array_equal(last[0], got[-1])
 
 
+@pytest.mark.parametrize("name", NETS)
+@pytest.mark.parametrize("size", [(23, 9), (11, 14)])
+def test_last_level_in_bands_equals_it_whole(name, size, path):
+    """Bands of 8 rows (the fewest) with their margins of context: the same pixels as the whole level."""
+    torch.manual_seed(0)
+    net = NETS[name]()
+    for p in net.parameters():
+        p.data.normal_(0, 0.1)
+    y = np.random.default_rng(0).random(size, dtype=np.float32)
+    fast = _engine(net)
+    assert fast.band_rows(1, 100) == 8
+    for levels in range(1, (net.levels if isinstance(net, LapSRN) else 3) + 1):
+        whole, banded = fast(y, levels), fast(y, levels, band_bytes=1)
+        assert (size[0] << (levels - 1)) > 8  # so the last level really ran in several bands
+        for a, b in zip(banded, whole):
+            assert _close(a, b), (levels, np.abs(a - b).max())
+
+
 @pytest.mark.parametrize("name", ["LapSRN_x4.mat", "LapSRN_x8.mat", "MSLapSRN_D5R8.mat"])
 def test_official_networks_equal_the_reference(name, rng, path):
     path = shared_path("weights", "official", name)

@@ -42,17 +42,35 @@ def test_margin_is_needed(lapsrn_x4, rng, monkeypatch):
 def test_tiling_turns_on_under_memory_budget(rng, monkeypatch):
     torch.manual_seed(0)
     net = MSLapSRN(depth=2, recursions=1, levels=2).eval()
-    img = smooth_image(rng, 120, 100)
-    budget = inference.CHUNK_OVERHEAD + (feature_bytes(120, 100, 2) - inference.CHUNK_OVERHEAD) // 3
+    img = smooth_image(rng, 200, 160)
+    budget = inference.CHUNK_OVERHEAD + (feature_bytes(200, 160, 2) - inference.CHUNK_OVERHEAD) // 2
     up = Upscaler(net, max_memory=budget)
-    assert up.tile_size(120, 100, 2) is not None
+    assert up.tile_size(200, 160, 2) is not None
     calls = []
     real_run = Upscaler._run
-    monkeypatch.setattr(Upscaler, "_run", lambda self, y, *a: calls.append(y.shape) or real_run(self, y, *a))
+    monkeypatch.setattr(Upscaler, "_run", lambda self, y, *a, **k: calls.append(y.shape) or real_run(self, y, *a, **k))
     tiled = super_resolve(up, img, 4)
-    assert len(calls) > 1 and all(h * w < 120 * 100 for h, w in calls)
+    assert len(calls) > 1 and all(h * w < 200 * 160 for h, w in calls)
     whole = super_resolve(Upscaler(net), img, 4)
     assert np.abs(tiled - whole).max() < 1e-5
+
+
+def test_last_level_runs_in_bands_within_the_budget(rng, monkeypatch):
+    """A budget the whole image fits only with its last level in bands: one pass, no tiles, the same result."""
+    from lapsrn.engine import Network
+
+    torch.manual_seed(0)
+    net = MSLapSRN(depth=2, recursions=1, levels=2).eval()
+    y = rng.random((200, 160)).astype(np.float32)
+    up = Upscaler(net, max_memory=feature_bytes(200, 160, 2) + inference.output_bytes(200, 160, 2, last_only=True))
+    assert up.tile_size(200, 160, 2, inference.output_bytes(200, 160, 2, last_only=True)) is None
+    bands = []
+    real = Network._band_features
+    monkeypatch.setattr(Network, "_band_features", lambda self, *a: bands.append(a[2:4]) or real(self, *a))
+    banded = up.pyramid_y(y, 2, last_only=True)[0]
+    assert len(bands) >= 3 and bands[0][0] == 0 and bands[-1][1] == 400  # the last level's 400 rows
+    monkeypatch.setattr(Network, "_band_features", real)
+    assert np.abs(banded - Upscaler(net).pyramid_y(y, 2, last_only=True)[0]).max() < 1e-5
 
 
 @pytest.mark.parametrize(("h", "w", "layout"), [(384, 512, "square"), (2000, 120, "band")])

@@ -83,9 +83,9 @@ def _add_model_args(p: argparse.ArgumentParser, model: bool = True) -> None:
     p.add_argument(
         "--max-memory",
         type=parse_bytes,
-        default="704M",
+        default="672M",
         help="working memory for the input, output and feature maps, with a unit (K, M, G or T: 512M, "
-        "2G); larger images run in bands or tiles (default 704M)",
+        "2G); larger images run in bands or tiles (default 672M)",
     )
     p.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
     p.add_argument(

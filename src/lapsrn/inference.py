@@ -21,7 +21,7 @@ from .upscale import upscale_image
 from .weights import ModelSpec
 
 Image = TypeVar("Image")  # a PIL image, NumPy array or torch tensor: the same kind comes back
-DEFAULT_MAX_MEMORY = 704 << 20  # bytes for the input, output and feature maps: bands or tiles keep within it
+DEFAULT_MAX_MEMORY = 672 << 20  # bytes for the input, output and feature maps: bands or tiles keep within it
 
 
 class PyramidNetwork(Protocol):
@@ -31,17 +31,29 @@ class PyramidNetwork(Protocol):
 
 
 BYTES_PER_FEATURE = 3 * 64 * 4  # three live float32 maps of 64 channels: the most the engine keeps at a level
-CHUNK_OVERHEAD = 64 << 20  # the last level runs in bands (engine.network.BAND_BYTES) and its temporaries
+CHUNK_OVERHEAD = 64 << 20  # scratch, recycled buffers and LapSRN's last upsampled features (engine.network.BAND_BYTES)
 
 
-def feature_bytes(h: int, w: int, levels: int) -> int:
-    """Estimated peak memory of one forward pass on an h x w LR input.
+def feature_bytes(h: int, w: int, levels: int, banded: bool = True) -> int:
+    """Memory one forward pass needs on an h x w LR input; tiles are sized by it.
 
-    The 64-channel maps live at the resolutions below the output (the last
-    level's upsampled features are made in bands), so the largest is at
-    half the output size.
+    A level holds at most three 64-channel maps at its size. ``banded`` (the engine, two levels or
+    more): the last level runs in bands of rows (``engine.Network``), so only the levels before it
+    exist whole, the largest at a quarter of the last level's size; a third more than that largest
+    level's maps leaves the bands room beside the embedding they read (``band_bytes``). Else every
+    level's maps are counted whole. Both count the pass's output planes twice (``Upscaler.bands``
+    copies a tile's into its row of tiles).
     """
-    return int(sum(h * w * 4**l for l in range(levels)) * BYTES_PER_FEATURE) + CHUNK_OVERHEAD
+    planes = 2 * output_bytes(h, w, levels) + CHUNK_OVERHEAD
+    if banded and levels >= 2:
+        return h * w * 4 ** (levels - 2) * BYTES_PER_FEATURE * 4 // 3 + planes
+    return int(sum(h * w * 4**l for l in range(levels)) * BYTES_PER_FEATURE) + planes
+
+
+def band_bytes(h: int, w: int, levels: int, budget: int) -> int:
+    """What the last level's bands may take of ``budget`` (bytes for an h x w LR input's pass): all but the
+    output planes and the previous level's embedding, which they read (64 channels at a quarter of their size)."""
+    return budget - 2 * output_bytes(h, w, levels) - CHUNK_OVERHEAD - h * w * 4 ** (levels - 2) * 64 * 4
 
 
 def receptive_margin(spec: ModelSpec, levels: int) -> int:
@@ -186,12 +198,12 @@ class Upscaler:
         """
         if self.tile:
             return (self.tile, self.tile) if self.tile < max(h, w) else None
-        if feature_bytes(h, w, levels) <= max(self.max_memory - reserved, 0):
+        if feature_bytes(h, w, levels, self._banded(levels)) <= max(self.max_memory - reserved, 0):
             return None
         margin = receptive_margin(self.spec, levels)
         fitting = [t for t in self.tile_candidates(h, w, levels, reserved) if min(t) >= 16]
         if not fitting:
-            per_pixel = feature_bytes(1, 1, levels) - CHUNK_OVERHEAD
+            per_pixel = feature_bytes(1, 1, levels, self._banded(levels)) - CHUNK_OVERHEAD
             need = reserved + CHUNK_OVERHEAD + per_pixel * (16 + 2 * margin) ** 2
             raise ValueError(
                 f"--max-memory {_size(self.max_memory)} is too small for x{2**levels} of a {w}x{h} image: "
@@ -202,7 +214,7 @@ class Upscaler:
     def tile_candidates(self, h: int, w: int, levels: int, reserved: int = 0) -> list[tuple[int, int]]:
         """The two tile shapes whose feature maps, margins included, fit the budget: a full-width band, a square."""
         margin = receptive_margin(self.spec, levels)
-        per_pixel = feature_bytes(1, 1, levels) - CHUNK_OVERHEAD
+        per_pixel = feature_bytes(1, 1, levels, self._banded(levels)) - CHUNK_OVERHEAD
         pixels = max(self.max_memory - reserved - CHUNK_OVERHEAD, 0) / per_pixel
         side = int(math.sqrt(pixels)) - 2 * margin
         return [(int(pixels / w) - 2 * margin, w), (side, side)]
@@ -226,10 +238,28 @@ class Upscaler:
         n = levels or self.spec.levels
         return upscale_image(self, image, 2**n, all_levels=True)
 
-    def _run(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]:
-        """Whole-plane forward pass; a non-finite result is an error, never an image."""
+    def _banded(self, levels: int) -> bool:
+        """Whether the network runs the last of these levels in bands of rows (the engine does, from x4)."""
+        from .engine import Network
+
+        return levels >= 2 and isinstance(self.net, Network)
+
+    def _run(
+        self, y: np.ndarray, levels: int, last_only: bool, reserved: int, progress: bool = False
+    ) -> list[np.ndarray]:
+        """Whole-plane forward pass, the last level's bands within the budget; a non-finite result is an error.
+
+        ``progress``: report the last level's bands to ``self.progress`` (the image runs in one piece).
+        """
+        y = np.ascontiguousarray(y, dtype=np.float32)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as one error
-            outs = self.net(np.ascontiguousarray(y, dtype=np.float32), levels, last_only)
+            if self._banded(levels):
+                budget = band_bytes(*y.shape, levels, self.max_memory - reserved)
+                h, report = y.shape[0], self.progress if progress else None
+                bar = (lambda done, rows: report(done * h // rows, h)) if report else None  # in LR rows
+                outs = self.net(y, levels, last_only, band_bytes=budget, progress=bar)
+            else:
+                outs = self.net(y, levels, last_only)
         for out in outs:
             if not np.isfinite(out).all():
                 raise ValueError("the network's output is not finite (NaN or infinity): the weights are unusable")
@@ -256,7 +286,7 @@ class Upscaler:
             reserved = output_bytes(h, w, levels, last_only)
         tile = self.tile_size(h, w, levels, reserved)
         if tile is None:
-            yield 0, h, self._run(y, levels, last_only)
+            yield 0, h, self._run(y, levels, last_only, reserved, progress=True)
             if self.progress:
                 self.progress(h, h)
             return
@@ -266,7 +296,7 @@ class Upscaler:
             py0 = max(y0 - m, 0)
             for x0, x1 in _tiles(w, tile[1]):
                 px0 = max(x0 - m, 0)
-                part = self._run(y[py0 : min(y1 + m, h), px0 : min(x1 + m, w)], levels, last_only)
+                part = self._run(y[py0 : min(y1 + m, h), px0 : min(x1 + m, w)], levels, last_only, reserved)
                 for l, (out, res) in enumerate(zip(outs, part), start=first):
                     f = 2**l
                     out[:, x0 * f : x1 * f] = res[(y0 - py0) * f : (y1 - py0) * f, (x0 - px0) * f : (x1 - px0) * f]

@@ -15,6 +15,7 @@ names and layouts, so one file serves both.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from types import ModuleType
@@ -33,7 +34,9 @@ from .winograd import (
 )
 
 SLOPE = 0.2  # LeakyReLU negative slope of both papers
-BAND_BYTES = 32 << 20  # one band of the last level's upsampled features
+BAND_BYTES = 32 << 20  # one band of LapSRN's last upsampled features, made only for its residual conv
+BAND_BYTES_PER_PIXEL = 3 * 64 * 4 + 64 + 32  # a band's maps per pixel: 3 of 64 float32 channels, the rows it
+# reads from the previous level (a quarter as many), the residual's phases and plane
 SMALL_PIXELS = 1 << 15  # up to this many pixels in the largest map, NumPy alone beats Numba's start-up
 _small_left = 2 * SMALL_PIXELS  # map pixels the small path may still take before Numba's start-up pays off
 
@@ -104,6 +107,7 @@ class Network:
     input_post: float  # LeakyReLU after the input conv (1.0: none)
     upsample_post: float  # LeakyReLU after the feature upsampler (1.0: none)
     input_conv: Conv
+    embed_convs: int  # 3x3 convs in a level's embedding
 
     def level(self, i: int) -> Level:
         raise NotImplementedError
@@ -112,22 +116,46 @@ class Network:
         """The level's feature embedding of x; x and every other buffer but the result are recycled."""
         raise NotImplementedError
 
-    def __call__(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]:
-        """x2, x4, ... x2^levels of an (h, w) LR luminance plane in [0, 1] (or only the last), float32."""
+    def __call__(
+        self,
+        y: np.ndarray,
+        levels: int,
+        last_only: bool = False,
+        band_bytes: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[np.ndarray]:
+        """x2, x4, ... x2^levels of an (h, w) LR luminance plane in [0, 1] (or only the last), float32.
+
+        ``band_bytes``: run the last level in bands of rows whose feature maps take about this much
+        (``band_rows``); None: whole. The levels before it always run whole. ``progress(rows done,
+        rows)`` of the last level, after each band.
+        """
         if self.levels is not None and not 1 <= levels <= self.levels:
             raise ValueError(f"this LapSRN has {self.levels} levels, asked for {levels}")
         image = np.ascontiguousarray(y, np.float32)
         ops = winograd if self._winograd(image.size * 4 ** (levels - 1)) else small
+        rows = image.shape[0] << (levels - 1)  # of the last level's maps
+        band = None if band_bytes is None else self.band_rows(band_bytes, image.shape[1] << (levels - 1))
         # Winograd's bands each run on one pool thread with single-threaded BLAS (robust on a busy machine,
         # where spinning BLAS threads stall); the small path has no pool, so its products use BLAS's threads.
         blas = single_threaded_blas() if ops is winograd else nullcontext()
         try:
             with blas:
-                return self._forward(image, levels, last_only, ops)
+                return self._forward(image, levels, last_only, ops, band if band and band < rows else None, progress)
         finally:
             release_spares()
             if ops is small:
                 small.release()
+
+    @property
+    def band_margin(self) -> int:
+        """Rows of context either side of a band of the last level: one per conv of its embedding, one for
+        the residual's read of the embedding."""
+        return self.embed_convs + 1
+
+    def band_rows(self, band_bytes: int, width: int) -> int:
+        """Rows of the last level each band adds to the image, for maps of about ``band_bytes`` (at least 8)."""
+        return max(band_bytes // (BAND_BYTES_PER_PIXEL * width) - 2 * self.band_margin, 8)
 
     @staticmethod
     def _winograd(pixels: int) -> bool:
@@ -140,33 +168,105 @@ class Network:
         _small_left -= pixels
         return False
 
-    def _forward(self, image: np.ndarray, levels: int, last_only: bool, ops: ModuleType) -> list[np.ndarray]:
-        lr = FeatureMap.from_array(image)
-        features = ops.conv3x3(lr, self.input_conv, post=self.input_post)
-        lr.recycle()
+    def _forward(
+        self,
+        image: np.ndarray,
+        levels: int,
+        last_only: bool,
+        ops: ModuleType,
+        band: int | None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> list[np.ndarray]:
+        """The pyramid; with ``band``, the last level in bands of that many rows (``_banded_level``)."""
+        source = FeatureMap.from_array(image)  # what the next level's features are made from, until they are
+        features = None
+        if not (band and levels == 1):
+            features = ops.conv3x3(source, self.input_conv, post=self.input_post)
+            source.recycle()
         outputs = []
         for i in range(levels):
             level, last = self.level(i), i == levels - 1
             release_spares(keep=64 << 20)  # the previous level's buffers, of other shapes, unless they are few
-            embedded = self.embed(i, features, ops)  # recycles the features' buffers it no longer needs
             image = ops.image_upsample(image, level.image_kernel)
-            if level.composed is not None:
-                image += self._composed_residual(embedded, level, ops)
-                if not last:
-                    features = ops.upsample2x(embedded, level.upsample, self.upsample_post)
-            elif last:  # nothing reads the last level's features but its residual conv
-                ops.add_upsample_residual(
-                    embedded, level.upsample, self.upsample_post, level.residual, image, BAND_BYTES
-                )
+            if last and band:
+                self._banded_level(i, source, level, image, ops, band, progress)
+                source.recycle()
             else:
-                features = ops.upsample2x(embedded, level.upsample, self.upsample_post)
-                residual = ops.conv3x3(features, level.residual)
-                image += residual.inside[..., 0]
-                residual.recycle()
-            embedded.recycle()
+                embedded = self.embed(i, features, ops)  # recycles the features' buffers it no longer needs
+                whole_next = not last and not (band and i + 1 == levels - 1)
+                features = self._branches(embedded, level, image, ops, whole_next)
+                if last or whole_next:
+                    embedded.recycle()
+                else:
+                    source = embedded  # the banded last level makes its features from it, band by band
             if last or not last_only:
                 outputs.append(image)
         return outputs
+
+    def _branches(
+        self, embedded: FeatureMap, level: Level, image: np.ndarray, ops: ModuleType, features: bool
+    ) -> FeatureMap | None:
+        """Adds the level's residual to ``image``; returns the upsampled features when ``features`` asks."""
+        if level.composed is not None:
+            image += self._composed_residual(embedded, level, ops)
+            return ops.upsample2x(embedded, level.upsample, self.upsample_post) if features else None
+        if not features:  # nothing else reads the upsampled features: made band by band, never whole
+            ops.add_upsample_residual(embedded, level.upsample, self.upsample_post, level.residual, image, BAND_BYTES)
+            return None
+        upsampled = ops.upsample2x(embedded, level.upsample, self.upsample_post)
+        residual = ops.conv3x3(upsampled, level.residual)
+        image += residual.inside[..., 0]
+        residual.recycle()
+        return upsampled
+
+    def _banded_level(
+        self,
+        i: int,
+        source: FeatureMap,
+        level: Level,
+        image: np.ndarray,
+        ops: ModuleType,
+        band: int,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
+        """Level i (the last) in bands of ``band`` rows, each made with ``band_margin`` rows of context either
+        side and cropped, so that no 64-channel map of the whole level exists and the result is the same.
+
+        A band's features come from the rows of ``source`` they read (the LR image through the input
+        conv, or the previous embedding through the upsampler), plus one row whose own context is cut
+        off; the embedding's convs spoil one more row from each cut edge per layer, which the margin
+        absorbs. Only the levels before the last run whole, and they are four times smaller.
+        """
+        rows, margin = source.h * (2 if i else 1), self.band_margin
+        previous = None
+        for r0 in range(0, rows, band):
+            r1 = min(r0 + band, rows)
+            span = (max(r0 - margin, 0), min(r1 + margin, rows))
+            if previous is not None and span[1] - span[0] != previous:
+                release_spares(keep=0)  # the last band's buffers fit no other: not two bands' maps at once
+            previous = span[1] - span[0]
+            features, top = self._band_features(i, source, *span, ops)
+            embedded = self.embed(i, features, ops)
+            part = np.zeros((2 * embedded.h, 2 * embedded.w), np.float32)
+            self._branches(embedded, level, part, ops, features=False)
+            embedded.recycle()
+            image[2 * r0 : 2 * r1] += part[2 * (r0 - top) : 2 * (r1 - top)]
+            if progress:
+                progress(r1, rows)
+
+    def _band_features(self, i: int, source: FeatureMap, a: int, b: int, ops: ModuleType) -> tuple[FeatureMap, int]:
+        """Level i's features for at least rows [a, b), exact there, and the level row they start at."""
+        if i == 0:  # the input conv of LR rows a - 1 .. b
+            p0, p1 = max(a - 1, 0), min(b + 1, source.h)
+            part = FeatureMap.from_array(source.inside[p0:p1])
+            features = ops.conv3x3(part, self.input_conv, post=self.input_post)
+        else:  # upsampled row 2n reads rows n - 1 and n of the previous embedding, row 2n + 1 row n
+            p0, p1 = max(a // 2 - 1, 0), min(-(-b // 2), source.h)
+            part = FeatureMap.from_array(source.inside[p0:p1])
+            features = ops.upsample2x(part, self.level(i - 1).upsample, self.upsample_post)
+            p0 *= 2
+        part.recycle()
+        return features, p0
 
     @staticmethod
     def _composed_residual(embedded: FeatureMap, level: Level, ops: ModuleType) -> np.ndarray:
@@ -206,7 +306,7 @@ class LapSRNEngine(Network):
     input_post = upsample_post = SLOPE
 
     def __init__(self, state: dict[str, np.ndarray], levels: int, depth: int) -> None:
-        self.levels = levels
+        self.levels, self.embed_convs = levels, depth
         self.input_conv = _conv(state, "input_conv")
         self.convs = [[_conv(state, f"pyramid.{i}.features.{2 * d}") for d in range(depth)] for i in range(levels)]
         self.branches = [_level(state, f"pyramid.{i}.features.{2 * depth}", f"pyramid.{i}.") for i in range(levels)]
@@ -230,6 +330,7 @@ class MSLapSRNEngine(Network):
 
     def __init__(self, state: dict[str, np.ndarray], depth: int, recursions: int, skip: str) -> None:
         self.recursions, self.skip = recursions, skip
+        self.embed_convs = depth * recursions
         self.input_conv = _conv(state, "input_conv")
         self.block = [_conv(state, f"block.body.{2 * d + 1}") for d in range(depth)]
         self.shared = _level(state, "upsample", linear=True)
