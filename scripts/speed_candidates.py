@@ -193,8 +193,9 @@ def tiling_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
     from lapsrn import inference
 
     up = lapsrn.load(weights, device="cpu")
-    up.max_memory = inference.feature_bytes(*y.shape, 2) // 3
     reserved = inference.output_bytes(*y.shape, 2, last_only=True)  # what bands() reserves by default
+    features = inference.feature_bytes(*y.shape, 2) - inference.CHUNK_OVERHEAD
+    up.max_memory = reserved + inference.CHUNK_OVERHEAD + features // 3
     picked = up.tile_size(*y.shape, 2, reserved)
     band, square = up.tile_candidates(*y.shape, 2, reserved)
     real = up.tile_size

@@ -334,6 +334,8 @@ def test_small_path_gives_way_once_numba_would_have_paid_off(monkeypatch):
     small = 100 * 80  # map pixels at x2: below SMALL_PIXELS
     assert [N.Network._winograd(small) for _ in range(10)] == [False] * 8 + [True] * 2
     assert N.Network._winograd(N.SMALL_PIXELS + 1)
+    monkeypatch.setattr(N, "_small_left", 2 * N.SMALL_PIXELS)  # a fresh process: a large image first
+    assert N.Network._winograd(N.SMALL_PIXELS + 1) and N.Network._winograd(small)  # Numba loaded: no way back
 
 
 def test_small_path_gives_each_thread_its_own_work_arrays(monkeypatch):

@@ -72,7 +72,7 @@ def compose_residual(up_w: np.ndarray, up_b: np.ndarray, res_w: np.ndarray, res_
     Output channel 2 a + b holds the residual's pixels (2m + a, 2n + b): the x2 upsampler followed by a
     3x3 conv is a stride-2 transposed conv whose four phases each read a 3x3 window of the embedding.
     It runs at the embedding's size with 4 outputs instead of making a 64-channel map four times larger
-    (about a quarter of the network's time, docs/results/speed_candidates.md). The bias holds for pixels
+    (over a quarter of the network's time, docs/results/speed_candidates.md). The bias holds for pixels
     whose 3x3 window lies inside the upsampled map; ``Network._composed_residual`` mends the edges.
     Weights: ConvTranspose2d (Cin, C, 3, 3) and Conv2d (1, C, 3, 3), combined in float64.
     """
@@ -161,9 +161,11 @@ class Network:
     def _winograd(pixels: int) -> bool:
         """Winograd, unless the image is small and, in this process, small images have not yet done enough
         work to pay for loading Numba (about a second): one small image starts fast, a folder of them
-        switches to the faster path after a few."""
+        switches to the faster path after a few, and once a large image has loaded Numba, small ones
+        take its path too."""
         global _small_left
         if pixels > SMALL_PIXELS or pixels > _small_left:
+            _small_left = 0
             return True
         _small_left -= pixels
         return False
