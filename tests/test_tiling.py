@@ -73,6 +73,18 @@ def test_last_level_runs_in_bands_within_the_budget(rng, monkeypatch):
     assert np.abs(banded - Upscaler(net).pyramid_y(y, 2, last_only=True)[0]).max() < 1e-5
 
 
+def test_a_tile_the_user_sized_runs_whole(rng, monkeypatch):
+    """--tile N: each tile in one pass, whatever the budget (no thin bands from a budget it overrides)."""
+    from lapsrn.engine import Network
+
+    net = MSLapSRN(depth=2, recursions=1, levels=2).eval()
+    bands = []
+    real = Network._band_features
+    monkeypatch.setattr(Network, "_band_features", lambda self, *a: bands.append(1) or real(self, *a))
+    Upscaler(net, tile=40, max_memory=1 << 20).pyramid_y(rng.random((100, 120)).astype(np.float32), 2)
+    assert not bands
+
+
 @pytest.mark.parametrize(("h", "w", "layout"), [(384, 512, "square"), (2000, 120, "band")])
 def test_automatic_tiles_are_the_layout_that_computes_less(h, w, layout):
     """Bands or squares, whichever runs the network over fewer pixels, margins included; both fit the budget."""

@@ -253,7 +253,7 @@ class Upscaler:
         """
         y = np.ascontiguousarray(y, dtype=np.float32)
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as one error
-            if self._banded(levels):
+            if self._banded(levels) and not self.tile:  # a tile the user sized runs whole, as asked
                 budget = band_bytes(*y.shape, levels, self.max_memory - reserved)
                 h, report = y.shape[0], self.progress if progress else None
                 bar = (lambda done, rows: report(done * h // rows, h)) if report else None  # in LR rows

@@ -35,8 +35,8 @@ from .winograd import (
 
 SLOPE = 0.2  # LeakyReLU negative slope of both papers
 BAND_BYTES = 32 << 20  # one band of LapSRN's last upsampled features, made only for its residual conv
-BAND_BYTES_PER_PIXEL = 3 * 64 * 4 + 64 + 32  # a band's maps per pixel: 3 of 64 float32 channels, the rows it
-# reads from the previous level (a quarter as many), the residual's phases and plane
+BAND_BYTES_PER_PIXEL = 3 * 64 * 4 + 64 + 48  # a band's maps per pixel: 3 of 64 float32 channels, the rows it
+# reads from the previous level (a quarter as many), the residual's phases and two planes
 SMALL_PIXELS = 1 << 15  # up to this many pixels in the largest map, NumPy alone beats Numba's start-up
 _small_left = 2 * SMALL_PIXELS  # map pixels the small path may still take before Numba's start-up pays off
 
@@ -154,8 +154,9 @@ class Network:
         return self.embed_convs + 1
 
     def band_rows(self, band_bytes: int, width: int) -> int:
-        """Rows of the last level each band adds to the image, for maps of about ``band_bytes`` (at least 8)."""
-        return max(band_bytes // (BAND_BYTES_PER_PIXEL * width) - 2 * self.band_margin, 8)
+        """Rows of the last level each band adds to the image, for maps of about ``band_bytes``; never fewer
+        than twice the margin (or 8), so that a band computes at most twice what it keeps."""
+        return max(band_bytes // (BAND_BYTES_PER_PIXEL * width) - 2 * self.band_margin, 2 * self.band_margin, 8)
 
     @staticmethod
     def _winograd(pixels: int) -> bool:
