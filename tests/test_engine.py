@@ -1,5 +1,6 @@
 """The CPU engine computes what the PyTorch reference (models.py) computes, and needs no torch to run."""
 
+import platform
 import subprocess
 import sys
 import textwrap
@@ -66,6 +67,60 @@ def test_kernels_are_cached_on_disk():
     from lapsrn.engine import kernels
 
     assert all(type(k._cache).__name__ == "FunctionCache" for k in (kernels.input_transform, kernels.image_upsample))
+
+
+def test_kernels_load_without_importing_scipy_linalg():
+    """Numba would import scipy.linalg (a third of a second) at the first kernel; it is kept out, and stays
+    importable afterwards."""
+    code = textwrap.dedent(
+        """
+        import sys
+        import numpy as np
+        from lapsrn.engine import winograd as W
+        x = W.FeatureMap.from_array(np.ones((5, 7, 2), np.float32))
+        y = W.conv3x3(x, W.Conv.from_weights(np.ones((3, 2, 3, 3)), np.zeros(3)))
+        assert y.inside[2, 3].tolist() == [18.0] * 3, y.inside[2, 3]
+        assert "scipy.linalg" not in sys.modules
+        import scipy.linalg
+        assert scipy.linalg.inv(np.eye(2) * 2)[0, 0] == 0.5
+        print("ok")
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert run.stdout.strip() == "ok", run.stderr
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator is what is tuned")
+def test_freed_memory_is_kept_for_small_passes_and_returned_for_large_ones():
+    """After reuse_freed_memory (the command line's), a freed 16 MB array's pages serve the next one without
+    page faults while passes are small; a pass with larger maps returns them, and the next array faults again."""
+    code = textwrap.dedent(
+        """
+        import resource
+        import numpy as np
+        import lapsrn
+        from lapsrn.engine import winograd as W
+
+        def faults():
+            a = np.ones(4 << 20, np.float32); del a
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            a = np.ones(4 << 20, np.float32); del a
+            return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+        assert W.reuse_freed_memory()
+        net = lapsrn.load(None)
+        y = np.random.default_rng(0).random((200, 200), dtype=np.float32)
+        net.pyramid_y(y, 1)  # maps of 10 MB: kept
+        kept = faults()
+        net.pyramid_y(y, 2)  # maps of 41 MB: returned
+        returned = faults()
+        net.pyramid_y(y, 1)
+        print(kept, returned, faults())
+        """
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    kept, returned, kept_again = map(int, run.stdout.split()) if run.returncode == 0 else pytest.fail(run.stderr)
+    assert kept < 50 and kept_again < 50 and returned > 500, (kept, returned, kept_again)
 
 
 @pytest.mark.parametrize("points, m, r", [([0, 1, -1, 2, -2], 4, 3), ([0, 1, -1, 2], 4, 2)])

@@ -107,6 +107,27 @@ def test_too_small_budget_is_a_clear_error():
         Upscaler(net, max_memory=1000).tile_size(500, 500, 3)
 
 
+@pytest.mark.parametrize("gray", [False, True])
+def test_compose_bands_run_on_every_thread(rng, monkeypatch, gray):
+    """With two threads the colour is composed as two bands at once, equal to one thread's single band."""
+    from lapsrn import engine
+
+    torch.manual_seed(0)
+    net = MSLapSRN(depth=1, recursions=1, levels=2).eval()
+    img = smooth_image(rng, 61, 37)
+    img = img[..., 0] if gray else img
+    previous, real, bands = engine.threads(), engine.map_threads, []
+    engine.set_threads(1)
+    try:
+        one = super_resolve(Upscaler(net), img, 4, np.uint8)
+        engine.set_threads(2)
+        monkeypatch.setattr(engine, "map_threads", lambda work, items: (bands.append(len(items)), real(work, items)))
+        two = super_resolve(Upscaler(net), img, 4, np.uint8)
+    finally:
+        engine.set_threads(previous)
+    assert bands == [2] and np.array_equal(one, two)
+
+
 @pytest.mark.parametrize("scale", [2, 3, 4])
 @pytest.mark.parametrize("gray", [False, True])
 def test_banded_compose_equals_one_piece(rng, monkeypatch, scale, gray):

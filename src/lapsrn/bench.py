@@ -168,6 +168,9 @@ def _worker(spec: dict) -> dict:
         else:
             import lapsrn
 
+            from .engine import reuse_freed_memory
+
+            reuse_freed_memory()  # as the command line does
             up = lapsrn.load(model or None, device="cpu")
 
             def run(x: np.ndarray) -> np.ndarray:

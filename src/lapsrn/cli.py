@@ -291,13 +291,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _upscaler(args: argparse.Namespace, model: str | None):
-    """Load a model (None: the bundled default) into an Upscaler with the command's run options."""
+    """Load a model (None: the bundled default) into an Upscaler with the command's run options; this process
+    keeps freed arrays for reuse (``engine.reuse_freed_memory``)."""
     import lapsrn
+    from lapsrn.engine import reuse_freed_memory
 
     if args.tile is not None and args.tile < 8:
         raise CLIError(f"--tile must be at least 8 pixels, got {args.tile}")
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be at least 1, got {args.threads}")
+    reuse_freed_memory()
     return lapsrn.load(
         model, tile=args.tile, max_memory=args.max_memory, device=args.device, half=args.half, threads=args.threads
     )

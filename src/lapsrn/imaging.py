@@ -29,8 +29,11 @@ def levels_for(scale: float) -> int:
     return n
 
 
-BAND_PIXELS = 1 << 20  # output pixels composed at a time: bounds the float64 colour temporaries (~50 MB)
+BAND_PIXELS = (
+    1 << 20
+)  # output pixels composed at a time, all threads together: bounds the float64 colour temporaries (~50 MB)
 BAND_MARGIN = 6  # LR rows of context for the bicubic kernels at a band's edges (at most 4 needed)
+MIN_SPLIT_ROWS = 4 * BAND_MARGIN  # LR rows of a band cut only to give every thread one
 
 
 def quantize(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -50,22 +53,32 @@ def _compose_rows(gray: bool, ycc: np.ndarray, y: np.ndarray, r0: int, r1: int, 
     Gray comes back from studio range; colour takes Cb/Cr bicubic-upscaled
     and converts BT.601 to RGB. In bands that overlap by BAND_MARGIN LR rows
     and keep only their own rows, so the result equals composing the whole
-    image at once (tested) while float64 temporaries stay a few MB.
+    image at once (tested) while float64 temporaries stay a few MB. The bands
+    run on the engine's threads (NumPy releases the GIL), BAND_PIXELS between
+    them all; a band has at least MIN_SPLIT_ROWS rows unless it is the only one,
+    so that the margins stay a small part of the work.
     """
+    from .engine import map_threads, threads
+
     h, w = ycc.shape[:2]
-    rows = max(BAND_PIXELS // (w * scale * scale), 8)
-    for b0 in range(r0, r1, rows):
+    n = threads()
+    rows = max(BAND_PIXELS // (w * scale * scale * n), 8)
+    rows = min(rows, max(-(-(r1 - r0) // n), MIN_SPLIT_ROWS))  # a band for each thread, if the rows allow
+
+    def band(b0: int) -> None:
         b1 = min(b0 + rows, r1)
         yb = y[(b0 - r0) * scale : (b1 - r0) * scale]
         if gray:
-            band = np.clip((yb - 16 / 255) * (255 / 219), 0.0, 1.0)
+            px = np.clip((yb - 16 / 255) * (255 / 219), 0.0, 1.0)
         else:
             a0, a1 = max(b0 - BAND_MARGIN, 0), min(b1 + BAND_MARGIN, h)
-            band = np.empty((*yb.shape, 3))
-            band[..., 0] = yb
-            band[..., 1:] = P.imresize(ycc[a0:a1, :, 1:], scale)[(b0 - a0) * scale : (b1 - a0) * scale]  # chroma only
-            band = P.ycbcr2rgb(band)
-        out[b0 * scale : b1 * scale] = quantize(band, out.dtype)
+            px = np.empty((*yb.shape, 3))
+            px[..., 0] = yb
+            px[..., 1:] = P.imresize(ycc[a0:a1, :, 1:], scale)[(b0 - a0) * scale : (b1 - a0) * scale]  # chroma only
+            px = P.ycbcr2rgb(px)
+        out[b0 * scale : b1 * scale] = quantize(px, out.dtype)
+
+    map_threads(band, range(r0, r1, rows))
 
 
 def _compose(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:

@@ -11,6 +11,24 @@ the start-up time and install size, and is tested equal to it
   operations and a plain dict of NumPy weights.
 """
 
-from .network import LapSRNEngine, MSLapSRNEngine, Network, build, set_threads
+from .network import (
+    LapSRNEngine,
+    MSLapSRNEngine,
+    Network,
+    build,
+    map_threads,
+    reuse_freed_memory,
+    set_threads,
+    threads,
+)
 
-__all__ = ["Network", "LapSRNEngine", "MSLapSRNEngine", "build", "set_threads"]
+__all__ = [
+    "Network",
+    "LapSRNEngine",
+    "MSLapSRNEngine",
+    "build",
+    "map_threads",
+    "reuse_freed_memory",
+    "set_threads",
+    "threads",
+]

@@ -28,9 +28,12 @@ from .winograd import (
     Conv,
     FeatureMap,
     Upsampler,
+    map_threads,  # noqa: F401 (re-exported)
     release_spares,
+    reuse_freed_memory,  # noqa: F401 (re-exported)
     set_threads,  # noqa: F401 (re-exported)
     single_threaded_blas,
+    threads,  # noqa: F401 (re-exported)
 )
 
 SLOPE = 0.2  # LeakyReLU negative slope of both papers
@@ -77,7 +80,9 @@ def compose_residual(up_w: np.ndarray, up_b: np.ndarray, res_w: np.ndarray, res_
     Weights: ConvTranspose2d (Cin, C, 3, 3) and Conv2d (1, C, 3, 3), combined in float64.
     """
     p = _phase_taps()
-    w = np.einsum("ydtk,xeul,mtu,cmkl->yxcde", p, p, res_w[0].astype(np.float64), up_w.astype(np.float64))
+    w = np.einsum(  # optimize: pairwise products, 1.5 ms instead of 140 ms at every start
+        "ydtk,xeul,mtu,cmkl->yxcde", p, p, res_w[0].astype(np.float64), up_w.astype(np.float64), optimize=True
+    )
     bias = (0.0 if res_b is None else res_b[0]) + np.einsum(
         "mtu,m->", res_w[0].astype(np.float64), up_b.astype(np.float64)
     )
@@ -133,6 +138,7 @@ class Network:
         if self.levels is not None and not 1 <= levels <= self.levels:
             raise ValueError(f"this LapSRN has {self.levels} levels, asked for {levels}")
         image = np.ascontiguousarray(y, np.float32)
+        winograd.keep_freed_memory(image.size * 4 ** (levels - 1) * 64 * 4 <= winograd.REUSE_BYTES)  # its maps
         ops = winograd if self._winograd(image.size * 4 ** (levels - 1)) else small
         rows = image.shape[0] << (levels - 1)  # of the last level's maps
         band = None if band_bytes is None else self.band_rows(band_bytes, image.shape[1] << (levels - 1))

@@ -71,6 +71,11 @@ _threads = os.cpu_count() or 1
 _scratch = threading.local()
 
 
+def threads() -> int:
+    """Threads that run the bands."""
+    return _threads
+
+
 def set_threads(n: int) -> None:
     """Threads that run the bands (default: every core)."""
     global _threads, _pool
@@ -80,8 +85,11 @@ def set_threads(n: int) -> None:
     _threads = max(1, n)
 
 
-def _map(work, items: range) -> None:
-    """work(item) for every item, on the pool's threads; the first exception is raised here."""
+def map_threads(work, items: range) -> None:
+    """work(item) for every item, on the pool's threads (``set_threads``); the first exception is raised here.
+
+    Also runs the colour composition's bands (``imaging``), so one setting and one pool serve both.
+    """
     global _pool
     if _threads == 1 or len(items) == 1:
         for item in items:
@@ -114,6 +122,47 @@ def release_spares(keep: int = SPARE_BYTES) -> None:
     held = sum(a.nbytes for arrays in getattr(_spares, "by_shape", {}).values() for a in arrays)
     if held > keep:
         _spares.by_shape = {}
+
+
+REUSE_BYTES = 32 << 20  # blocks up to this size stay in the process when freed: glibc's largest mmap threshold
+_libc = None  # glibc, once ``reuse_freed_memory`` has been called
+_keeping = False
+
+
+def reuse_freed_memory() -> bool:
+    """Let glibc keep freed blocks of up to 32 MB for the next arrays while the passes are small.
+
+    By default it unmaps or trims away most of what a pass frees, so the next image's arrays of other
+    sizes (feature maps, colour bands, encoder buffers) page-fault anew, one fault per 4 kB: half the
+    page faults of a folder of Set14 and about half a second of its time (docs/BENCHMARKS.md). A pass
+    whose maps are larger than that (``keep_freed_memory(False)``) returns what is kept and runs with
+    glibc's own thresholds, so a large image peaks where the memory model says. Process-wide, so the
+    command line calls it, not the library, which leaves its host's allocator alone. False, and nothing
+    changed, where the C library is not glibc.
+    """
+    global _libc
+    import ctypes
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        return False
+    _libc = ctypes.CDLL(None)
+    keep_freed_memory(True)
+    return True
+
+
+def keep_freed_memory(keep: bool) -> None:
+    """Keep freed blocks for reuse (small passes), or return them now and as they are freed (large ones);
+    nothing unless ``reuse_freed_memory`` was called."""
+    global _keeping
+    if _libc is None or keep == _keeping:
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # malloc.h; glibc's defaults are 128 kB for both
+    _libc.mallopt(m_mmap_threshold, REUSE_BYTES if keep else 128 << 10)
+    _libc.mallopt(m_trim_threshold, 8 * REUSE_BYTES if keep else 128 << 10)
+    if not keep:
+        _libc.malloc_trim(0)
+    _keeping = keep
 
 
 @dataclass
@@ -199,7 +248,8 @@ class Upsampler:
                     for j, tj in enumerate(TAPS[b_]):
                         if ti is not None and tj is not None:
                             k[a, b_, :, :, i, j] = w[:, :, ti, tj].T
-        u = np.einsum("ia,pkcab,jb->ijcpk", G2, k.reshape(4, c_out, c_in, 2, 2), G2).reshape(25, c_in, 4 * c_out)
+        u = np.einsum("ia,pkcab,jb->ijcpk", G2, k.reshape(4, c_out, c_in, 2, 2), G2, optimize=True)
+        u = u.reshape(25, c_in, 4 * c_out)
         return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(b, np.float32), np.asarray(w, np.float32))
 
 
@@ -227,7 +277,7 @@ def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> Non
             np.matmul(v, u, out=m)
         transform_out(m, first, n)
 
-    _map(work, range(0, tiles, band))
+    map_threads(work, range(0, tiles, band))
 
 
 @contextmanager
