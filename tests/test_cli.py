@@ -250,6 +250,51 @@ def test_folder_with_a_bad_image_reports_and_continues(tmp_path, rng, tiny_model
     assert (tmp_path / "out" / "good.png").exists() and not (tmp_path / "out" / "bad.png").exists()
 
 
+def test_folder_writes_each_image_while_the_next_is_upscaled(tmp_path, rng, tiny_model, capsys, monkeypatch):
+    """Small outputs are written on the writer thread, one image behind the network, never more; a write that
+    fails is reported for its image and the others are written; large outputs are written at once."""
+    import threading
+
+    import lapsrn.cli as C
+    import lapsrn.upscale as U
+    from lapsrn.io import ImageError
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(4):
+        Image.fromarray(u8(smooth_image(rng, 8, 8))).save(src / f"{i}.png")
+    events, real_upscale, real_write = [], U.upscale_outputs, U.write_outputs
+
+    def upscale(upscaler, path, *args):
+        events.append(("upscale", path.name, threading.current_thread().name))
+        return real_upscale(upscaler, path, *args)
+
+    def write(outputs, *args):
+        name = outputs[0][1].name
+        events.append(("write", name, threading.current_thread().name))
+        if name == "1.png":
+            raise ImageError(f"{outputs[0][1]}: cannot write (disk full)")
+        return real_write(outputs, *args)
+
+    monkeypatch.setattr(U, "upscale_outputs", upscale)
+    monkeypatch.setattr(U, "write_outputs", write)
+    out = tmp_path / "out"
+    code, err = run(capsys, "upscale", "-i", str(src), "-o", str(out), "-s", "2", "-m", tiny_model)
+    assert code == 1 and "3 written, 0 skipped (already there), 1 of 4 images failed" in err, err
+    assert f"skipped {src / '1.png'}: {out / '1.png'}: cannot write (disk full)" in err
+    assert sorted(p.name for p in out.iterdir()) == ["0.png", "2.png", "3.png"]
+    assert all(thread.startswith("lapsrn-write") for kind, _, thread in events if kind == "write")
+    for i, (kind, name, _) in enumerate(events):  # image n is written after n + 1 is upscaled, before n + 2
+        if kind == "upscale":
+            n = int(name[0])
+            written_before = {int(e[1][0]) for e in events[:i] if e[0] == "write"}
+            assert written_before >= set(range(n - 1)), events
+    events.clear()
+    monkeypatch.setattr(C, "WRITE_BEHIND_BYTES", 0)
+    code, err = run(capsys, "upscale", "-i", str(src), "-o", str(tmp_path / "out2"), "-s", "2", "-m", tiny_model)
+    assert code == 1 and all(thread == "MainThread" for kind, _, thread in events if kind == "write"), events
+
+
 def _bad_inputs(tmp_path, rng):
     good = tmp_path / "good.png"
     Image.fromarray(u8(smooth_image(rng, 8, 8))).save(good)
@@ -503,12 +548,12 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, rng, tiny_model, capsys, monke
     import lapsrn.upscale as U
     from lapsrn.io import atomic_path
 
-    def killed_while_writing(upscaler, src, dst, *args):
-        with atomic_path(dst) as tmp:
+    def killed_while_writing(outputs, *args):
+        with atomic_path(outputs[0][1]) as tmp:
             tmp.write_bytes(b"half an image")
             os.kill(os.getpid(), signal.SIGTERM)
 
-    monkeypatch.setattr(U, "upscale_file", killed_while_writing)
+    monkeypatch.setattr(U, "write_outputs", killed_while_writing)
     before = signal.getsignal(signal.SIGTERM)
     code, err = run(
         capsys, "upscale", "-i", str(_png(tmp_path / "a.png", rng)), "-o", str(tmp_path / "o.png"), "-m", tiny_model

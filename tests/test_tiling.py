@@ -110,22 +110,22 @@ def test_too_small_budget_is_a_clear_error():
 @pytest.mark.parametrize("gray", [False, True])
 def test_compose_bands_run_on_every_thread(rng, monkeypatch, gray):
     """With two threads the colour is composed as two bands at once, equal to one thread's single band."""
-    from lapsrn import engine
+    from lapsrn import engine, imaging
 
-    torch.manual_seed(0)
-    net = MSLapSRN(depth=1, recursions=1, levels=2).eval()
-    img = smooth_image(rng, 61, 37)
-    img = img[..., 0] if gray else img
-    previous, real, bands = engine.threads(), engine.map_threads, []
-    engine.set_threads(1)
+    h, w = 61, 37
+    ycc, y = P.rgb2ycbcr(smooth_image(rng, h, w)), rng.random((4 * h, 4 * w))
+    previous, real, bands, outs = engine.threads(), engine.map_threads, [], []
+    monkeypatch.setattr(engine, "map_threads", lambda work, items: (bands.append(len(items)), real(work, items)))
     try:
-        one = super_resolve(Upscaler(net), img, 4, np.uint8)
-        engine.set_threads(2)
-        monkeypatch.setattr(engine, "map_threads", lambda work, items: (bands.append(len(items)), real(work, items)))
-        two = super_resolve(Upscaler(net), img, 4, np.uint8)
+        for threads in (1, 2):
+            engine.set_threads(threads)
+            for dtype in (np.float64, np.uint8):
+                outs.append(np.empty((4 * h, 4 * w) if gray else (4 * h, 4 * w, 3), dtype))
+                imaging._compose_rows(gray, ycc, y, 0, h, 4, outs[-1])
     finally:
         engine.set_threads(previous)
-    assert bands == [2] and np.array_equal(one, two)
+    assert bands == [1, 1, 2, 2]
+    assert np.abs(outs[0] - outs[2]).max() < 1e-12 and np.array_equal(outs[1], outs[3])
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

@@ -13,6 +13,7 @@ import os
 import re
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 EXIT_USAGE, EXIT_ERROR = 2, 1
@@ -431,10 +432,20 @@ def _rows_bar():
     return update
 
 
+WRITE_BEHIND_BYTES = 64 << 20  # a folder's outputs up to this size are written while the next image is upscaled
+
+
 def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
-    """Write every job's outputs; in a folder a bad image is reported and skipped, not fatal."""
+    """Write every job's outputs; in a folder a bad image is reported and skipped, not fatal.
+
+    In a folder, an image's outputs (when small: WRITE_BEHIND_BYTES) are encoded and written on a
+    second thread while the network runs the next image, one image at a time, so at most one
+    image's outputs wait in memory. A run stopped meanwhile lets that write finish: its file is whole.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
     from .io import ImageError, remove_stale_temps
-    from .upscale import upscale_file
+    from .upscale import output_bytes, upscale_outputs, write_outputs
 
     folder = args.input.is_dir()
     written = skipped = failed = 0
@@ -452,35 +463,63 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
         elif error or not args.quiet:
             print(message, file=sys.stderr)
 
-    if not folder and not args.quiet:
-        upscaler.progress = _rows_bar()
-    for src, dst in jobs:
-        if dst.parent not in cleaned:  # a killed earlier run's temp files: its pid is dead
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            remove_stale_temps(dst.parent)
-            cleaned.add(dst.parent)
-        if args.skip_existing and all(t.exists() for t in _targets(dst, args)):
-            skipped += 1
+    def failure(src: Path, e: Exception) -> None:
+        """A folder skips an image that cannot be read, upscaled or written; a single image is the error."""
+        nonlocal failed
+        if not folder:
+            raise e
+        failed += 1
+        reason = f"out of memory ({e})" if isinstance(e, MemoryError) else str(e)
+        say(f"lapsrn: skipped {src}: {reason}", error=True)
+
+    def settle(src: Path, writes: Callable[[], list[Path]]) -> None:
+        """Run or wait for one image's writes (``writes`` returns the paths written) and report the outcome."""
+        nonlocal written
+        try:
+            paths = writes()
+        except (MemoryError, ImageError, ValueError) as e:
+            failure(src, e)
         else:
-            try:
-                paths = upscale_file(
-                    upscaler, src, dst, args.scale, args.all_levels, args.quality, args.png_compression
-                )
-                written += 1
-                for path in paths:
-                    say(f"wrote {path}")
-            except MemoryError as e:
-                if not folder:
-                    raise
-                failed += 1
-                say(f"lapsrn: skipped {src}: out of memory ({e})", error=True)
-            except (ImageError, ValueError) as e:
-                if not folder:
-                    raise
-                failed += 1
-                say(f"lapsrn: skipped {src}: {e}", error=True)
+            written += 1
+            for path in paths:
+                say(f"wrote {path}")
         if progress:
             progress.update(1)
+
+    if not folder and not args.quiet:
+        upscaler.progress = _rows_bar()
+    writer = ThreadPoolExecutor(1, thread_name_prefix="lapsrn-write") if folder else None
+    pending: tuple[Path, Callable[[], list[Path]]] | None = None  # the image being written meanwhile
+    try:
+        for src, dst in jobs:
+            if dst.parent not in cleaned:  # a killed earlier run's temp files: its pid is dead
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                remove_stale_temps(dst.parent)
+                cleaned.add(dst.parent)
+            if args.skip_existing and all(t.exists() for t in _targets(dst, args)):
+                skipped += 1
+                if progress:
+                    progress.update(1)
+                continue
+            try:
+                outputs = upscale_outputs(upscaler, src, dst, args.scale, args.all_levels)
+            except (MemoryError, ImageError, ValueError) as e:
+                failure(src, e)
+                if progress:
+                    progress.update(1)
+                continue
+            if pending:
+                settle(*pending)
+                pending = None
+            if writer and output_bytes(outputs) <= WRITE_BEHIND_BYTES:
+                pending = (src, writer.submit(write_outputs, outputs, args.quality, args.png_compression).result)
+            else:
+                settle(src, lambda: write_outputs(outputs, args.quality, args.png_compression))
+        if pending:
+            settle(*pending)
+    finally:
+        if writer:
+            writer.shutdown(wait=True)  # an interrupted run's last write completes
     if progress:
         progress.close()
     if folder:

@@ -16,6 +16,7 @@ from .io import ImageError, Picture, image_size, memory_limit, read_image, write
 if TYPE_CHECKING:
     from .inference import Upscaler
 
+Output = tuple[Picture, Path]  # an upscaled picture and the path it is written to
 BYTES_PER_OUTPUT_PIXEL = 16  # network Y (float32), the output samples and the encoder's copy; float64 only per band
 
 
@@ -65,6 +66,42 @@ def level_factors(scale: float) -> list[float]:
     return [2**l for l in range(1, levels_for(scale)) if 2**l < scale] + [scale]
 
 
+def upscale_outputs(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_levels: bool = False) -> list[Output]:
+    """Read and upscale: each output picture (with the source's ICC profile and EXIF) and its path.
+
+    Sizes are checked before decoding. ``write_outputs`` writes them; the command line writes one
+    image's outputs while the next is upscaled.
+    """
+    w, h = image_size(src)
+    check_output_size(h, w, scale)
+    pic = read_image(src)
+
+    def tagged(out: Picture) -> Picture:
+        return replace(out, icc=pic.icc, exif=pic.exif)
+
+    if not all_levels:
+        return [(tagged(upscale_picture(upscaler, pic, scale)), dst)]
+    factors = level_factors(scale)
+    power_of_two = factors[-1] == 2 ** len(factors)
+    levels = len(factors) if power_of_two else len(factors) - 1  # what one pyramid pass gives
+    outs = pyramid_picture(upscaler, pic, levels) if levels else []
+    if len(outs) < len(factors):  # a non-power-of-two scale: its own pass
+        outs.append(upscale_picture(upscaler, pic, scale))
+    return [(tagged(out), level_path(dst, factor)) for factor, out in zip(factors, outs)]
+
+
+def write_outputs(outputs: list[Output], quality: int = 95, png_compression: int = 1) -> list[Path]:
+    """Write each output atomically (EXIF orientation reset, ICC kept where the format holds them)."""
+    for out, path in outputs:
+        write_image(out, path, quality, png_compression)
+    return [path for _, path in outputs]
+
+
+def output_bytes(outputs: list[Output]) -> int:
+    """The samples the outputs hold: what waiting to be written keeps in memory."""
+    return sum(out.pixels.nbytes + (0 if out.alpha is None else out.alpha.nbytes) for out, _ in outputs)
+
+
 def upscale_file(
     upscaler: Upscaler,
     src: Path,
@@ -74,31 +111,8 @@ def upscale_file(
     quality: int = 95,
     png_compression: int = 1,
 ) -> list[Path]:
-    """Read, upscale, write atomically; returns the paths written. Sizes are checked before decoding.
-
-    The source's ICC profile and EXIF (orientation reset) go to every output whose format holds them.
-    """
-    w, h = image_size(src)
-    check_output_size(h, w, scale)
-    pic = read_image(src)
-
-    def write(out: Picture, path: Path) -> None:
-        write_image(replace(out, icc=pic.icc, exif=pic.exif), path, quality, png_compression)
-
-    if not all_levels:
-        write(upscale_picture(upscaler, pic, scale), dst)
-        return [dst]
-    factors = level_factors(scale)
-    power_of_two = factors[-1] == 2 ** len(factors)
-    levels = len(factors) if power_of_two else len(factors) - 1  # what one pyramid pass gives
-    outs = pyramid_picture(upscaler, pic, levels) if levels else []
-    if len(outs) < len(factors):  # a non-power-of-two scale: its own pass
-        outs.append(upscale_picture(upscaler, pic, scale))
-    written = []
-    for factor, out in zip(factors, outs):
-        write(out, level_path(dst, factor))
-        written.append(level_path(dst, factor))
-    return written
+    """Read, upscale, write atomically; returns the paths written."""
+    return write_outputs(upscale_outputs(upscaler, src, dst, scale, all_levels), quality, png_compression)
 
 
 def _from_kind(image) -> tuple[Picture, object]:

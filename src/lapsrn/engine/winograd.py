@@ -265,7 +265,9 @@ def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> Non
     """
     positions, c_in, c_out = u.shape
     tiles = -(-x.h // 4) * -(-x.w // 4)
-    band = max(1, min(BAND_TILES, -(-tiles // _threads)))
+    bands = -(-tiles // BAND_TILES)
+    bands = -(-bands // _threads) * _threads  # a whole number of bands per thread, so none waits for a last one
+    band = max(1, -(-tiles // bands))
 
     def work(first: int) -> None:
         n = min(band, tiles - first)
