@@ -127,6 +127,21 @@ def test_freed_memory_is_kept_for_small_passes_and_returned_for_large_ones():
     assert kept < mb and kept_again < mb and given > 15 * mb, (kept, given, kept_again)
 
 
+def test_winograd_products_run_on_single_threaded_blas_then_restore_it():
+    """Each band thread runs its own products, so BLAS must not spawn threads of its own meanwhile; after the
+    pass BLAS gets back the threads it had (the cached controller restores them every time)."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    def blas_threads() -> set[int]:
+        return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+    with threadpool_limits(2, user_api="blas"):
+        for _ in range(2):
+            with W.single_threaded_blas():
+                inside = blas_threads()
+            assert inside == {1} and blas_threads() == {2}
+
+
 @pytest.mark.parametrize("points, m, r", [([0, 1, -1, 2, -2], 4, 3), ([0, 1, -1, 2], 4, 2)])
 def test_toom_cook_matrices_compute_a_correlation(points, m, r):
     at, g, bt = W.toom_cook(points, m, r)

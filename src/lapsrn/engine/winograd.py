@@ -284,11 +284,22 @@ def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> Non
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """BLAS on the calling thread only, while the pool's threads each run their own bands."""
-    from threadpoolctl import threadpool_limits
+    """BLAS on the calling thread only, while the pool's threads each run their own bands.
 
-    with threadpool_limits(1, user_api="blas"):
+    One controller, made at the first pass: finding the loaded BLAS libraries takes a millisecond,
+    which every image of a folder would pay again. The products are NumPy's, whose BLAS is loaded
+    with it, so a library loaded later (torch's) cannot be the one that matters here.
+    """
+    global _blas
+    if _blas is None:
+        from threadpoolctl import ThreadpoolController
+
+        _blas = ThreadpoolController()
+    with _blas.limit(limits=1, user_api="blas"):
         yield
+
+
+_blas = None  # threadpoolctl's view of the loaded BLAS libraries
 
 
 def conv3x3(
