@@ -6,9 +6,11 @@ Network rows (LR luminance in, x2 and x4 planes out), median of 3 runs after a w
 process with the same threads: the PyTorch reference (models.py), ONNX Runtime on the exported
 graph, the engine as shipped, and the engine with one of its choices undone. Then the stages
 around the network for the same image: chroma upscaling and PNG encoding, each shipped choice
-against the one it replaced; tiling layouts under the same memory budget; and a per-operation
-profile of the shipped engine. The engine's outputs are tested equal to the reference
-(tests/test_engine.py); every row here computes the same numbers.
+against the one it replaced; start-up (Numba against ``import cv2``, in fresh processes), colour
+composition on every thread or one, and building the composed residual's weights; tiling layouts
+under the same memory budget; and a per-operation profile of the shipped engine. The engine's
+outputs are tested equal to the reference (tests/test_engine.py); every row here computes the
+same numbers.
 """
 
 from __future__ import annotations
@@ -186,6 +188,86 @@ def stage_rows(y: np.ndarray) -> list[tuple[str, float]]:
     ]
 
 
+STARTUP = """
+import time
+import numpy as np
+start = time.perf_counter()
+{before}
+from lapsrn.engine import winograd as W
+x = W.FeatureMap.from_array(np.ones((8, 8, 64), np.float32))
+W.conv3x3(x, W.Conv.from_weights(np.ones((64, 64, 3, 3)), np.zeros(64)))
+print(time.perf_counter() - start)
+"""
+
+
+def _fresh(code: str, repeats: int = 3) -> float:
+    """Median of what ``code`` prints (seconds it measured), each run in a fresh Python process."""
+    import subprocess
+    import sys
+
+    return float(np.median([float(subprocess.check_output([sys.executable, "-c", code])) for _ in range(repeats)]))
+
+
+def startup_rows() -> list[tuple[str, float]]:
+    """Start-up in fresh processes after NumPy: the engine's Numba (import, then its first cached kernel) as
+    shipped and with Numba left to import scipy.linalg, against the peer's ``import cv2``."""
+    rows = [
+        ("Numba imported, first cached kernel run (shipped: scipy.linalg kept out)", _fresh(STARTUP.format(before=""))),
+        (
+            "the same, Numba importing scipy.linalg at its first kernel",
+            _fresh(STARTUP.format(before="import numba.np.arraymath  # imports scipy.linalg")),
+        ),
+    ]
+    try:
+        import cv2  # noqa: F401
+    except ImportError:
+        return rows
+    code = "import time, numpy\nstart = time.perf_counter()\nimport cv2\nprint(time.perf_counter() - start)"
+    return [*rows, ("OpenCV's start: import cv2", _fresh(code))]
+
+
+def colour_rows(y: np.ndarray) -> list[tuple[str, float]]:
+    """Composing the x4 colour output from the network's Y and the LR's Cb/Cr: on every thread, on one."""
+    from lapsrn import engine, imaging
+    from lapsrn import protocol as P
+
+    rng = np.random.default_rng(0)
+    h, w = y.shape
+    ycc, big_y = P.rgb2ycbcr(rng.random((h, w, 3))), rng.random((4 * h, 4 * w))
+    out = np.empty((4 * h, 4 * w, 3), np.uint8)
+    previous = engine.threads()
+    rows = []
+    try:
+        for threads, name in (
+            (previous, f"colour composed in bands on {previous} threads (shipped)"),
+            (1, "the same on 1 thread"),
+        ):
+            engine.set_threads(threads)
+            rows.append((name, timed(lambda: imaging._compose_rows(False, ycc, big_y, 0, h, 4, out))))
+    finally:
+        engine.set_threads(previous)
+    return rows
+
+
+def weights_rows() -> list[tuple[str, float]]:
+    """Building MS-LapSRN's composed residual conv from the upsampler and the residual conv, at every load."""
+    from lapsrn.engine import network as N
+
+    rng = np.random.default_rng(0)
+    up_w, up_b, res_w = rng.random((64, 64, 3, 3)), rng.random(64), rng.random((1, 64, 3, 3))
+    taps = N._phase_taps()
+    return [
+        (
+            "composed residual's weights, pairwise einsum (shipped)",
+            timed(lambda: N.compose_residual(up_w, up_b, res_w, None)),
+        ),
+        (
+            "the same as one four-operand einsum",
+            timed(lambda: np.einsum("ydtk,xeul,mtu,cmkl->yxcde", taps, taps, res_w[0], up_w)),
+        ),
+    ]
+
+
 def tiling_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
     """Tiles under one memory budget that forces about three of them: a full-width band against a square
     (``Upscaler.tile_candidates``), the one ``tile_size`` picks marked, with the reservation ``bands`` makes."""
@@ -286,6 +368,10 @@ def main() -> None:
         "## Around the network (same image, x4 output)",
         "",
         *table(stage_rows(y)),
+        "",
+        "## Start-up, colour and weights: the whole command's overhead",
+        "",
+        *table(startup_rows() + colour_rows(y) + weights_rows()),
         "",
         "## Tiling under one memory budget",
         "",
