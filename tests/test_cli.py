@@ -289,10 +289,71 @@ def test_folder_writes_each_image_while_the_next_is_upscaled(tmp_path, rng, tiny
             n = int(name[0])
             written_before = {int(e[1][0]) for e in events[:i] if e[0] == "write"}
             assert written_before >= set(range(n - 1)), events
+    sizes = {e[1] for e in events}
+    assert len(sizes) == 4
     events.clear()
     monkeypatch.setattr(C, "WRITE_BEHIND_BYTES", 0)
     code, err = run(capsys, "upscale", "-i", str(src), "-o", str(tmp_path / "out2"), "-s", "2", "-m", tiny_model)
     assert code == 1 and all(thread == "MainThread" for kind, _, thread in events if kind == "write"), events
+
+
+def test_folder_write_behind_leaves_room_in_the_budget_and_keeps_reports_in_order(
+    tmp_path, rng, tiny_model, capsys, monkeypatch
+):
+    """While one image's outputs wait to be written, the next image runs with that many bytes less; a failure
+    of the next image is reported after the waiting one's "wrote" line."""
+    import lapsrn.upscale as U
+    from lapsrn.io import ImageError
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(u8(smooth_image(rng, 8, 8))).save(src / f"{i}.png")
+    budgets, real = [], U.upscale_outputs
+
+    def upscale(upscaler, path, *args):
+        budgets.append(upscaler.max_memory)
+        if path.name == "1.png":
+            raise ImageError(f"{path}: broken")
+        return real(upscaler, path, *args)
+
+    monkeypatch.setattr(U, "upscale_outputs", upscale)
+    out = tmp_path / "out"
+    code, err = run(
+        capsys, "upscale", "-i", str(src), "-o", str(out), "-s", "2", "-m", tiny_model, "--max-memory", "128M"
+    )
+    output = 16 * 16 * 3  # one 16x16 RGB uint8 output
+    assert code == 1 and budgets == [128 << 20, (128 << 20) - output, 128 << 20], budgets
+    lines = [line for line in err.splitlines() if "wrote" in line or "skipped" in line]
+    assert lines[:2] == [f"wrote {out / '0.png'}", f"lapsrn: skipped {src / '1.png'}: {src / '1.png'}: broken"], err
+
+
+def test_folder_stopped_while_a_write_is_pending_finishes_and_reports_it(
+    tmp_path, rng, tiny_model, capsys, monkeypatch
+):
+    """SIGTERM during the next image: the image being written meanwhile is written whole and reported, then the
+    run ends like Ctrl-C, leaving no temp file."""
+    import os
+    import signal
+
+    import lapsrn.upscale as U
+
+    src = tmp_path / "in"
+    src.mkdir()
+    for i in range(3):
+        Image.fromarray(u8(smooth_image(rng, 8, 8))).save(src / f"{i}.png")
+    real = U.upscale_outputs
+
+    def upscale(upscaler, path, *args):
+        if path.name == "1.png":
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(upscaler, path, *args)
+
+    monkeypatch.setattr(U, "upscale_outputs", upscale)
+    out = tmp_path / "out"
+    code, err = run(capsys, "upscale", "-i", str(src), "-o", str(out), "-s", "2", "-m", tiny_model)
+    assert code == 130 and "lapsrn: interrupted" in err and f"wrote {out / '0.png'}" in err, err
+    assert [p.name for p in out.iterdir()] == ["0.png"] and Image.open(out / "0.png").size == (16, 16)
 
 
 def _bad_inputs(tmp_path, rng):
@@ -455,6 +516,19 @@ def test_16bit_colour_in_gives_16bit_colour_out(tmp_path, rng, tiny_model, capsy
     else:
         assert Image.open(tmp_path / "o.png").mode == "RGB"  # Pillow can open it; its IHDR says 16 bits
         assert (tmp_path / "o.png").read_bytes()[24] == 16
+
+
+def test_umask_is_read_without_being_changed():
+    """The writer thread reads the umask while the main thread makes folders: reading must not set it."""
+    import os
+
+    from lapsrn.io import _umask
+
+    old = os.umask(0o027)
+    try:
+        assert _umask() == 0o027 and _umask() == 0o027
+    finally:
+        os.umask(old)
 
 
 def test_outputs_get_normal_permissions(tmp_path, rng, tiny_model, capsys):

@@ -126,6 +126,14 @@ def test_compose_bands_run_on_every_thread(rng, monkeypatch, gray):
         engine.set_threads(previous)
     assert bands == [1, 1, 2, 2]
     assert np.abs(outs[0] - outs[2]).max() < 1e-12 and np.array_equal(outs[1], outs[3])
+    monkeypatch.setattr(imaging, "BAND_PIXELS", 8 * 4 * w * 4)  # room for one 8-row band at a time
+    engine.set_threads(2)
+    try:
+        bands.clear()
+        imaging._compose_rows(gray, ycc, y, 0, h, 4, outs[1])
+    finally:
+        engine.set_threads(previous)
+    assert bands == [1] * 8 and np.array_equal(outs[1], outs[3])  # 61 rows: 8 bands, one at a time
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

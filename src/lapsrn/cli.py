@@ -438,9 +438,10 @@ WRITE_BEHIND_BYTES = 64 << 20  # a folder's outputs up to this size are written 
 def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespace) -> int:
     """Write every job's outputs; in a folder a bad image is reported and skipped, not fatal.
 
-    In a folder, an image's outputs (when small: WRITE_BEHIND_BYTES) are encoded and written on a
-    second thread while the network runs the next image, one image at a time, so at most one
-    image's outputs wait in memory. A run stopped meanwhile lets that write finish: its file is whole.
+    In a folder, an image's outputs (when small: WRITE_BEHIND_BYTES, and at most an eighth of the
+    memory budget) are encoded and written on a second thread while the network runs the next
+    image, whose budget leaves room for them; one image at a time, so at most one image's outputs
+    wait. A run stopped meanwhile lets that write finish and reports it: its file is whole.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -488,8 +489,18 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
 
     if not folder and not args.quiet:
         upscaler.progress = _rows_bar()
+    budget = upscaler.max_memory
     writer = ThreadPoolExecutor(1, thread_name_prefix="lapsrn-write") if folder else None
     pending: tuple[Path, Callable[[], list[Path]]] | None = None  # the image being written meanwhile
+
+    def written_before() -> None:
+        """Wait for the image being written, report it, and give its outputs' bytes back to the budget."""
+        nonlocal pending
+        if pending:
+            (src, result), pending = pending, None
+            upscaler.max_memory = budget
+            settle(src, result)
+
     try:
         for src, dst in jobs:
             if dst.parent not in cleaned:  # a killed earlier run's temp files: its pid is dead
@@ -504,22 +515,23 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
             try:
                 outputs = upscale_outputs(upscaler, src, dst, args.scale, args.all_levels)
             except (MemoryError, ImageError, ValueError) as e:
+                written_before()  # reports stay in the images' order
                 failure(src, e)
                 if progress:
                     progress.update(1)
                 continue
-            if pending:
-                settle(*pending)
-                pending = None
-            if writer and output_bytes(outputs) <= WRITE_BEHIND_BYTES:
+            written_before()
+            size = output_bytes(outputs)
+            if writer and size <= min(WRITE_BEHIND_BYTES, budget // 8):
                 pending = (src, writer.submit(write_outputs, outputs, args.quality, args.png_compression).result)
+                upscaler.max_memory = budget - size  # the next image runs beside these outputs
             else:
                 settle(src, lambda: write_outputs(outputs, args.quality, args.png_compression))
-        if pending:
-            settle(*pending)
+        written_before()
     finally:
         if writer:
-            writer.shutdown(wait=True)  # an interrupted run's last write completes
+            writer.shutdown(wait=True)  # an interrupted run's last write completes, and is reported
+            written_before()
     if progress:
         progress.close()
     if folder:

@@ -61,7 +61,7 @@ def _compose_rows(gray: bool, ycc: np.ndarray, y: np.ndarray, r0: int, r1: int, 
     from .engine import map_threads, threads
 
     h, w = ycc.shape[:2]
-    n = threads()
+    n = max(1, min(threads(), BAND_PIXELS // (w * scale * scale * 8)))  # bands at once: 8 rows each at least
     rows = max(BAND_PIXELS // (w * scale * scale * n), 8)
     rows = min(rows, max(-(-(r1 - r0) // n), MIN_SPLIT_ROWS))  # a band for each thread, if the rows allow
 
@@ -78,7 +78,9 @@ def _compose_rows(gray: bool, ycc: np.ndarray, y: np.ndarray, r0: int, r1: int, 
             px = P.ycbcr2rgb(px)
         out[b0 * scale : b1 * scale] = quantize(px, out.dtype)
 
-    map_threads(band, range(r0, r1, rows))
+    starts = range(r0, r1, rows)
+    for i in range(0, len(starts), n):  # n bands at a time, so their temporaries stay within BAND_PIXELS
+        map_threads(band, starts[i : i + n])
 
 
 def _compose(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:

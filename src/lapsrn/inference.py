@@ -251,7 +251,10 @@ class Upscaler:
 
         ``progress``: report the last level's bands to ``self.progress`` (the image runs in one piece).
         """
+        from .engine.winograd import REUSE_BYTES, keep_freed_memory
+
         y = np.ascontiguousarray(y, dtype=np.float32)
+        keep_freed_memory(y.size * 4 ** (levels - 1) * 64 * 4 <= REUSE_BYTES)  # the largest map's bytes
         with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as one error
             if self._banded(levels) and not self.tile:  # a tile the user sized runs whole, as asked
                 budget = band_bytes(*y.shape, levels, self.max_memory - reserved)

@@ -249,10 +249,15 @@ def _picture(im) -> Picture:
 
 
 def _umask() -> int:
-    """The process umask (reading it means setting it, so set it straight back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    """The process umask: from /proc on Linux, which leaves it alone; elsewhere by setting it and setting
+    it straight back, which a folder's writer thread must not do while the main thread makes folders."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
+        return mask
 
 
 TEMP_PATTERN = re.compile(r"\.(?P<name>.+)\.lapsrn-(?P<pid>\d+)-[a-z0-9_]+\.tmp")

@@ -16,18 +16,23 @@ def _load_numba_without_scipy_linalg() -> None:
     """Load Numba's NumPy support with ``scipy.linalg`` hidden: a third of a second off every start.
 
     Numba's first compile or cache load imports ``numba.np.arraymath``, which imports
-    ``scipy.linalg`` (0.3 s here, with ``numpy.f2py``) only to learn whether compiled
-    ``np.dot`` and ``np.linalg`` may call BLAS. These kernels call neither, so the import is
-    refused for that moment and Numba records "no BLAS". ``scipy.linalg`` stays importable
+    ``scipy.linalg`` (0.2-0.4 s here, with ``numpy.f2py``) only to learn whether SciPy's BLAS is
+    there for compiled ``np.convolve``. These kernels never call it, so the import is refused
+    for that moment; then Numba's answer is set to whether SciPy is installed, without importing
+    it, so a host program's own compiled code behaves as it would have (Numba imports
+    ``scipy.linalg`` itself when such code compiles). ``scipy.linalg`` stays importable
     afterwards (tested); if something already imported it, there is nothing to save.
     """
     if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
         return
+    import importlib.util
+
     sys.modules["scipy.linalg"] = None  # an import of it raises ImportError while this entry stands
     try:
-        import numba.np.arraymath  # noqa: F401
+        import numba.np.arraymath as arraymath
     finally:
         del sys.modules["scipy.linalg"]
+    arraymath._HAVE_BLAS = importlib.util.find_spec("scipy") is not None
 
 
 _load_numba_without_scipy_linalg()

@@ -138,7 +138,6 @@ class Network:
         if self.levels is not None and not 1 <= levels <= self.levels:
             raise ValueError(f"this LapSRN has {self.levels} levels, asked for {levels}")
         image = np.ascontiguousarray(y, np.float32)
-        winograd.keep_freed_memory(image.size * 4 ** (levels - 1) * 64 * 4 <= winograd.REUSE_BYTES)  # its maps
         ops = winograd if self._winograd(image.size * 4 ** (levels - 1)) else small
         rows = image.shape[0] << (levels - 1)  # of the last level's maps
         band = None if band_bytes is None else self.band_rows(band_bytes, image.shape[1] << (levels - 1))
