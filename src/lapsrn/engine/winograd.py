@@ -137,7 +137,7 @@ def reuse_freed_memory() -> bool:
     page faults of a folder of Set14 and about half a second of its time (docs/BENCHMARKS.md). A pass
     whose maps are larger than that (``keep_freed_memory(False)``) returns what is kept and runs with
     glibc's default thresholds, 128 kB, though fixed now where glibc would slide them up: kept blocks
-    took a 2048x2048 x4 upscale to 1,066,528 kB, returned ones to 902,612 kB (scripts/measure_big.sh).
+    took a 2048x2048 x4 upscale to 1,066,528 kB, returned ones to 902,896 kB (scripts/measure_big.sh).
     Process-wide, so the command line calls it, not the library, which leaves its host's allocator
     alone. False, and nothing changed, where the C library is not glibc.
     """
