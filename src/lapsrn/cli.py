@@ -446,7 +446,7 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
     from concurrent.futures import ThreadPoolExecutor
 
     from .io import ImageError, remove_stale_temps
-    from .upscale import output_bytes, upscale_outputs, write_outputs
+    from .upscale import held_bytes, upscale_outputs, write_outputs
 
     folder = args.input.is_dir()
     written = skipped = failed = 0
@@ -521,7 +521,7 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
                     progress.update(1)
                 continue
             written_before()
-            size = output_bytes(outputs)
+            size = held_bytes(outputs)
             if writer and size <= min(WRITE_BEHIND_BYTES, budget // 8):
                 pending = (src, writer.submit(write_outputs, outputs, args.quality, args.png_compression).result)
                 upscaler.max_memory = budget - size  # the next image runs beside these outputs

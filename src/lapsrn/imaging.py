@@ -29,9 +29,7 @@ def levels_for(scale: float) -> int:
     return n
 
 
-BAND_PIXELS = (
-    1 << 20
-)  # output pixels composed at a time, all threads together: bounds the float64 colour temporaries (~50 MB)
+BAND_PIXELS = 1 << 20  # output pixels composed at once, all threads together: float64 temporaries ~50 MB
 BAND_MARGIN = 6  # LR rows of context for the bicubic kernels at a band's edges (at most 4 needed)
 MIN_SPLIT_ROWS = 4 * BAND_MARGIN  # LR rows of a band cut only to give every thread one
 

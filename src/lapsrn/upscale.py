@@ -97,7 +97,7 @@ def write_outputs(outputs: list[Output], quality: int = 95, png_compression: int
     return [path for _, path in outputs]
 
 
-def output_bytes(outputs: list[Output]) -> int:
+def held_bytes(outputs: list[Output]) -> int:
     """The samples the outputs hold: what waiting to be written keeps in memory."""
     return sum(out.pixels.nbytes + (0 if out.alpha is None else out.alpha.nbytes) for out, _ in outputs)
 

@@ -11,16 +11,8 @@ the start-up time and install size, and is tested equal to it
   operations and a plain dict of NumPy weights.
 """
 
-from .network import (
-    LapSRNEngine,
-    MSLapSRNEngine,
-    Network,
-    build,
-    map_threads,
-    reuse_freed_memory,
-    set_threads,
-    threads,
-)
+from .network import LapSRNEngine, MSLapSRNEngine, Network, build
+from .winograd import map_threads, reuse_freed_memory, set_threads, threads
 
 __all__ = [
     "Network",

@@ -13,10 +13,11 @@ import numpy as np
 
 
 def _load_numba_without_scipy_linalg() -> None:
-    """Load Numba's NumPy support with ``scipy.linalg`` hidden: a third of a second off every start.
+    """Load Numba's NumPy support with ``scipy.linalg`` hidden: Numba's start, its import and first cached
+    kernel, takes 0.75 s instead of 1.14 s (docs/results/speed_candidates.md).
 
     Numba's first compile or cache load imports ``numba.np.arraymath``, which imports
-    ``scipy.linalg`` (0.2-0.4 s here, with ``numpy.f2py``) only to learn whether SciPy's BLAS is
+    ``scipy.linalg`` (with ``numpy.f2py``) only to learn whether SciPy's BLAS is
     there for compiled ``np.convolve``. These kernels never call it, so the import is refused
     for that moment; then Numba's answer is set to whether SciPy is installed, without importing
     it, so a host program's own compiled code behaves as it would have (Numba imports

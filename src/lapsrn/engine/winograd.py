@@ -133,8 +133,7 @@ def reuse_freed_memory() -> bool:
     """Let glibc keep freed blocks of up to 32 MB for the next arrays while the passes are small.
 
     By default it unmaps or trims away most of what a pass frees, so the next image's arrays of other
-    sizes (feature maps, colour bands, encoder buffers) page-fault anew, one fault per 4 kB: half the
-    page faults of a folder of Set14 and about half a second of its time (docs/BENCHMARKS.md). A pass
+    sizes (feature maps, colour bands, encoder buffers) page-fault anew, one fault per 4 kB. A pass
     whose maps are larger than that (``keep_freed_memory(False)``) returns what is kept and runs with
     glibc's default thresholds, 128 kB, though fixed now where glibc would slide them up: kept blocks
     took a 2048x2048 x4 upscale to 1,066,528 kB, returned ones to 902,896 kB (scripts/measure_big.sh).
@@ -283,6 +282,9 @@ def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> Non
     map_threads(work, range(0, tiles, band))
 
 
+_blas = None  # threadpoolctl's view of the loaded BLAS libraries, made at the first pass
+
+
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
     """BLAS on the calling thread only, while the pool's threads each run their own bands.
@@ -298,9 +300,6 @@ def single_threaded_blas() -> Iterator[None]:
         _blas = ThreadpoolController()
     with _blas.limit(limits=1, user_api="blas"):
         yield
-
-
-_blas = None  # threadpoolctl's view of the loaded BLAS libraries
 
 
 def conv3x3(
