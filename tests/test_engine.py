@@ -4,6 +4,7 @@ import platform
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,8 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from lapsrn import engine
+from lapsrn.engine import native
 from lapsrn.engine import network as N
-from lapsrn.engine import small as S
 from lapsrn.engine import winograd as W
 from lapsrn.inference import Upscaler
 from lapsrn.models import SLOPE, FeatureUpsample, ImageUpsample, LapSRN, MSLapSRN
@@ -35,61 +36,64 @@ def _close(got: np.ndarray, want: torch.Tensor, rel: float = 1e-5) -> bool:
     return got.shape == want.shape and np.abs(got - want).max() <= rel * max(1.0, np.abs(want).max())
 
 
-def test_kernels_compile_without_a_writable_cache_folder(monkeypatch):
-    """Numba refuses cache=True when it finds no writable folder (read-only install, no HOME): no cache then."""
-    import importlib.util
-
-    import numba
-
-    real = numba.njit
-
-    def njit(*args, cache=False, **kwargs):
-        if cache:
-            raise RuntimeError("cannot cache function: no locator available")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(numba, "njit", njit)
-    spec = importlib.util.spec_from_file_location("fresh_kernels", W.__file__.replace("winograd.py", "kernels.py"))
-    fresh = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(fresh)  # a second copy of the module, compiled under the patched njit
-    kernels = [
-        fresh.input_transform,
-        fresh.output_transform,
-        fresh.upsample_input_transform,
-        fresh.upsample_output_transform,
-        fresh.image_upsample,
-    ]
-    assert all(type(k._cache).__name__ == "NullCache" for k in kernels)
-
-
-def test_kernels_are_cached_on_disk():
-    """Module-level kernels, so the next process loads them instead of compiling (closures are not cached)."""
-    from lapsrn.engine import kernels
-
-    assert all(type(k._cache).__name__ == "FunctionCache" for k in (kernels.input_transform, kernels.image_upsample))
-
-
-def test_kernels_load_without_importing_scipy_linalg():
-    """Numba would import scipy.linalg (a third of a second) at the first kernel; it is kept out, and stays
-    importable afterwards."""
-    code = textwrap.dedent(
-        """
-        import sys
-        import numpy as np
-        from lapsrn.engine import winograd as W
-        x = W.FeatureMap.from_array(np.ones((5, 7, 2), np.float32))
-        y = W.conv3x3(x, W.Conv.from_weights(np.ones((3, 2, 3, 3)), np.zeros(3)))
-        assert y.inside[2, 3].tolist() == [18.0] * 3, y.inside[2, 3]
-        assert "scipy.linalg" not in sys.modules
-        import numba.np.arraymath
-        assert numba.np.arraymath._HAVE_BLAS is True  # a host's compiled np.convolve still uses BLAS
-        import scipy.linalg
-        assert scipy.linalg.inv(np.eye(2) * 2)[0, 0] == 0.5
-        print("ok")
-        """
+def test_the_command_loads_the_kernels_without_numba(tmp_path):
+    """Once compiled (by this process, if the cache was cold), a process loads the kernels' machine code with
+    llvmlite and never imports Numba, whose start took 0.7 s."""
+    W.image_upsample(np.ones((2, 2), np.float32), np.ones((4, 4), np.float32))  # compiled and cached by now
+    code = "import sys; from lapsrn.cli import main; rc = main(sys.argv[1:]); print('numba' in sys.modules); exit(rc)"
+    done = subprocess.run(
+        [sys.executable, "-c", code, "upscale", "-i", str(REPO / "src/lapsrn/assets/sample.png"), "-o", "o.png"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
     )
-    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
-    assert run.stdout.strip() == "ok", run.stderr
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+    assert (tmp_path / "o.png").stat().st_size > 0
+
+
+def _fresh_load(monkeypatch, cache: Path, built: list) -> dict:
+    """Load the kernels again as a new process would, from ``cache``, with compiling stood in for by this
+    process's object code (``built`` counts the compilations)."""
+    native.functions()
+    code = native._read(native._cache_file(native._target_machine()))
+    assert code is not None
+    monkeypatch.setenv("LAPSRN_CACHE_DIR", str(cache))
+    monkeypatch.setattr(native, "build", lambda machine: built.append(1) or code)
+    monkeypatch.setattr(native, "_functions", {})
+    monkeypatch.setattr(native, "_engine", native._engine)  # the first load's code stays alive for later tests
+    return native.functions()
+
+
+def _upsample_works() -> bool:
+    x = np.arange(12, dtype=np.float32).reshape(3, 4)
+    k = np.arange(16, dtype=np.float32).reshape(4, 4)
+    want = F.conv_transpose2d(torch.from_numpy(x)[None, None], torch.from_numpy(k)[None, None], stride=2, padding=1)
+    return np.array_equal(W.image_upsample(x, k), want[0, 0].numpy())
+
+
+def test_a_damaged_cache_file_is_compiled_again(tmp_path, monkeypatch):
+    """A file that fails its checksum is never loaded (the loader would crash on bad code): it is rebuilt."""
+    built: list = []
+    _fresh_load(monkeypatch, tmp_path, built)  # an empty folder: compiled once, and written
+    path = native._cache_file(native._target_machine())
+    assert built == [1] and path.exists()
+    damaged = bytearray(path.read_bytes())
+    damaged[-100] ^= 0xFF
+    path.write_bytes(bytes(damaged))
+    assert native._read(path) is None
+    monkeypatch.setattr(native, "_functions", {})
+    native.functions()
+    assert built == [1, 1] and native._read(path) is not None and _upsample_works()
+    monkeypatch.setattr(native, "_functions", {})
+    native.functions()  # the file is good again: loaded, not compiled
+    assert built == [1, 1] and _upsample_works()
+
+
+def test_without_a_writable_cache_folder_the_kernels_still_run(tmp_path, monkeypatch):
+    (tmp_path / "a file").write_text("not a folder")
+    built: list = []
+    _fresh_load(monkeypatch, tmp_path / "a file", built)
+    assert built == [1] and _upsample_works()
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator is what is tuned")
@@ -153,21 +157,9 @@ def test_toom_cook_matrices_compute_a_correlation(points, m, r):
     assert np.allclose(at @ ((g @ k) * (bt @ d)), want, atol=1e-12)
 
 
-OPS = pytest.mark.parametrize("ops", [W, S], ids=["winograd", "small"])
-
-
-@pytest.fixture(params=["winograd", "small"])
-def path(request, monkeypatch) -> str:
-    """Run whole networks by Winograd (the default for all but small images) or by the small path (NumPy alone)."""
-    monkeypatch.setattr(N, "SMALL_PIXELS", 0 if request.param == "winograd" else 1 << 40)
-    monkeypatch.setattr(N, "_small_left", 0 if request.param == "winograd" else 1 << 40)
-    return request.param
-
-
-@OPS
 @pytest.mark.parametrize("size", [(1, 1), (4, 4), (5, 7), (13, 9), (40, 33)])
 @pytest.mark.parametrize("channels", [(64, 64), (3, 5), (1, 64), (64, 1)])
-def test_conv3x3_equals_conv2d(size, channels, ops):
+def test_conv3x3_equals_conv2d(size, channels):
     torch.manual_seed(0)
     conv = torch.nn.Conv2d(*channels, 3, padding=1)
     x = torch.randn(1, channels[0], *size)
@@ -181,14 +173,13 @@ def test_conv3x3_equals_conv2d(size, channels, ops):
             ({"pre": SLOPE, "skip": W.FeatureMap.from_array(_hwc(skip))}, conv(F.leaky_relu(x, SLOPE)) + skip),
         ]
         for kwargs, want in cases:
-            got = ops.conv3x3(fm, _conv(conv), **kwargs).inside
+            got = W.conv3x3(fm, _conv(conv), **kwargs).inside
             assert _close(got, _hwc(want)), kwargs
 
 
-@OPS
 @pytest.mark.parametrize("size", [(1, 1), (5, 7), (13, 9), (24, 17)])
 @pytest.mark.parametrize("post", [1.0, SLOPE])
-def test_upsample2x_equals_the_released_transposed_conv(size, post, ops):
+def test_upsample2x_equals_the_released_transposed_conv(size, post):
     """The 3x3 stride-2 transposed conv, cropped (MatConvNet crop [0 1 0 1]), by Winograd F(4x4, 2x2)."""
     torch.manual_seed(0)
     up = FeatureUpsample(6)
@@ -196,13 +187,12 @@ def test_upsample2x_equals_the_released_transposed_conv(size, post, ops):
     with torch.inference_mode():
         want = F.leaky_relu(up(x), post)
     u = W.Upsampler.from_weights(up.deconv.weight.detach().numpy(), up.deconv.bias.detach().numpy())
-    got = ops.upsample2x(W.FeatureMap.from_array(_hwc(x)), u, post).inside
+    got = W.upsample2x(W.FeatureMap.from_array(_hwc(x)), u, post).inside
     assert got.shape == (2 * size[0], 2 * size[1], 6) and _close(got, _hwc(want))
 
 
-@OPS
 @pytest.mark.parametrize("band_bytes", [1, 40_000, 1 << 30])  # one tile row per band, a few, all at once
-def test_last_level_bands_equal_the_plain_computation(band_bytes, ops):
+def test_last_level_bands_equal_the_plain_computation(band_bytes):
     torch.manual_seed(0)
     up, residual = FeatureUpsample(8), torch.nn.Conv2d(8, 1, 3, padding=1)
     x = torch.randn(1, 8, 37, 11)
@@ -210,13 +200,12 @@ def test_last_level_bands_equal_the_plain_computation(band_bytes, ops):
         want = residual(F.leaky_relu(up(x), SLOPE))[0, 0].numpy()
     u = W.Upsampler.from_weights(up.deconv.weight.detach().numpy(), up.deconv.bias.detach().numpy())
     got = np.zeros((74, 22), np.float32)
-    ops.add_upsample_residual(W.FeatureMap.from_array(_hwc(x)), u, SLOPE, _conv(residual), got, band_bytes)
+    W.add_upsample_residual(W.FeatureMap.from_array(_hwc(x)), u, SLOPE, _conv(residual), got, band_bytes)
     assert _close(got, want)
 
 
-@OPS
 @pytest.mark.parametrize("size", [(1, 1), (1, 6), (2, 3), (3, 1), (9, 14)])
-def test_composed_residual_equals_the_upsampler_then_the_residual_conv(size, ops):
+def test_composed_residual_equals_the_upsampler_then_the_residual_conv(size):
     """MS-LapSRN's residual straight from the embedding (one conv, 4 phase outputs), edges included."""
     torch.manual_seed(0)
     up, residual = FeatureUpsample(8), torch.nn.Conv2d(8, 1, 3, padding=1)
@@ -227,7 +216,7 @@ def test_composed_residual_equals_the_upsampler_then_the_residual_conv(size, ops
     level = N.Level(
         W.Upsampler.from_weights(*weights[:2]), _conv(residual), np.zeros((4, 4)), N.compose_residual(*weights)
     )
-    got = N.Network._composed_residual(W.FeatureMap.from_array(_hwc(x)), level, ops)
+    got = N.Network._composed_residual(W.FeatureMap.from_array(_hwc(x)), level)
     assert _close(got, want)
 
 
@@ -248,16 +237,15 @@ def test_only_a_linear_upsampler_is_composed_with_the_residual_conv(monkeypatch)
     assert all(lapsrn.level(i).composed is None for i in range(2))
 
 
-@OPS
 @pytest.mark.parametrize("size", [(1, 1), (2, 3), (17, 10)])
-def test_image_upsample_equals_the_transposed_conv(size, ops):
+def test_image_upsample_equals_the_transposed_conv(size):
     torch.manual_seed(0)
     up = ImageUpsample()
     up.deconv.weight.data.normal_()  # any trained kernel, not only the bilinear initialisation
     x = torch.rand(1, 1, *size)
     with torch.inference_mode():
         want = up(x)[0, 0].numpy()
-    assert _close(ops.image_upsample(x[0, 0].numpy(), up.deconv.weight[0, 0].detach().numpy()), want)
+    assert _close(W.image_upsample(x[0, 0].numpy(), up.deconv.weight[0, 0].detach().numpy()), want)
 
 
 def test_feature_map_border_is_the_zero_padding():
@@ -301,7 +289,7 @@ NETS = {
 
 @pytest.mark.parametrize("name", NETS)
 @pytest.mark.parametrize("size", [(1, 1), (2, 5), (19, 26)])
-def test_networks_equal_the_reference(name, size, path):
+def test_networks_equal_the_reference(name, size):
     """Every architecture and skip (the buffer reuse differs for each), 1 to 4 levels, odd sizes down to 1x1."""
     torch.manual_seed(0)
     net = NETS[name]()
@@ -321,7 +309,7 @@ def test_networks_equal_the_reference(name, size, path):
 
 @pytest.mark.parametrize("name", NETS)
 @pytest.mark.parametrize("size", [(23, 9), (17, 14)])
-def test_last_level_in_bands_equals_it_whole(name, size, path):
+def test_last_level_in_bands_equals_it_whole(name, size):
     """The thinnest bands, with their margins of context: the same pixels as the whole level."""
     torch.manual_seed(0)
     net = NETS[name]()
@@ -339,7 +327,7 @@ def test_last_level_in_bands_equals_it_whole(name, size, path):
 
 
 @pytest.mark.parametrize("name", ["LapSRN_x4.mat", "LapSRN_x8.mat", "MSLapSRN_D5R8.mat"])
-def test_official_networks_equal_the_reference(name, rng, path):
+def test_official_networks_equal_the_reference(name, rng):
     path = shared_path("weights", "official", name)
     spec, state = read(path)
     fast = engine.build(spec.arch, state, spec.depth, spec.levels, spec.recursions, spec.skip)
@@ -349,7 +337,7 @@ def test_official_networks_equal_the_reference(name, rng, path):
         assert np.abs(a - b).max() < 2e-5
 
 
-def test_uint8_output_matches_the_torch_path(lapsrn_x4, rng, path):
+def test_uint8_output_matches_the_torch_path(lapsrn_x4, rng):
     """What a user gets, in uint8: at most one level of rounding apart, on at most 0.1 % of the pixels."""
     img = (smooth_image(rng, 40, 50) * 255).round().astype(np.uint8)
     fast = Upscaler(lapsrn_x4).upscale(img, 4)
@@ -411,23 +399,12 @@ def test_upscale_never_imports_torch(tmp_path):
     assert "torch imported: False" in done.stdout and (tmp_path / "out.png").stat().st_size > 0
 
 
-def test_small_path_gives_way_once_numba_would_have_paid_off(monkeypatch):
-    """One small image runs the small path; after a few, the process switches to Winograd for good."""
-    monkeypatch.setattr(N, "_small_left", 2 * N.SMALL_PIXELS)
-    small = 100 * 80  # map pixels at x2: below SMALL_PIXELS
-    assert [N.Network._winograd(small) for _ in range(10)] == [False] * 8 + [True] * 2
-    assert N.Network._winograd(N.SMALL_PIXELS + 1)
-    monkeypatch.setattr(N, "_small_left", 2 * N.SMALL_PIXELS)  # a fresh process: a large image first
-    assert N.Network._winograd(N.SMALL_PIXELS + 1) and N.Network._winograd(small)  # Numba loaded: no way back
-
-
-def test_small_path_gives_each_thread_its_own_work_arrays(monkeypatch):
-    """Two threads upscaling different small images at once get what each gets alone (no shared scratch)."""
+def test_threads_upscaling_at_once_each_get_their_own_work_arrays():
+    """Two threads upscaling different images at once get what each gets alone (no shared work arrays)."""
     from concurrent.futures import ThreadPoolExecutor
 
     import lapsrn
 
-    monkeypatch.setattr(N, "_small_left", 1 << 40)
     up = lapsrn.load("default")
     rng = np.random.default_rng(3)
     images = [rng.random((40, 36)).astype(np.float32) for _ in range(2)]
@@ -437,22 +414,6 @@ def test_small_path_gives_each_thread_its_own_work_arrays(monkeypatch):
             together = list(pool.map(lambda y: up.net(y, 2, True)[-1], images))
             for a, b in zip(alone, together):  # corrupted arrays would be off by far more
                 np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
-
-
-def test_small_images_start_without_numba(tmp_path):
-    """A small image runs the small path, which needs no Numba (its import and kernel loading cost ~1 s)."""
-    from PIL import Image
-
-    Image.new("RGB", (40, 30), (90, 140, 200)).save(tmp_path / "small.png")
-    code = "import sys; from lapsrn.cli import main; rc = main(sys.argv[1:]); print('numba' in sys.modules); exit(rc)"
-    for size, numba in [("small.png", "False"), (str(REPO / "src/lapsrn/assets/sample.png"), "True")]:
-        done = subprocess.run(
-            [sys.executable, "-c", code, "upscale", "-i", size, "-o", "o.png", "-s", "4"],
-            capture_output=True,
-            text=True,
-            cwd=tmp_path,
-        )
-        assert done.returncode == 0 and done.stdout.strip() == numba, (size, done.stderr)
 
 
 def test_without_torch_the_cpu_commands_work_and_train_names_the_extra(tmp_path):

@@ -177,7 +177,7 @@ def _worker(spec: dict) -> dict:
                 return up.upscale(x, scale)
 
     inputs = [np.asarray(Image.open(p).convert("RGB")) for p in spec["inputs"]]
-    run(inputs[0])  # warm-up: allocator, Numba's kernels from their cache, OpenCV graph set-up
+    run(inputs[0])  # warm-up: allocator, the engine's kernels from their cache, OpenCV graph set-up
     seconds, pixels = [], []
     for x, out in zip(inputs, spec["outputs"]):
         start = time.perf_counter()

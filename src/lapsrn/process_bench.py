@@ -6,8 +6,8 @@ process doing the whole job -- files in, x4 PNG files out -- timed by wall
 clock, with its peak RSS from ``wait4``. The jobs: one photo of about 0.5 MP,
 a folder (Set14's LR images), and a 64x64 image, where start-up dominates.
 Contenders alternate order round by round, after one untimed warm-up run each
-(Numba's compiled kernels and the disk cache are then as on a user's second
-run; the first run after installing also compiles the kernels, once).
+(the engine's compiled kernels and the disk cache are then as on a user's
+second run; the first run after installing also compiles the kernels, once).
 """
 
 from __future__ import annotations

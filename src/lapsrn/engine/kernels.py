@@ -1,52 +1,17 @@
 """The engine's loops, compiled by Numba: Winograd transforms with their activations fused, the image branch.
 
-Imported only when the engine first runs, so ``import lapsrn`` stays light. Module-level functions,
-so Numba's on-disk cache finds them again in the next process (kernels made inside a function
-are closures, which its cache cannot key, and were recompiled by every run).
+Imported only to compile them, once per machine (``native.build``); a process then loads their machine
+code without importing Numba. Each kernel has a C entry point (at the end) taking data pointers and sizes.
+The kernels must not raise or allocate (``error_model="numpy"``, no bounds checks, work arrays passed in):
+then nothing in their code calls back into Numba or Python, which ``native.build`` checks.
 """
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
+from numba import carray, cfunc, njit, types
 
-
-def _load_numba_without_scipy_linalg() -> None:
-    """Load Numba's NumPy support with ``scipy.linalg`` hidden: Numba's start, its import and first cached
-    kernel, takes 0.75 s instead of 1.14 s (docs/results/speed_candidates.md).
-
-    Numba's first compile or cache load imports ``numba.np.arraymath``, which imports
-    ``scipy.linalg`` (with ``numpy.f2py``) only to learn whether SciPy's BLAS is
-    there for compiled ``np.convolve``. These kernels never call it, so the import is refused
-    for that moment; then Numba's answer is set to whether SciPy is installed, without importing
-    it, so a host program's own compiled code behaves as it would have (Numba imports
-    ``scipy.linalg`` itself when such code compiles). ``scipy.linalg`` stays importable
-    afterwards (tested); if something already imported it, there is nothing to save.
-    """
-    if "scipy.linalg" in sys.modules or "numba.np.arraymath" in sys.modules:
-        return
-    import importlib.util
-
-    sys.modules["scipy.linalg"] = None  # an import of it raises ImportError while this entry stands
-    try:
-        import numba.np.arraymath as arraymath
-    finally:
-        del sys.modules["scipy.linalg"]
-    arraymath._HAVE_BLAS = importlib.util.find_spec("scipy") is not None
-
-
-_load_numba_without_scipy_linalg()
-
-from numba import njit  # noqa: E402
-
-
-def _compiled(fn):
-    """Numba-compile a kernel that releases the GIL, cached on disk; without a writable cache folder, at every start."""
-    try:
-        return njit(nogil=True, fastmath=True, cache=True)(fn)
-    except RuntimeError:  # Numba found no writable folder for its cache (read-only install, no HOME)
-        return njit(nogil=True, fastmath=True)(fn)
+KERNEL = njit(nogil=True, fastmath=True, error_model="numpy")  # no exception paths: nothing left to call Python
 
 
 f2, f3, f4, f5, f8 = np.float32(2), np.float32(3), np.float32(4), np.float32(5), np.float32(8)  # float32 constants
@@ -82,11 +47,13 @@ def leaky(x, slope):
     return x if x > 0 else x * slope
 
 
-@_compiled
-def input_transform(xp, v, first, n, tw, slope):
-    """v[6i + j, t, c] = (B^T d B)[i, j], d the 6x6 window of LeakyReLU_slope(xp) at tile first + t."""
+@KERNEL
+def input_transform(xp, v, u, first, n, tw, slope):
+    """v[6i + j, t, c] = (B^T d B)[i, j], d the 6x6 window of LeakyReLU_slope(xp) at tile first + t.
+
+    u: (6, 6, C), a work array.
+    """
     c_in = xp.shape[2]
-    u = np.empty((6, 6, c_in), np.float32)
     for t in range(n):
         r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
         for b in range(6):  # columns of the window: B^T along the rows
@@ -111,12 +78,13 @@ def input_transform(xp, v, first, n, tw, slope):
                 ) = bt6(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c])
 
 
-@_compiled
-def output_transform(m, bias, out, skip, use_skip, first, n, tw, h, w, slope):
-    """LeakyReLU_slope((A^T m A) + bias (+ skip)) into tile first + t's 4x4 pixels of out (within h x w)."""
+@KERNEL
+def output_transform(m, bias, out, skip, use_skip, s, o, first, n, tw, h, w, slope):
+    """LeakyReLU_slope((A^T m A) + bias (+ skip)) into tile first + t's 4x4 pixels of out (within h x w).
+
+    s: (4, 6, C) and o: (4, C), work arrays.
+    """
     c_out = out.shape[2]
-    s = np.empty((4, 6, c_out), np.float32)
-    o = np.empty((4, c_out), np.float32)
     for t in range(n):
         r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
         for j in range(6):  # A^T along the rows
@@ -151,11 +119,10 @@ def at5(m0, m1, m2, m3, m4):
     return m0 + m1 + m2 + m3, m1 - m2 + f2 * m3, m1 + m2 + f4 * m3, m1 - m2 + f8 * m3 + m4
 
 
-@_compiled
-def upsample_input_transform(xp, v, first, n, tw):
-    """v[5i + j, t, c] = (B^T d B)[i, j], d the 5x5 window of xp at tile first + t (F(4x4, 2x2))."""
+@KERNEL
+def upsample_input_transform(xp, v, u, first, n, tw):
+    """v[5i + j, t, c] = (B^T d B)[i, j], d the 5x5 window of xp at tile first + t (F(4x4, 2x2)); u: (5, 5, C) work."""
     c_in = xp.shape[2]
-    u = np.empty((5, 5, c_in), np.float32)
     for t in range(n):
         r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
         for b in range(5):
@@ -174,12 +141,13 @@ def upsample_input_transform(xp, v, first, n, tw):
                 )
 
 
-@_compiled
-def upsample_output_transform(m, bias, out, first, n, tw, h, w, slope):
-    """Output channel (2a + b) * C + k of tile pixel (i, j) -> out[1 + 2(4ti + i) + a, 1 + 2(4tj + j) + b, k]."""
+@KERNEL
+def upsample_output_transform(m, bias, out, s, o, first, n, tw, h, w, slope):
+    """Output channel (2a + b) * C + k of tile pixel (i, j) -> out[1 + 2(4ti + i) + a, 1 + 2(4tj + j) + b, k].
+
+    s: (4, 5, 4C) and o: (4, 4C), work arrays (o: the output row's 4 pixels, every phase's channels).
+    """
     c_out = out.shape[2]
-    s = np.empty((4, 5, 4 * c_out), np.float32)
-    o = np.empty((4, 4 * c_out), np.float32)  # the output row's 4 pixels, every phase's channels
     for t in range(n):
         r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
         for j in range(5):  # A^T along the rows
@@ -201,7 +169,7 @@ def upsample_output_transform(m, bias, out, first, n, tw, h, w, slope):
                         out[y, x, k] = leaky(o[j, ab * c_out + k] + bias[k], slope)
 
 
-@_compiled
+@KERNEL
 def image_upsample(x, k, out):
     """out = ConvTranspose2d(x, k, stride 2, padding 1): a 4x4 kernel, one channel, no bias.
 
@@ -227,3 +195,79 @@ def image_upsample(x, k, out):
                 if 0 <= c1 < w:
                     s += x[r1, c1] * k[kr1, kc1]
             out[o, p] = s
+
+
+# C entry points, compiled by ``native.build`` to machine code once per machine. Arrays come as data
+# pointers (float32, C-contiguous) with the sizes that cannot be derived: a feature map's padded
+# width w_p = 4 * tiles per row + 2, its tiles per row tw = ceil(w / 4), a band's v and m are
+# (positions, n, C), the work arrays as the kernels above take them.
+
+
+def _c_signature(kinds: str) -> types.FunctionType:
+    """A C entry point's signature: "p" a float32 pointer, "i" an int64, "f" a float32 (``native.SIGNATURES``)."""
+    of = {"p": types.CPointer(types.float32), "i": types.int64, "f": types.float32}
+    return types.void(*(of[k] for k in kinds))
+
+
+ENTRY = {"fastmath": True, "error_model": "numpy"}
+
+
+def entry_points() -> dict:
+    """name -> (C entry point, kernel), compiled now: importing this module compiles nothing."""
+
+    @cfunc(_c_signature("piiippiif"), **ENTRY)
+    def input_transform_c(xp, xh, xw, c, v, u, first, n, slope):
+        x = carray(xp, (xh, xw, c))
+        input_transform(x, carray(v, (36, n, c)), carray(u, (6, 6, c)), first, n, (xw - 2) // 4, slope)
+
+    @cfunc(_c_signature("pppiiipippiiiif"), **ENTRY)
+    def output_transform_c(m, bias, out, oh, ow, c, skip, use_skip, s, o, first, n, h, w, slope):
+        skip_shape = (oh, ow, c) if use_skip else (1, 1, 1)
+        output_transform(
+            carray(m, (36, n, c)),
+            carray(bias, c),
+            carray(out, (oh, ow, c)),
+            carray(skip, skip_shape),
+            use_skip != 0,
+            carray(s, (4, 6, c)),
+            carray(o, (4, c)),
+            first,
+            n,
+            (w + 3) // 4,
+            h,
+            w,
+            slope,
+        )
+
+    @cfunc(_c_signature("piiippii"), **ENTRY)
+    def upsample_input_transform_c(xp, xh, xw, c, v, u, first, n):
+        x = carray(xp, (xh, xw, c))
+        upsample_input_transform(x, carray(v, (25, n, c)), carray(u, (5, 5, c)), first, n, (xw - 2) // 4)
+
+    @cfunc(_c_signature("pppiiippiiiif"), **ENTRY)
+    def upsample_output_transform_c(m, bias, out, oh, ow, c, s, o, first, n, h, w, slope):
+        upsample_output_transform(
+            carray(m, (25, n, 4 * c)),
+            carray(bias, c),
+            carray(out, (oh, ow, c)),
+            carray(s, (4, 5, 4 * c)),
+            carray(o, (4, 4 * c)),
+            first,
+            n,
+            (w + 3) // 4,
+            h,
+            w,
+            slope,
+        )
+
+    @cfunc(_c_signature("piipp"), **ENTRY)
+    def image_upsample_c(x, h, w, k, out):
+        image_upsample(carray(x, (h, w)), carray(k, (4, 4)), carray(out, (2 * h, 2 * w)))
+
+    return {
+        "input_transform": (input_transform_c, input_transform),
+        "output_transform": (output_transform_c, output_transform),
+        "upsample_input_transform": (upsample_input_transform_c, upsample_input_transform),
+        "upsample_output_transform": (upsample_output_transform_c, upsample_output_transform),
+        "image_upsample": (image_upsample_c, image_upsample),
+    }

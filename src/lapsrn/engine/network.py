@@ -8,36 +8,34 @@ residual conv, so the two compose into one 3x3 conv of the embedding with an
 output per phase (``compose_residual``): the residual image never needs the
 64-channel upsampled map. LapSRN's LeakyReLU between them forbids that, so its
 last level's upsampled features are made band by band and added straight into
-the output image. Small images take the same steps in
-NumPy alone (``small.py``), which starts at once. Weights use the reference's state-dict
-names and layouts, so one file serves both.
+the output image. Weights use the reference's state-dict names and layouts, so one
+file serves both.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
-from types import ModuleType
 
 import numpy as np
 
-from . import small, winograd
 from .winograd import (
     TAPS,
     Conv,
     FeatureMap,
     Upsampler,
+    add_upsample_residual,
+    conv3x3,
+    image_upsample,
     release_spares,
     single_threaded_blas,
+    upsample2x,
 )
 
 SLOPE = 0.2  # LeakyReLU negative slope of both papers
 BAND_BYTES = 32 << 20  # one band of LapSRN's last upsampled features, made only for its residual conv
 BAND_BYTES_PER_PIXEL = 3 * 64 * 4 + 64 + 48  # a band's maps per pixel: 3 of 64 float32 channels, the rows it
 # reads from the previous level (a quarter as many), the residual's phases and two planes
-SMALL_PIXELS = 1 << 15  # up to this many pixels in the largest map, NumPy alone beats Numba's start-up
-_small_left = 2 * SMALL_PIXELS  # map pixels the small path may still take before Numba's start-up pays off
 
 
 @dataclass(frozen=True)
@@ -113,7 +111,7 @@ class Network:
     def level(self, i: int) -> Level:
         raise NotImplementedError
 
-    def embed(self, i: int, x: FeatureMap, ops: ModuleType) -> FeatureMap:
+    def embed(self, i: int, x: FeatureMap) -> FeatureMap:
         """The level's feature embedding of x; x and every other buffer but the result are recycled."""
         raise NotImplementedError
 
@@ -134,19 +132,15 @@ class Network:
         if self.levels is not None and not 1 <= levels <= self.levels:
             raise ValueError(f"this LapSRN has {self.levels} levels, asked for {levels}")
         image = np.ascontiguousarray(y, np.float32)
-        ops = winograd if self._winograd(image.size * 4 ** (levels - 1)) else small
         rows = image.shape[0] << (levels - 1)  # of the last level's maps
         band = None if band_bytes is None else self.band_rows(band_bytes, image.shape[1] << (levels - 1))
         # Winograd's bands each run on one pool thread with single-threaded BLAS (robust on a busy machine,
-        # where spinning BLAS threads stall); the small path has no pool, so its products use BLAS's threads.
-        blas = single_threaded_blas() if ops is winograd else nullcontext()
+        # where spinning BLAS threads stall).
         try:
-            with blas:
-                return self._forward(image, levels, last_only, ops, band if band and band < rows else None, progress)
+            with single_threaded_blas():
+                return self._forward(image, levels, last_only, band if band and band < rows else None, progress)
         finally:
             release_spares()
-            if ops is small:
-                small.release()
 
     @property
     def band_margin(self) -> int:
@@ -159,25 +153,11 @@ class Network:
         than twice the margin (or 8), so that a band computes at most twice what it keeps."""
         return max(band_bytes // (BAND_BYTES_PER_PIXEL * width) - 2 * self.band_margin, 2 * self.band_margin, 8)
 
-    @staticmethod
-    def _winograd(pixels: int) -> bool:
-        """Winograd, unless the image is small and, in this process, small images have not yet done enough
-        work to pay for loading Numba (about a second): one small image starts fast, a folder of them
-        switches to the faster path after a few, and once a large image has loaded Numba, small ones
-        take its path too."""
-        global _small_left
-        if pixels > SMALL_PIXELS or pixels > _small_left:
-            _small_left = 0
-            return True
-        _small_left -= pixels
-        return False
-
     def _forward(
         self,
         image: np.ndarray,
         levels: int,
         last_only: bool,
-        ops: ModuleType,
         band: int | None,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[np.ndarray]:
@@ -185,20 +165,20 @@ class Network:
         source = FeatureMap.from_array(image)  # what the next level's features are made from, until they are
         features = None
         if not (band and levels == 1):
-            features = ops.conv3x3(source, self.input_conv, post=self.input_post)
+            features = conv3x3(source, self.input_conv, post=self.input_post)
             source.recycle()
         outputs = []
         for i in range(levels):
             level, last = self.level(i), i == levels - 1
             release_spares(keep=64 << 20)  # the previous level's buffers, of other shapes, unless they are few
-            image = ops.image_upsample(image, level.image_kernel)
+            image = image_upsample(image, level.image_kernel)
             if last and band:
-                self._banded_level(i, source, level, image, ops, band, progress)
+                self._banded_level(i, source, level, image, band, progress)
                 source.recycle()
             else:
-                embedded = self.embed(i, features, ops)  # recycles the features' buffers it no longer needs
+                embedded = self.embed(i, features)  # recycles the features' buffers it no longer needs
                 whole_next = not last and not (band and i + 1 == levels - 1)
-                features = self._branches(embedded, level, image, ops, whole_next)
+                features = self._branches(embedded, level, image, whole_next)
                 if last or whole_next:
                     embedded.recycle()
                 else:
@@ -207,18 +187,16 @@ class Network:
                 outputs.append(image)
         return outputs
 
-    def _branches(
-        self, embedded: FeatureMap, level: Level, image: np.ndarray, ops: ModuleType, features: bool
-    ) -> FeatureMap | None:
+    def _branches(self, embedded: FeatureMap, level: Level, image: np.ndarray, features: bool) -> FeatureMap | None:
         """Adds the level's residual to ``image``; returns the upsampled features when ``features`` asks."""
         if level.composed is not None:
-            image += self._composed_residual(embedded, level, ops)
-            return ops.upsample2x(embedded, level.upsample, self.upsample_post) if features else None
+            image += self._composed_residual(embedded, level)
+            return upsample2x(embedded, level.upsample, self.upsample_post) if features else None
         if not features:  # nothing else reads the upsampled features: made band by band, never whole
-            ops.add_upsample_residual(embedded, level.upsample, self.upsample_post, level.residual, image, BAND_BYTES)
+            add_upsample_residual(embedded, level.upsample, self.upsample_post, level.residual, image, BAND_BYTES)
             return None
-        upsampled = ops.upsample2x(embedded, level.upsample, self.upsample_post)
-        residual = ops.conv3x3(upsampled, level.residual)
+        upsampled = upsample2x(embedded, level.upsample, self.upsample_post)
+        residual = conv3x3(upsampled, level.residual)
         image += residual.inside[..., 0]
         residual.recycle()
         return upsampled
@@ -229,7 +207,6 @@ class Network:
         source: FeatureMap,
         level: Level,
         image: np.ndarray,
-        ops: ModuleType,
         band: int,
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
@@ -249,31 +226,31 @@ class Network:
             if previous is not None and span[1] - span[0] != previous:
                 release_spares(keep=0)  # the last band's buffers fit no other: not two bands' maps at once
             previous = span[1] - span[0]
-            features, top = self._band_features(i, source, *span, ops)
-            embedded = self.embed(i, features, ops)
+            features, top = self._band_features(i, source, *span)
+            embedded = self.embed(i, features)
             part = np.zeros((2 * embedded.h, 2 * embedded.w), np.float32)
-            self._branches(embedded, level, part, ops, features=False)
+            self._branches(embedded, level, part, features=False)
             embedded.recycle()
             image[2 * r0 : 2 * r1] += part[2 * (r0 - top) : 2 * (r1 - top)]
             if progress:
                 progress(r1, rows)
 
-    def _band_features(self, i: int, source: FeatureMap, a: int, b: int, ops: ModuleType) -> tuple[FeatureMap, int]:
+    def _band_features(self, i: int, source: FeatureMap, a: int, b: int) -> tuple[FeatureMap, int]:
         """Level i's features for at least rows [a, b), exact there, and the level row they start at."""
         if i == 0:  # the input conv of LR rows a - 1 .. b
             p0, p1 = max(a - 1, 0), min(b + 1, source.h)
             part = FeatureMap.from_array(source.inside[p0:p1])
-            features = ops.conv3x3(part, self.input_conv, post=self.input_post)
+            features = conv3x3(part, self.input_conv, post=self.input_post)
         else:  # upsampled row 2n reads rows n - 1 and n of the previous embedding, row 2n + 1 row n
             p0, p1 = max(a // 2 - 1, 0), min(-(-b // 2), source.h)
             part = FeatureMap.from_array(source.inside[p0:p1])
-            features = ops.upsample2x(part, self.level(i - 1).upsample, self.upsample_post)
+            features = upsample2x(part, self.level(i - 1).upsample, self.upsample_post)
             p0 *= 2
         part.recycle()
         return features, p0
 
     @staticmethod
-    def _composed_residual(embedded: FeatureMap, level: Level, ops: ModuleType) -> np.ndarray:
+    def _composed_residual(embedded: FeatureMap, level: Level) -> np.ndarray:
         """The level's residual image by its composed conv; its outer rows and columns the long way.
 
         At the image's edges the residual conv's zero padding lies outside the upsampled map, whose
@@ -282,7 +259,7 @@ class Network:
         conv run on the embedding's two outer rows or columns, which give them exactly.
         """
         h, w = embedded.h, embedded.w
-        phases = ops.conv3x3(embedded, level.composed)
+        phases = conv3x3(embedded, level.composed)
         res = np.empty((2 * h, 2 * w), np.float32)
         res.reshape(h, 2, w, 2)[...] = phases.inside.reshape(h, w, 2, 2).transpose(0, 2, 1, 3)
         phases.recycle()
@@ -290,7 +267,7 @@ class Network:
 
         def exact(part: np.ndarray) -> np.ndarray:
             x, values = FeatureMap.from_array(part), np.zeros((2 * part.shape[0], 2 * part.shape[1]), np.float32)
-            ops.add_upsample_residual(x, level.upsample, 1.0, level.residual, values, BAND_BYTES)
+            add_upsample_residual(x, level.upsample, 1.0, level.residual, values, BAND_BYTES)
             x.recycle()
             return values
 
@@ -315,10 +292,10 @@ class LapSRNEngine(Network):
     def level(self, i: int) -> Level:
         return self.branches[i]
 
-    def embed(self, i: int, x: FeatureMap, ops: ModuleType) -> FeatureMap:
+    def embed(self, i: int, x: FeatureMap) -> FeatureMap:
         spare = None
         for conv in self.convs[i]:  # two buffers, swapped after each layer
-            x, spare = ops.conv3x3(x, conv, post=SLOPE, out=spare), x
+            x, spare = conv3x3(x, conv, post=SLOPE, out=spare), x
         spare.recycle()
         return x
 
@@ -339,7 +316,7 @@ class MSLapSRNEngine(Network):
     def level(self, i: int) -> Level:
         return self.shared
 
-    def embed(self, i: int, source: FeatureMap, ops: ModuleType) -> FeatureMap:
+    def embed(self, i: int, source: FeatureMap) -> FeatureMap:
         """R recursions of the block (LeakyReLU, conv) x D with the skip fused, and the final LeakyReLU."""
         if self.recursions == 0:
             np.maximum(source.data, SLOPE * source.data, out=source.data)
@@ -350,7 +327,7 @@ class MSLapSRNEngine(Network):
             for i, conv in enumerate(self.block):
                 last = i == len(self.block) - 1
                 post = SLOPE if last and r == self.recursions - 1 else 1.0
-                y = ops.conv3x3(
+                y = conv3x3(
                     x, conv, pre=SLOPE, post=post, skip=skip if last else None, out=free.pop() if free else None
                 )
                 if x is not source and x is not skip:

@@ -9,10 +9,11 @@ instead of 144 (F(4x4, 3x3)):
 
 The 36 elementwise products, summed over input channels, are 36 matrix
 products (tiles x Cin) @ (Cin x Cout), which NumPy's BLAS runs; the small input
-and output transforms are loops compiled by Numba. Both run over bands of
-tiles, each band start to finish on one thread of a pool (input transform,
-single-threaded BLAS, output transform), so its data stays in that core's
-cache and no two thread pools (BLAS's and Numba's) compete for the cores. The output transform also adds the
+and output transforms are loops compiled by Numba (``kernels.py``), loaded as
+machine code (``native.py``). Both run over bands of tiles, each band start to
+finish on one thread of a pool (input transform, single-threaded BLAS, output
+transform), so its data stays in that core's cache and no two thread pools
+compete for the cores. The output transform also adds the
 bias, an optional skip (MS-LapSRN's local residual) and the LeakyReLU; the
 input transform can apply a LeakyReLU first (MS-LapSRN's pre-activation), so
 one layer reads and writes its feature maps once.
@@ -63,7 +64,6 @@ def toom_cook(points: list[float], m: int, r: int) -> tuple[np.ndarray, np.ndarr
 AT, G, BT = toom_cook([0, 1, -1, 2, -2], 4, 3)
 AT2, G2, BT2 = toom_cook([0, 1, -1, 2], 4, 2)
 BAND_TILES = 192  # tiles per band: 2 x 36 x 192 x 64 floats = 3.5 MB of scratch per thread (192 beat 96, 384, 768)
-_NO_SKIP = np.zeros((1, 1, 1), np.float32)
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -211,7 +211,6 @@ class Conv:
 
     u: np.ndarray  # (36, Cin, Cout) float32
     bias: np.ndarray  # (Cout,) float32
-    w: np.ndarray  # (Cout, Cin, 3, 3) float32, as given: for the small path's residual conv (``small.py``)
 
     @classmethod
     def from_weights(cls, w: np.ndarray, b: np.ndarray | None) -> Conv:
@@ -221,7 +220,7 @@ class Conv:
             raise ValueError(f"a conv with {c_out} outputs needs {c_out} biases, got shape {np.shape(b)}")
         u = np.einsum("ia,kcab,jb->ijck", G, w.astype(np.float64), G).reshape(36, c_in, c_out)
         bias = np.zeros(c_out, np.float32) if b is None else b.astype(np.float32)
-        return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(bias), np.asarray(w, np.float32))
+        return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(bias))
 
 
 @dataclass(frozen=True)
@@ -230,7 +229,6 @@ class Upsampler:
 
     u: np.ndarray  # (25, Cin, 4 Cout) float32
     bias: np.ndarray  # (Cout,) float32
-    w: np.ndarray  # (Cin, Cout, 3, 3) float32, the transposed conv as given: for the small path
 
     @classmethod
     def from_weights(cls, w: np.ndarray, b: np.ndarray) -> Upsampler:
@@ -250,7 +248,7 @@ class Upsampler:
                             k[a, b_, :, :, i, j] = w[:, :, ti, tj].T
         u = np.einsum("ia,pkcab,jb->ijcpk", G2, k.reshape(4, c_out, c_in, 2, 2), G2, optimize=True)
         u = u.reshape(25, c_in, 4 * c_out)
-        return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(b, np.float32), np.asarray(w, np.float32))
+        return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(b, np.float32))
 
 
 TAPS = ((2, 0), (None, 1))  # output phase a -> transposed-conv tap applied to input row m - 1, row m
@@ -314,36 +312,29 @@ def conv3x3(
 
     ``out``: a map of the right size to write into (not x or skip), so a chain of layers reuses two buffers.
     """
-    from .kernels import input_transform, output_transform
+    from . import native
 
-    h, w, tw = x.h, x.w, -(-x.w // 4)
     if out is None:
-        out = FeatureMap.empty(h, w, conv.u.shape[2])
-    skip_data = skip.data if skip is not None else _NO_SKIP
-    pre32, post32 = np.float32(pre), np.float32(post)
+        out = FeatureMap.empty(x.h, x.w, conv.u.shape[2])
     _run_bands(
         x,
         conv.u,
-        lambda v, first, n: input_transform(x.data, v, first, n, tw, pre32),
-        lambda m, first, n: output_transform(
-            m, conv.bias, out.data, skip_data, skip is not None, first, n, tw, h, w, post32
-        ),
+        native.input_transform(x.data, np.float32(pre)),
+        native.output_transform(conv.bias, out.data, None if skip is None else skip.data, x.h, x.w, np.float32(post)),
     )
     return out
 
 
 def upsample2x(x: FeatureMap, up: Upsampler, post: float = 1.0) -> FeatureMap:
     """post_act(the released x2 feature upsampler), by Winograd F(4x4, 2x2): a 2h x 2w map."""
-    from .kernels import upsample_input_transform, upsample_output_transform
+    from . import native
 
-    h, w, tw = x.h, x.w, -(-x.w // 4)
-    out = FeatureMap.empty(2 * h, 2 * w, up.bias.shape[0])
-    post32 = np.float32(post)
+    out = FeatureMap.empty(2 * x.h, 2 * x.w, up.bias.shape[0])
     _run_bands(
         x,
         up.u,
-        lambda v, first, n: upsample_input_transform(x.data, v, first, n, tw),
-        lambda m, first, n: upsample_output_transform(m, up.bias, out.data, first, n, tw, h, w, post32),
+        native.upsample_input_transform(x.data),
+        native.upsample_output_transform(up.bias, out.data, x.h, x.w, np.float32(post)),
     )
     return out
 
@@ -375,8 +366,8 @@ def add_upsample_residual(
 
 def image_upsample(x: np.ndarray, k: np.ndarray) -> np.ndarray:
     """The image branch: ConvTranspose2d(1, 1, 4, stride 2, padding 1) of a float32 (h, w) plane."""
-    out = np.empty((2 * x.shape[0], 2 * x.shape[1]), np.float32)
-    from .kernels import image_upsample as kernel
+    from . import native
 
-    kernel(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(k, np.float32), out)
+    out = np.empty((2 * x.shape[0], 2 * x.shape[1]), np.float32)
+    native.image_upsample(np.ascontiguousarray(x, np.float32), np.ascontiguousarray(k, np.float32), out)
     return out

@@ -1,0 +1,251 @@
+"""The engine's kernels as machine code for this CPU, loaded without starting Numba.
+
+Numba compiles the kernels (``kernels.py``) well, but a process that calls them through Numba first
+pays its start, importing Numba and loading its cached kernels: most of a small image's time, and a
+tenth of a folder's (docs/results/speed_candidates.md). So Numba compiles them once per machine, as
+C-callable functions, and llvmlite (Numba's own LLVM binding) writes them to one object file in a
+cache folder, with nothing left in it that calls into Numba's or Python's runtime (checked). A later
+process loads that file with llvmlite's MCJIT, without importing Numba, and calls the kernels
+through ctypes, which releases the GIL, so the pool's threads run them at once.
+
+The file's name is a hash of what its code depends on: the kernels' source, this module and the CPU;
+its contents carry a checksum, and a file that fails it is compiled again. Where no cache folder is
+writable, every process compiles the kernels anew.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+# Each entry point's arguments: "p" a float32 array's data pointer, "i" an int64, "f" a float32, as
+# ``kernels.py`` declares them (checked when they are compiled).
+SIGNATURES = {
+    "input_transform": "piiippiif",
+    "output_transform": "pppiiipippiiiif",
+    "upsample_input_transform": "piiippii",
+    "upsample_output_transform": "pppiiippiiiif",
+    "image_upsample": "piipp",
+}
+MAGIC = b"lapsrn-kernels-1\n"  # then the sha256 of the object code, then the object code
+_CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "f": ctypes.c_float}
+
+_lock = threading.Lock()
+_functions: dict[str, ctypes._CFuncPtr] = {}
+_engine = None  # llvmlite's execution engine: owns the loaded code, so it lives as long as the process
+
+
+def cache_folder() -> Path:
+    """Where the compiled kernels are kept: $LAPSRN_CACHE_DIR, else $XDG_CACHE_HOME/lapsrn or ~/.cache/lapsrn."""
+    if os.environ.get("LAPSRN_CACHE_DIR"):
+        return Path(os.environ["LAPSRN_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lapsrn"
+
+
+def _target_machine():
+    """This CPU's LLVM target, with every feature it has, set up as Numba sets up its own JIT."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    triple = llvm.get_process_triple()
+    return llvm.Target.from_triple(triple).create_target_machine(
+        cpu=llvm.get_host_cpu_name(),
+        features=llvm.get_host_cpu_features().flatten(),
+        opt=3,
+        reloc="static" if triple.startswith(("x86", "i386", "i686")) else "default",  # what MCJIT needs there
+        codemodel="jitdefault",
+        jit=True,
+    )
+
+
+def _cache_file(machine) -> Path:
+    """The object file for these kernels on this CPU."""
+    here = Path(__file__).parent
+    key = hashlib.sha256()
+    for source in (here / "kernels.py", here / "native.py"):
+        key.update(source.read_bytes())
+    key.update(f"{machine.triple} {machine.target_data} {_cpu()}".encode())
+    return cache_folder() / f"kernels-{key.hexdigest()[:32]}.o"
+
+
+def _cpu() -> str:
+    import llvmlite.binding as llvm
+
+    return f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+
+
+def build(machine) -> bytes:
+    """Compile the kernels' entry points with Numba and return them as one self-contained object file.
+
+    Numba wraps every call in error handling that reaches into its runtime and Python's. The kernels
+    cannot raise (no bounds checks, NumPy's error model, no allocation), so once everything but the
+    entry points is internal, interprocedural constant propagation proves each call returns success
+    and the handling is dropped as dead code; the kernels' own code is left as Numba optimised it.
+    Then no symbol outside the file is left to resolve (checked), which is what lets it load alone.
+    """
+    import llvmlite.binding as llvm
+
+    from .kernels import entry_points
+
+    module = None
+    for name, (entry, _) in entry_points().items():
+        kinds = "".join(_kind(t) for t in entry.ctypes.argtypes)
+        if kinds != SIGNATURES[name]:  # ctypes would pass the arguments wrongly
+            raise RuntimeError(f"{name}'s entry point takes {kinds!r}, SIGNATURES says {SIGNATURES[name]!r}")
+        part = llvm.parse_assembly(entry.inspect_llvm())
+        for fn in part.functions:
+            if fn.name == entry.native_name:
+                fn.name = f"lapsrn_{name}"
+            elif not fn.is_declaration:
+                fn.linkage = llvm.Linkage.internal
+        for var in part.global_variables:
+            if not var.is_declaration:
+                var.linkage = llvm.Linkage.internal
+        if module is None:
+            module = part
+        else:
+            module.link_in(part)
+    passes = llvm.create_new_module_pass_manager()
+    passes.add_ipsccp_pass()
+    passes.add_simplify_cfg_pass()
+    passes.add_global_dead_code_eliminate_pass()
+    passes.add_strip_dead_prototype_pass()
+    passes.run(module, llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=0)))
+    outside = [fn.name for fn in module.functions if fn.is_declaration and not fn.name.startswith("llvm.")]
+    if outside:
+        raise RuntimeError(f"the compiled kernels still call {', '.join(outside)}: they would not load alone")
+    module.verify()
+    return machine.emit_object(module)
+
+
+def _kind(argtype: type) -> str:
+    """A compiled entry point's ctypes argument type as a ``SIGNATURES`` letter."""
+    if argtype is ctypes.c_float:
+        return "f"
+    if issubclass(argtype, ctypes._Pointer):
+        return "p"
+    return "i" if ctypes.sizeof(argtype) == 8 and argtype(-1).value == -1 else "?"
+
+
+def _read(path: Path) -> bytes | None:
+    """The object code in ``path``, or None if it is missing or fails its checksum."""
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return None
+    head, digest, code = data[: len(MAGIC)], data[len(MAGIC) : len(MAGIC) + 32], data[len(MAGIC) + 32 :]
+    return code if head == MAGIC and hashlib.sha256(code).digest() == digest else None
+
+
+def _write(path: Path, code: bytes) -> None:
+    """Keep ``code`` for the next process, atomically; quietly not, where the folder is not writable."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        tmp.write_bytes(MAGIC + hashlib.sha256(code).digest() + code)
+        os.replace(tmp, path)
+    except OSError:
+        pass
+
+
+def functions() -> dict[str, ctypes._CFuncPtr]:
+    """The kernels' entry points, loaded at the first call: from the cache, else compiled and cached."""
+    global _engine
+    with _lock:
+        if _functions:
+            return _functions
+        import llvmlite.binding as llvm
+
+        machine = _target_machine()
+        path = _cache_file(machine)
+        code = _read(path)
+        if code is None:
+            code = build(machine)
+            _write(path, code)
+        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
+        engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+        engine.finalize_object()
+        for name, spec in SIGNATURES.items():
+            prototype = ctypes.CFUNCTYPE(None, *(_CTYPES[kind] for kind in spec))  # calls release the GIL
+            _functions[name] = prototype(engine.get_function_address(f"lapsrn_{name}"))
+        _engine = engine
+        return _functions
+
+
+def _pointer(a: np.ndarray, ndim: int) -> int:
+    """The data pointer of an array the kernels may read or write as ``ndim``-dimensional float32 C order."""
+    if a.dtype != np.float32 or a.ndim != ndim or not a.flags.c_contiguous:
+        raise ValueError(f"the kernels need {ndim}-D C-contiguous float32 arrays, got {a.dtype} {a.shape}")
+    return a.ctypes.data
+
+
+_scratch = threading.local()
+
+
+def _work(size: int) -> int:
+    """The address of this thread's work array of at least ``size`` floats (a few kB, kept for the next call)."""
+    if getattr(_scratch, "size", 0) < size:
+        _scratch.array = np.empty(size + 16, np.float32)
+        _scratch.size = size
+        _scratch.address = _scratch.array.ctypes.data + (-_scratch.array.ctypes.data % 64)  # Numba aligns to 64 too
+    return _scratch.address
+
+
+# The kernels, bound to a layer's arrays: each returns the call for one band of tiles (v or m, first, n),
+# which the pool's threads make at once; a band's v and m are fresh (positions, n, C) views.
+
+
+def input_transform(xp: np.ndarray, slope: np.float32) -> Callable[[np.ndarray, int, int], None]:
+    """v <- B^T d B of the LeakyReLU_slope of each 6x6 window of the zero-bordered map xp (``kernels``)."""
+    fn, (xh, xw, c), x = functions()["input_transform"], xp.shape, _pointer(xp, 3)
+    return lambda v, first, n: fn(x, xh, xw, c, v.ctypes.data, _work(36 * c), first, n, slope)
+
+
+def output_transform(
+    bias: np.ndarray, out: np.ndarray, skip: np.ndarray | None, h: int, w: int, slope: np.float32
+) -> Callable[[np.ndarray, int, int], None]:
+    """out <- LeakyReLU_slope(A^T m A + bias (+ skip)) over the h x w inside of the zero-bordered ``out``."""
+    fn, (oh, ow, c), o, b = functions()["output_transform"], out.shape, _pointer(out, 3), _pointer(bias, 1)
+    if skip is not None and skip.shape != out.shape:
+        raise ValueError(f"a skip of shape {skip.shape} for an output of shape {out.shape}")
+    k = _pointer(skip, 3) if skip is not None else o
+
+    def run(m: np.ndarray, first: int, n: int) -> None:
+        work = _work(28 * c)  # s: (4, 6, C), then o: (4, C)
+        fn(m.ctypes.data, b, o, oh, ow, c, k, skip is not None, work, work + 96 * c, first, n, h, w, slope)
+
+    return run
+
+
+def upsample_input_transform(xp: np.ndarray) -> Callable[[np.ndarray, int, int], None]:
+    """v <- B^T d B of each 5x5 window of the zero-bordered map xp, for the feature upsampler's F(4x4, 2x2)."""
+    fn, (xh, xw, c), x = functions()["upsample_input_transform"], xp.shape, _pointer(xp, 3)
+    return lambda v, first, n: fn(x, xh, xw, c, v.ctypes.data, _work(25 * c), first, n)
+
+
+def upsample_output_transform(
+    bias: np.ndarray, out: np.ndarray, h: int, w: int, slope: np.float32
+) -> Callable[[np.ndarray, int, int], None]:
+    """out (2h x 2w inside) <- LeakyReLU_slope(each output phase of A^T m A + bias), phases to their pixels."""
+    fn, (oh, ow, c) = functions()["upsample_output_transform"], out.shape
+    o, b = _pointer(out, 3), _pointer(bias, 1)
+
+    def run(m: np.ndarray, first: int, n: int) -> None:
+        work = _work(96 * c)  # s: (4, 5, 4C), then o: (4, 4C)
+        fn(m.ctypes.data, b, o, oh, ow, c, work, work + 320 * c, first, n, h, w, slope)
+
+    return run
+
+
+def image_upsample(x: np.ndarray, k: np.ndarray, out: np.ndarray) -> None:
+    """out (2h x 2w) <- ConvTranspose2d(x, k, stride 2, padding 1) of one (h x w) plane, 4x4 kernel k."""
+    if k.shape != (4, 4) or out.shape != (2 * x.shape[0], 2 * x.shape[1]):
+        raise ValueError(f"image_upsample: kernel {k.shape}, plane {x.shape}, output {out.shape}")
+    functions()["image_upsample"](_pointer(x, 2), x.shape[0], x.shape[1], _pointer(k, 2), _pointer(out, 2))
