@@ -263,7 +263,7 @@ def tiling_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
 def profile(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
     """Seconds per operation of one shipped run, by wrapping the engine's functions."""
     from lapsrn import engine
-    from lapsrn.engine import winograd as N  # the network calls its operations through this module
+    from lapsrn.engine import network as N  # the operations as the network calls them (not their inner calls)
     from lapsrn.weights import read
 
     spec, state = read(weights)

@@ -89,6 +89,43 @@ def test_a_damaged_cache_file_is_compiled_again(tmp_path, monkeypatch):
     assert built == [1, 1] and _upsample_works()
 
 
+def test_a_cache_file_of_another_user_is_not_run(tmp_path, monkeypatch):
+    """Machine code from a file someone else could have written is compiled again instead."""
+    built: list = []
+    _fresh_load(monkeypatch, tmp_path, built)
+    monkeypatch.setattr(native.os, "getuid", lambda: native.Path(tmp_path).stat().st_uid + 1)
+    monkeypatch.setattr(native, "_functions", {})
+    native.functions()
+    assert built == [1, 1] and _upsample_works()
+
+
+def test_a_user_without_a_home_folder_still_upscales(tmp_path, monkeypatch):
+    """A container's bare uid has no home: nothing is cached, the kernels are compiled and run."""
+
+    def no_home() -> Path:
+        raise RuntimeError("Could not determine home directory.")
+
+    built: list = []
+    _fresh_load(monkeypatch, tmp_path, built)
+    monkeypatch.delenv("LAPSRN_CACHE_DIR")
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setattr(native.Path, "home", staticmethod(no_home))
+    monkeypatch.setattr(native, "_functions", {})
+    assert native.cache_folder() is None
+    native.functions()
+    assert built == [1, 1] and _upsample_works()
+
+
+def test_maps_that_do_not_fit_the_conv_are_refused_before_the_compiled_code_reads_them():
+    conv = W.Conv.from_weights(np.ones((8, 4, 3, 3), np.float32), np.zeros(8, np.float32))
+    with pytest.raises(ValueError, match="channels"):
+        W.conv3x3(W.FeatureMap.from_array(np.ones((6, 6, 3), np.float32)), conv)
+    with pytest.raises(ValueError, match="output map"):
+        W.conv3x3(W.FeatureMap.from_array(np.ones((6, 6, 4), np.float32)), conv, out=W.FeatureMap.empty(6, 6, 4))
+    with pytest.raises(ValueError, match="biases"):
+        W.Upsampler.from_weights(np.ones((4, 4, 3, 3), np.float32), np.zeros(3, np.float32))
+
+
 def test_without_a_writable_cache_folder_the_kernels_still_run(tmp_path, monkeypatch):
     (tmp_path / "a file").write_text("not a folder")
     built: list = []

@@ -200,7 +200,8 @@ def image_upsample(x, k, out):
 # C entry points, compiled by ``native.build`` to machine code once per machine. Arrays come as data
 # pointers (float32, C-contiguous) with the sizes that cannot be derived: a feature map's padded
 # width w_p = 4 * tiles per row + 2, its tiles per row tw = ceil(w / 4), a band's v and m are
-# (positions, n, C), the work arrays as the kernels above take them.
+# (positions, n, channels): 36 or 25 positions, the upsampler's m with 4C channels; the work arrays
+# as the kernels above take them.
 
 
 def _c_signature(kinds: str) -> types.FunctionType:

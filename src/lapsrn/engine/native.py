@@ -8,13 +8,14 @@ cache folder, with nothing left in it that calls into Numba's or Python's runtim
 process loads that file with llvmlite's MCJIT, without importing Numba, and calls the kernels
 through ctypes, which releases the GIL, so the pool's threads run them at once.
 
-The file's name is a hash of what its code depends on: the kernels' source, this module and the CPU;
-its contents carry a checksum, and a file that fails it is compiled again. Where no cache folder is
-writable, every process compiles the kernels anew.
+The file's name is a hash of what its code depends on: the kernels' source, this module, the CPU
+and llvmlite's version; its contents carry a checksum, and a file that fails it, or that belongs to
+another user, is compiled again. Where no cache folder is writable, every process compiles anew.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import hashlib
 import os
@@ -41,11 +42,17 @@ _functions: dict[str, ctypes._CFuncPtr] = {}
 _engine = None  # llvmlite's execution engine: owns the loaded code, so it lives as long as the process
 
 
-def cache_folder() -> Path:
-    """Where the compiled kernels are kept: $LAPSRN_CACHE_DIR, else $XDG_CACHE_HOME/lapsrn or ~/.cache/lapsrn."""
+def cache_folder() -> Path | None:
+    """Where the compiled kernels are kept: $LAPSRN_CACHE_DIR, else $XDG_CACHE_HOME/lapsrn or ~/.cache/lapsrn;
+    None for a user without a home folder (a container's bare uid), who then compiles them in every process."""
     if os.environ.get("LAPSRN_CACHE_DIR"):
         return Path(os.environ["LAPSRN_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lapsrn"
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "lapsrn"
+    try:
+        return Path.home() / ".cache" / "lapsrn"
+    except (RuntimeError, KeyError):  # no HOME and no entry in the password database
+        return None
 
 
 def _target_machine():
@@ -65,20 +72,21 @@ def _target_machine():
     )
 
 
-def _cache_file(machine) -> Path:
-    """The object file for these kernels on this CPU."""
+def _cache_file(machine) -> Path | None:
+    """The object file for these kernels on this CPU, made by this llvmlite (None: no cache folder)."""
+    import llvmlite
+    import llvmlite.binding as llvm
+
+    folder = cache_folder()
+    if folder is None:
+        return None
     here = Path(__file__).parent
     key = hashlib.sha256()
     for source in (here / "kernels.py", here / "native.py"):
         key.update(source.read_bytes())
-    key.update(f"{machine.triple} {machine.target_data} {_cpu()}".encode())
-    return cache_folder() / f"kernels-{key.hexdigest()[:32]}.o"
-
-
-def _cpu() -> str:
-    import llvmlite.binding as llvm
-
-    return f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+    cpu = f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+    key.update(f"{machine.triple} {machine.target_data} {cpu} llvmlite {llvmlite.__version__}".encode())
+    return folder / f"kernels-{key.hexdigest()[:32]}.o"
 
 
 def build(machine) -> bytes:
@@ -119,6 +127,7 @@ def build(machine) -> bytes:
     passes.add_strip_dead_prototype_pass()
     passes.run(module, llvm.create_pass_builder(machine, llvm.create_pipeline_tuning_options(speed_level=0)))
     outside = [fn.name for fn in module.functions if fn.is_declaration and not fn.name.startswith("llvm.")]
+    outside += [var.name for var in module.global_variables if var.is_declaration]
     if outside:
         raise RuntimeError(f"the compiled kernels still call {', '.join(outside)}: they would not load alone")
     module.verify()
@@ -134,9 +143,12 @@ def _kind(argtype: type) -> str:
     return "i" if ctypes.sizeof(argtype) == 8 and argtype(-1).value == -1 else "?"
 
 
-def _read(path: Path) -> bytes | None:
-    """The object code in ``path``, or None if it is missing or fails its checksum."""
+def _read(path: Path | None) -> bytes | None:
+    """The object code in ``path``, or None if it is missing, fails its checksum, or is not this user's
+    (machine code from a file others could have written is not run)."""
     try:
+        if path is None or (hasattr(os, "getuid") and path.stat().st_uid != os.getuid()):
+            return None
         data = path.read_bytes()
     except OSError:
         return None
@@ -144,15 +156,18 @@ def _read(path: Path) -> bytes | None:
     return code if head == MAGIC and hashlib.sha256(code).digest() == digest else None
 
 
-def _write(path: Path, code: bytes) -> None:
+def _write(path: Path | None, code: bytes) -> None:
     """Keep ``code`` for the next process, atomically; quietly not, where the folder is not writable."""
+    if path is None:
+        return
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp.write_bytes(MAGIC + hashlib.sha256(code).digest() + code)
         os.replace(tmp, path)
     except OSError:
-        pass
+        with contextlib.suppress(OSError):  # also where the folder itself is missing
+            tmp.unlink()
 
 
 def functions() -> dict[str, ctypes._CFuncPtr]:
@@ -172,10 +187,15 @@ def functions() -> dict[str, ctypes._CFuncPtr]:
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
         engine.add_object_file(llvm.ObjectFileRef.from_data(code))
         engine.finalize_object()
+        loaded = {}
         for name, spec in SIGNATURES.items():
+            address = engine.get_function_address(f"lapsrn_{name}")
+            if not address:  # calling it would crash the process
+                raise RuntimeError(f"the compiled kernels lack {name}: delete {path} and run again")
             prototype = ctypes.CFUNCTYPE(None, *(_CTYPES[kind] for kind in spec))  # calls release the GIL
-            _functions[name] = prototype(engine.get_function_address(f"lapsrn_{name}"))
+            loaded[name] = prototype(address)
         _engine = engine
+        _functions.update(loaded)
         return _functions
 
 
@@ -199,13 +219,18 @@ def _work(size: int) -> int:
 
 
 # The kernels, bound to a layer's arrays: each returns the call for one band of tiles (v or m, first, n),
-# which the pool's threads make at once; a band's v and m are fresh (positions, n, C) views.
+# which the pool's threads make at once; a band's v and m are fresh (positions, n, channels) views.
 
 
 def input_transform(xp: np.ndarray, slope: np.float32) -> Callable[[np.ndarray, int, int], None]:
     """v <- B^T d B of the LeakyReLU_slope of each 6x6 window of the zero-bordered map xp (``kernels``)."""
     fn, (xh, xw, c), x = functions()["input_transform"], xp.shape, _pointer(xp, 3)
-    return lambda v, first, n: fn(x, xh, xw, c, v.ctypes.data, _work(36 * c), first, n, slope)
+
+    def run(v: np.ndarray, first: int, n: int) -> None:
+        fn(x, xh, xw, c, v.ctypes.data, _work(36 * c), first, n, slope)
+
+    run.arrays = xp  # alive as long as the call that reads it
+    return run
 
 
 def output_transform(
@@ -213,21 +238,27 @@ def output_transform(
 ) -> Callable[[np.ndarray, int, int], None]:
     """out <- LeakyReLU_slope(A^T m A + bias (+ skip)) over the h x w inside of the zero-bordered ``out``."""
     fn, (oh, ow, c), o, b = functions()["output_transform"], out.shape, _pointer(out, 3), _pointer(bias, 1)
-    if skip is not None and skip.shape != out.shape:
-        raise ValueError(f"a skip of shape {skip.shape} for an output of shape {out.shape}")
+    if bias.shape != (c,) or (skip is not None and skip.shape != out.shape):
+        raise ValueError(f"bias {bias.shape}, skip {None if skip is None else skip.shape}, output {out.shape}")
     k = _pointer(skip, 3) if skip is not None else o
 
     def run(m: np.ndarray, first: int, n: int) -> None:
-        work = _work(28 * c)  # s: (4, 6, C), then o: (4, C)
-        fn(m.ctypes.data, b, o, oh, ow, c, k, skip is not None, work, work + 96 * c, first, n, h, w, slope)
+        work = _work(28 * c)  # s: (4, 6, C) floats, then o: (4, C) at byte 4 * 24C
+        fn(m.ctypes.data, b, o, oh, ow, c, k, skip is not None, work, work + 4 * 24 * c, first, n, h, w, slope)
 
+    run.arrays = (bias, out, skip)
     return run
 
 
 def upsample_input_transform(xp: np.ndarray) -> Callable[[np.ndarray, int, int], None]:
     """v <- B^T d B of each 5x5 window of the zero-bordered map xp, for the feature upsampler's F(4x4, 2x2)."""
     fn, (xh, xw, c), x = functions()["upsample_input_transform"], xp.shape, _pointer(xp, 3)
-    return lambda v, first, n: fn(x, xh, xw, c, v.ctypes.data, _work(25 * c), first, n)
+
+    def run(v: np.ndarray, first: int, n: int) -> None:
+        fn(x, xh, xw, c, v.ctypes.data, _work(25 * c), first, n)
+
+    run.arrays = xp
+    return run
 
 
 def upsample_output_transform(
@@ -236,11 +267,14 @@ def upsample_output_transform(
     """out (2h x 2w inside) <- LeakyReLU_slope(each output phase of A^T m A + bias), phases to their pixels."""
     fn, (oh, ow, c) = functions()["upsample_output_transform"], out.shape
     o, b = _pointer(out, 3), _pointer(bias, 1)
+    if bias.shape != (c,):
+        raise ValueError(f"bias {bias.shape} for an output of shape {out.shape}")
 
     def run(m: np.ndarray, first: int, n: int) -> None:
-        work = _work(96 * c)  # s: (4, 5, 4C), then o: (4, 4C)
-        fn(m.ctypes.data, b, o, oh, ow, c, work, work + 320 * c, first, n, h, w, slope)
+        work = _work(96 * c)  # s: (4, 5, 4C) floats, then o: (4, 4C) at byte 4 * 80C
+        fn(m.ctypes.data, b, o, oh, ow, c, work, work + 4 * 80 * c, first, n, h, w, slope)
 
+    run.arrays = (bias, out)
     return run
 
 

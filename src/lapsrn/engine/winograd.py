@@ -1,4 +1,4 @@
-"""The convolutions by Winograd's minimal filtering, in NumPy + Numba.
+"""The convolutions by Winograd's minimal filtering: NumPy's BLAS and compiled transforms.
 
 Both networks spend almost all their time in 64 -> 64 3x3 convolutions.
 Winograd's algorithm (Lavin & Gray, CVPR 2016) computes each 4x4 block of
@@ -239,6 +239,8 @@ class Upsampler:
         convolution of the input padded by one at the top/left, with some taps zero.
         """
         c_in, c_out = w.shape[:2]
+        if np.shape(b) != (c_out,):  # the compiled transforms read one bias per output
+            raise ValueError(f"an upsampler with {c_out} outputs needs {c_out} biases, got shape {np.shape(b)}")
         k = np.zeros((2, 2, c_out, c_in, 2, 2))  # phase a, b, out, in, window row, col
         for a in range(2):
             for b_ in range(2):
@@ -262,6 +264,8 @@ def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> Non
     disjoint tiles of the output. Call inside ``single_threaded_blas()``.
     """
     positions, c_in, c_out = u.shape
+    if x.data.shape[2] != c_in:  # the compiled transforms would read past the map
+        raise ValueError(f"a map of {x.data.shape[2]} channels into a conv of {c_in} inputs")
     tiles = -(-x.h // 4) * -(-x.w // 4)
     bands = -(-tiles // BAND_TILES)
     bands = -(-bands // _threads) * _threads  # a whole number of bands per thread, so none waits for a last one
@@ -316,6 +320,8 @@ def conv3x3(
 
     if out is None:
         out = FeatureMap.empty(x.h, x.w, conv.u.shape[2])
+    if (out.data.shape[2], out.h, out.w) != (conv.u.shape[2], x.h, x.w):
+        raise ValueError(f"an output map of shape {out.data.shape} for this conv of a {x.data.shape} map")
     _run_bands(
         x,
         conv.u,
