@@ -45,7 +45,44 @@ class Level:
     upsample: Upsampler  # the x2 feature upsampler
     residual: Conv  # 64 -> 1: the level's residual image
     image_kernel: np.ndarray  # (4, 4): the image branch's x2 transposed conv
-    composed: Conv | None = None  # residual(upsample(.)) as one conv with 4 outputs (``compose_residual``)
+    composed: ComposedResidual | None = None  # residual(upsample(.)) as one conv (``compose_residual``)
+
+
+@dataclass(frozen=True)
+class EdgeWeights:
+    """The raw weights the composed residual's edge terms need, in float64."""
+
+    up: np.ndarray  # (3, 3, C, C): the upsampler's taps as matrices, [row tap, col tap] -> (in, out)
+    up_bias: np.ndarray  # (C,)
+    residual: np.ndarray  # (C, 3, 3): the residual conv's one output
+
+    def ring(self, inside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The upsampled map just outside its bottom row (p = 2h, q = -1 .. 2w) and right column
+        (p = 0 .. 2h - 1, q = 2w), as the upsampler makes them from the zero-padded embedding: its
+        bias plus the last embedding row (column) through its row (column) tap 2 (``TAPS``). Above and
+        left the embedding row (column) it would read is padding: the bias alone."""
+        h, w, c = inside.shape
+        row = np.zeros((w + 2, c))  # row[n + 1]: the embedding's last row at column n, zero outside
+        row[1 : w + 1] = inside[h - 1]
+        col = np.zeros((h + 1, c))  # col[m + 1]: the last column at row m
+        col[1:] = inside[:, w - 1]
+        up, b = self.up, self.up_bias
+        bottom = np.empty((2 * w + 2, c))
+        bottom[1::2] = b + row[: w + 1] @ up[2, 2] + row[1:] @ up[2, 0]  # q = 2n: columns n - 1 and n
+        bottom[0::2] = b + row[: w + 1] @ up[2, 1]  # q = 2n + 1: column n
+        right = np.empty((2 * h, c))
+        right[0::2] = b + col[:h] @ up[2, 2] + col[1:] @ up[0, 2]  # p = 2m: rows m - 1 and m
+        right[1::2] = b + col[1:] @ up[1, 2]  # p = 2m + 1: row m
+        return bottom, right
+
+
+@dataclass(frozen=True)
+class ComposedResidual:
+    """The residual conv of the feature upsampler's output as one conv of the embedding, and what its
+    edges need."""
+
+    conv: Conv  # 4 outputs, one per output phase
+    edges: EdgeWeights
 
 
 def _phase_taps() -> np.ndarray:
@@ -63,7 +100,9 @@ def _phase_taps() -> np.ndarray:
     return taps
 
 
-def compose_residual(up_w: np.ndarray, up_b: np.ndarray, res_w: np.ndarray, res_b: np.ndarray | None) -> Conv:
+def compose_residual(
+    up_w: np.ndarray, up_b: np.ndarray, res_w: np.ndarray, res_b: np.ndarray | None
+) -> ComposedResidual:
     """The residual conv of the (linear) feature upsampler's output, as one 3x3 conv of the embedding.
 
     Output channel 2 a + b holds the residual's pixels (2m + a, 2n + b): the x2 upsampler followed by a
@@ -80,7 +119,9 @@ def compose_residual(up_w: np.ndarray, up_b: np.ndarray, res_w: np.ndarray, res_
     bias = (0.0 if res_b is None else res_b[0]) + np.einsum(
         "mtu,m->", res_w[0].astype(np.float64), up_b.astype(np.float64)
     )
-    return Conv.from_weights(w.reshape(4, up_w.shape[0], 3, 3), np.full(4, bias))
+    up = np.asarray(up_w, np.float64).transpose(2, 3, 0, 1)
+    edges = EdgeWeights(up, np.asarray(up_b, np.float64), np.asarray(res_w[0], np.float64))
+    return ComposedResidual(Conv.from_weights(w.reshape(4, up_w.shape[0], 3, 3), np.full(4, bias)), edges)
 
 
 def _conv(state: dict[str, np.ndarray], name: str) -> Conv:
@@ -251,31 +292,57 @@ class Network:
 
     @staticmethod
     def _composed_residual(embedded: FeatureMap, level: Level) -> np.ndarray:
-        """The level's residual image by its composed conv; its outer rows and columns the long way.
+        """The level's residual image by its composed conv, its outer rows and columns mended.
 
-        At the image's edges the residual conv's zero padding lies outside the upsampled map, whose
-        bias (and, at the bottom and right, whose cropped last row and column) the composed conv
-        would count; so the first and last row and column come from the upsampler and the residual
-        conv run on the embedding's two outer rows or columns, which give them exactly.
+        At the image's edges the residual conv's zero padding lies outside the upsampled map, where the
+        composed conv counts what the upsampler would make there: its bias, and below and right of the
+        map the last embedding row or column through the upsampler's cropped taps (``EdgeWeights.ring``).
+        Those terms are taken off the first and last rows and columns (``edge_terms``).
         """
         h, w = embedded.h, embedded.w
-        phases = conv3x3(embedded, level.composed)
+        phases = conv3x3(embedded, level.composed.conv)
         res = np.empty((2 * h, 2 * w), np.float32)
         res.reshape(h, 2, w, 2)[...] = phases.inside.reshape(h, w, 2, 2).transpose(0, 2, 1, 3)
         phases.recycle()
-        inside = embedded.inside
-
-        def exact(part: np.ndarray) -> np.ndarray:
-            x, values = FeatureMap.from_array(part), np.zeros((2 * part.shape[0], 2 * part.shape[1]), np.float32)
-            add_upsample_residual(x, level.upsample, 1.0, level.residual, values, BAND_BYTES)
-            x.recycle()
-            return values
-
-        res[0] = exact(inside[:2])[0]
-        res[-1] = exact(inside[-2:])[-1]
-        res[:, 0] = exact(inside[:, :2])[:, 0]
-        res[:, -1] = exact(inside[:, -2:])[:, -1]
+        top, bottom, left, right = edge_terms(embedded.inside, level.composed.edges)
+        res[0] -= top
+        res[-1] -= bottom
+        res[1:-1, 0] -= left[1:-1]
+        res[1:-1, -1] -= right[1:-1]
         return res
+
+
+def _window_sums(terms: np.ndarray, n: int) -> np.ndarray:
+    """out[i] = sum over taps k of terms[i + k, k]: a 3-tap window sliding over n positions."""
+    return terms[0:n, 0] + terms[1 : n + 1, 1] + terms[2 : n + 2, 2]
+
+
+def edge_terms(inside: np.ndarray, edges: EdgeWeights) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """What the composed residual counts beyond the upsampled map, at its first and last row (2w values
+    each) and first and last column (2h each): the residual conv of a frame one pixel wide around the
+    map, which holds the upsampler's values just outside it (``EdgeWeights.ring``), its inside zero."""
+    h, w, c = inside.shape
+    bottom_ring, right_ring = edges.ring(inside)
+    frame_rows = np.zeros((2, 3, 2 * w + 2, c))  # the frame's three rows at the top, and at the bottom
+    frame_rows[0, 0] = edges.up_bias
+    frame_rows[0, 1:, 0] = edges.up_bias
+    frame_rows[0, 1:, -1] = right_ring[:2]
+    frame_rows[1, 2] = bottom_ring
+    frame_rows[1, :2, 0] = edges.up_bias
+    frame_rows[1, :2, -1] = right_ring[-2:]
+    frame_cols = np.zeros((2, 2 * h + 2, 3, c))  # its three columns at the left, and at the right
+    frame_cols[0, 0] = edges.up_bias
+    frame_cols[0, 1:-1, 0] = edges.up_bias
+    frame_cols[0, -1] = bottom_ring[:3]
+    frame_cols[1, 0] = edges.up_bias
+    frame_cols[1, 1:-1, 2] = right_ring
+    frame_cols[1, -1] = bottom_ring[-3:]
+    r = edges.residual  # (C, 3, 3): [channel, row tap t, column tap u]
+    by_rows = sum(frame_rows[:, t] @ r[:, t, :] for t in range(3))  # [e, q, u]: column q through column tap u
+    by_cols = sum(frame_cols[:, :, u] @ r[:, :, u] for u in range(3))  # [e, p, t]: row p through row tap t
+    top, bottom = (_window_sums(terms, 2 * w) for terms in by_rows)
+    left, right = (_window_sums(terms, 2 * h) for terms in by_cols)
+    return top, bottom, left, right
 
 
 class LapSRNEngine(Network):
