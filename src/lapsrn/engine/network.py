@@ -113,14 +113,12 @@ def compose_residual(
     Weights: ConvTranspose2d (Cin, C, 3, 3) and Conv2d (1, C, 3, 3), combined in float64.
     """
     p = _phase_taps()
-    w = np.einsum(  # optimize: pairwise products, 0.09 s less at every start (docs/results/speed_candidates.md)
-        "ydtk,xeul,mtu,cmkl->yxcde", p, p, res_w[0].astype(np.float64), up_w.astype(np.float64), optimize=True
+    up, up_bias, res = (np.asarray(a, np.float64) for a in (up_w, up_b, res_w[0]))
+    w = np.einsum(  # optimize: pairwise products, 0.13 s less at every start (docs/results/speed_candidates.md)
+        "ydtk,xeul,mtu,cmkl->yxcde", p, p, res, up, optimize=True
     )
-    bias = (0.0 if res_b is None else res_b[0]) + np.einsum(
-        "mtu,m->", res_w[0].astype(np.float64), up_b.astype(np.float64)
-    )
-    up = np.asarray(up_w, np.float64).transpose(2, 3, 0, 1)
-    edges = EdgeWeights(up, np.asarray(up_b, np.float64), np.asarray(res_w[0], np.float64))
+    bias = (0.0 if res_b is None else res_b[0]) + np.einsum("mtu,m->", res, up_bias)
+    edges = EdgeWeights(up.transpose(2, 3, 0, 1), up_bias, res)
     return ComposedResidual(Conv.from_weights(w.reshape(4, up_w.shape[0], 3, 3), np.full(4, bias)), edges)
 
 
