@@ -6,7 +6,8 @@ Network rows (LR luminance in, x2 and x4 planes out), median of 3 runs after a w
 process with the same threads: the PyTorch reference (models.py), ONNX Runtime on the exported
 graph, the engine as shipped, and the engine with one of its choices undone. Then the stages
 around the network for the same image: chroma upscaling and PNG encoding, each shipped choice
-against the one it replaced; start-up (the kernels loaded as machine code, through Numba, and
+against the one it replaced; the 3x3 conv's input transform with its arrays declared apart or
+not, in bands of an odd number of tiles or of 192; start-up (the kernels loaded as machine code, through Numba, and
 ``import cv2``, in fresh processes), colour
 composition on every thread or one, and building the composed residual's weights; tiling layouts
 under the same memory budget; and a per-operation profile of the shipped engine. The engine's
@@ -82,7 +83,10 @@ def network_rows(weights: Path, y: np.ndarray, threads: int) -> list[tuple[str, 
         rows.append((f"ONNX Runtime {onnxruntime.__version__}, exported graph", timed(onnx)))
     engine.set_threads(threads)
     rows.append(
-        ("**engine (shipped)**: a thread pool of bands, each with single-threaded BLAS", timed(lambda: net(y, 2)))
+        (
+            "**engine (shipped)**: bands taken in turn by the caller and pool threads, single-threaded BLAS",
+            timed(lambda: net(y, 2)),
+        )
     )
 
     from lapsrn.engine import network as N
@@ -100,11 +104,50 @@ def network_rows(weights: Path, y: np.ndarray, threads: int) -> list[tuple[str, 
 
     rows.append(("engine, bands one at a time with multi-threaded BLAS", timed(serial_bands)))
 
+    from concurrent.futures import ThreadPoolExecutor
+
+    real_map, pool = W.map_threads, ThreadPoolExecutor(threads)
+
+    def future_per_band(work, items) -> None:  # the engine before: the caller waits on a future per band
+        for _ in pool.map(work, items):
+            pass
+
+    W.map_threads = future_per_band
+    try:
+        rows.append(("engine, a pool future per band, the caller waiting", timed(lambda: net(y, 2))))
+    finally:
+        W.map_threads = real_map
+        pool.shutdown()
+
     real_recycle = W.FeatureMap.recycle
     W.FeatureMap.recycle = lambda self: None
     rows.append(("engine without recycled buffers (a fresh array for every map)", timed(lambda: net(y, 2))))
     W.FeatureMap.recycle = real_recycle
     return rows
+
+
+def transform_rows() -> list[tuple[str, float]]:
+    """The 3x3 conv's input transform on one thread, a 256x256 map of 64 channels in bands, called through
+    Numba: as compiled (arrays declared apart), and without that declaration; bands of an odd number of
+    tiles (as shipped: 187 here), and of 192, a multiple of 16."""
+    from numba import njit
+
+    from lapsrn.engine import kernels
+
+    xp = np.random.default_rng(0).standard_normal((258, 258, 64), dtype=np.float32)
+    u, slope, tiles = np.empty((6, 6, 64), np.float32), np.float32(0.2), 64 * 64
+    checked = njit(nogil=True, fastmath=True, error_model="numpy")(kernels.input_transform.py_func)
+
+    def run(kernel, band: int) -> float:
+        v = np.empty((36, band, 64), np.float32)
+        return timed(lambda: [kernel(xp, v, u, t, min(band, tiles - t), 64, slope) for t in range(0, tiles, band)], 9)
+
+    return [
+        ("arrays declared apart (noalias), bands of 187 tiles (shipped)", run(kernels.input_transform, 187)),
+        ("arrays declared apart, bands of 192 tiles", run(kernels.input_transform, 192)),
+        ("run-time overlap checks (no noalias), bands of 187 tiles", run(checked, 187)),
+        ("run-time overlap checks, bands of 192 tiles", run(checked, 192)),
+    ]
 
 
 def composition_rows(y: np.ndarray) -> list[tuple[str, float]]:
@@ -297,12 +340,14 @@ def profile(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
     return [*totals.items(), ("whole network", whole)]
 
 
-def table(rows: list[tuple[str, float]], base: float | None = None) -> list[str]:
+def table(rows: list[tuple[str, float]], base: float | None = None, ms: bool = False) -> list[str]:
+    """A markdown table of (variant, seconds), shown in milliseconds when ``ms``; with ``base``, base / each."""
     head = [
-        "| variant | seconds |" + (" vs first row |" if base else ""),
+        f"| variant | {'ms' if ms else 'seconds'} |" + (" vs first row |" if base else ""),
         "| --- | ---: |" + (" ---: |" if base else ""),
     ]
-    return head + [f"| {n} | {s:.2f} |" + (f" {base / s:.2f}x |" if base else "") for n, s in rows]
+    scale = 1e3 if ms else 1
+    return head + [f"| {n} | {s * scale:.2f} |" + (f" {base / s:.2f}x |" if base else "") for n, s in rows]
 
 
 def main() -> None:
@@ -314,6 +359,7 @@ def main() -> None:
     y = np.random.default_rng(0).random((384, 512), dtype=np.float32)
     net = network_rows(args.weights, y, args.threads)
     composition = composition_rows(y)
+    transform = transform_rows()
     lines = [
         "# CPU speed candidates",
         "",
@@ -323,6 +369,10 @@ def main() -> None:
         "## The network",
         "",
         *table(net, net[0][1]),
+        "",
+        "## The 3x3 conv's input transform: one thread, a 256x256 map of 64 channels",
+        "",
+        *table(transform, transform[0][1], ms=True),
         "",
         "## MS-LapSRN's residual: the bundled default on the same image",
         "",

@@ -454,6 +454,54 @@ def test_threads_upscaling_at_once_each_get_their_own_work_arrays():
                 np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+def test_bands_run_on_the_caller_and_a_helper_and_the_first_error_stops_them(monkeypatch):
+    """map_threads: every item once, on the calling thread and the pool's; an error raised in any of them
+    reaches the caller, and no thread takes a new item after it."""
+    import threading
+    import time
+
+    monkeypatch.setattr(W, "_threads", 2)
+    monkeypatch.setattr(W, "_pool", None)
+    ran, where = [], set()
+
+    def work(item: int) -> None:
+        ran.append(item)
+        where.add(threading.get_ident())
+        time.sleep(0.01)
+
+    W.map_threads(work, range(20))
+    assert sorted(ran) == list(range(20)) and threading.get_ident() in where and len(where) == 2
+
+    for bad in (0, 1):  # the first item is the caller's, the second (usually) the helper's
+        ran.clear()
+
+        def failing(item: int, bad: int = bad) -> None:
+            ran.append(item)
+            time.sleep(0.01)
+            if item == bad:
+                raise ValueError(f"band {item}")
+
+        with pytest.raises(ValueError, match=f"band {bad}"):
+            W.map_threads(failing, range(50))
+        assert len(ran) <= bad + 3  # the failing item, what the other thread had started, nothing after
+    W._pool.shutdown()
+
+
+def test_kernels_are_compiled_with_their_arrays_apart():
+    """LLVM is told that a kernel call's arrays do not overlap (noalias on every array pointer); without it,
+    run-time overlap checks guard each vectorised channel loop (engine/kernels.py, scripts/speed_candidates.py)."""
+    import re
+
+    from lapsrn.engine import kernels
+
+    xp, v, u = np.zeros((6, 6, 8), np.float32), np.empty((36, 1, 8), np.float32), np.empty((6, 6, 8), np.float32)
+    kernels.input_transform(xp, v, u, 0, 1, 1, np.float32(1))
+    ir = next(iter(kernels.input_transform.inspect_llvm().values()))
+    head = next(line for line in ir.splitlines() if line.startswith("define") and "%arg.xp." in line)
+    pointers = re.findall(r"ptr ([^,%]*)%arg\.(xp|v|u)\.", head)
+    assert len(pointers) >= 9 and all("noalias" in attributes for attributes, _ in pointers), head
+
+
 def test_without_torch_the_cpu_commands_work_and_train_names_the_extra(tmp_path):
     sample = REPO / "src/lapsrn/assets/sample.png"
     set5 = str(shared_path("datasets", "test", "Set5"))

@@ -3,15 +3,41 @@
 Imported only to compile them, once per machine (``native.build``); a process then loads their machine
 code without importing Numba. Each kernel has a C entry point (at the end) taking data pointers and sizes.
 The kernels must not raise or allocate (``error_model="numpy"``, no bounds checks, work arrays passed in):
-then nothing in their code calls back into Numba or Python, which ``native.build`` checks.
+then nothing in their code calls back into Numba or Python, which ``native.build`` checks. No two arrays
+of one call overlap where either is written (``kernel``): the callers in ``winograd.py`` pass distinct
+buffers, and the work arrays are disjoint parts of one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 from numba import carray, cfunc, njit, types
+from numba.core.compiler import Flags
+from numba.core.dispatcher import Dispatcher
 
-KERNEL = njit(nogil=True, fastmath=True, error_model="numpy")  # no exception paths: nothing left to call Python
+
+def kernel(fn: Callable) -> Dispatcher:
+    """``fn`` compiled by Numba with no exception paths (nothing left to call Python) and its arrays apart.
+
+    Apart: LLVM is told (``noalias``) that no two arrays of a call overlap. Otherwise it cannot
+    know, and guards each vectorised loop over the 64 channels with run-time overlap checks
+    between every pair of pointers it reads and writes, which are redone for every tile and
+    window column, a large part of the 3x3 input transform's time (``scripts/speed_candidates.py``).
+    Numba sets this flag for its own parallel loops but has no option for it, so it is set on the
+    kernel's compile flags (``tests/test_engine.py`` checks that the compiled kernels carry it).
+    """
+    dispatcher = njit(nogil=True, fastmath=True, error_model="numpy")(fn)
+    customize = dispatcher._compiler._customize_flags
+
+    def flags(f: Flags) -> Flags:
+        f = customize(f)
+        f.noalias = True
+        return f
+
+    dispatcher._compiler._customize_flags = flags
+    return dispatcher
 
 
 f2, f3, f4, f5, f8 = np.float32(2), np.float32(3), np.float32(4), np.float32(5), np.float32(8)  # float32 constants
@@ -47,7 +73,7 @@ def leaky(x, slope):
     return x if x > 0 else x * slope
 
 
-@KERNEL
+@kernel
 def input_transform(xp, v, u, first, n, tw, slope):
     """v[6i + j, t, c] = (B^T d B)[i, j], d the 6x6 window of LeakyReLU_slope(xp) at tile first + t.
 
@@ -78,7 +104,7 @@ def input_transform(xp, v, u, first, n, tw, slope):
                 ) = bt6(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c])
 
 
-@KERNEL
+@kernel
 def output_transform(m, bias, out, skip, use_skip, s, o, first, n, tw, h, w, slope):
     """LeakyReLU_slope((A^T m A) + bias (+ skip)) into tile first + t's 4x4 pixels of out (within h x w).
 
@@ -119,7 +145,7 @@ def at5(m0, m1, m2, m3, m4):
     return m0 + m1 + m2 + m3, m1 - m2 + f2 * m3, m1 + m2 + f4 * m3, m1 - m2 + f8 * m3 + m4
 
 
-@KERNEL
+@kernel
 def upsample_input_transform(xp, v, u, first, n, tw):
     """v[5i + j, t, c] = (B^T d B)[i, j], d the 5x5 window of xp at tile first + t (F(4x4, 2x2)); u: (5, 5, C) work."""
     c_in = xp.shape[2]
@@ -141,7 +167,7 @@ def upsample_input_transform(xp, v, u, first, n, tw):
                 )
 
 
-@KERNEL
+@kernel
 def upsample_output_transform(m, bias, out, s, o, first, n, tw, h, w, slope):
     """Output channel (2a + b) * C + k of tile pixel (i, j) -> out[1 + 2(4ti + i) + a, 1 + 2(4tj + j) + b, k].
 
@@ -169,7 +195,7 @@ def upsample_output_transform(m, bias, out, s, o, first, n, tw, h, w, slope):
                         out[y, x, k] = leaky(o[j, ab * c_out + k] + bias[k], slope)
 
 
-@KERNEL
+@kernel
 def image_upsample(x, k, out):
     """out = ConvTranspose2d(x, k, stride 2, padding 1): a 4x4 kernel, one channel, no bias.
 

@@ -6,7 +6,7 @@ tenth of a folder's (docs/results/speed_candidates.md). So Numba compiles them o
 C-callable functions, and llvmlite (Numba's own LLVM binding) writes them to one object file in a
 cache folder, with nothing left in it that calls into Numba's or Python's runtime (checked). A later
 process loads that file with llvmlite's MCJIT, without importing Numba, and calls the kernels
-through ctypes, which releases the GIL, so the pool's threads run them at once.
+through ctypes, which releases the GIL, so the threads running bands run them at once.
 
 The file's name is a hash of what its code depends on: the kernels' source, this module, the CPU
 and llvmlite's version; its contents carry a checksum, and a file that fails it, or that belongs to
@@ -219,7 +219,7 @@ def _work(size: int) -> int:
 
 
 # The kernels, bound to a layer's arrays: each returns the call for one band of tiles (v or m, first, n),
-# which the pool's threads make at once; a band's v and m are fresh (positions, n, channels) views.
+# which the threads running bands make at once; a band's v and m are fresh (positions, n, channels) views.
 
 
 def input_transform(xp: np.ndarray, slope: np.float32) -> Callable[[np.ndarray, int, int], None]:

@@ -173,7 +173,7 @@ class Network:
         image = np.ascontiguousarray(y, np.float32)
         rows = image.shape[0] << (levels - 1)  # of the last level's maps
         band = None if band_bytes is None else self.band_rows(band_bytes, image.shape[1] << (levels - 1))
-        # Winograd's bands each run on one pool thread with single-threaded BLAS (robust on a busy machine,
+        # Winograd's bands each run on one thread with single-threaded BLAS (robust on a busy machine,
         # where spinning BLAS threads stall).
         try:
             with single_threaded_blas():

@@ -11,7 +11,7 @@ The 36 elementwise products, summed over input channels, are 36 matrix
 products (tiles x Cin) @ (Cin x Cout), which NumPy's BLAS runs; the small input
 and output transforms are loops compiled by Numba (``kernels.py``), loaded as
 machine code (``native.py``). Both run over bands of tiles, each band start to
-finish on one thread of a pool (input transform, single-threaded BLAS, output
+finish on one thread, the caller or a helper (input transform, single-threaded BLAS, output
 transform), so its data stays in that core's cache and no two thread pools
 compete for the cores. The output transform also adds the
 bias, an optional skip (MS-LapSRN's local residual) and the LeakyReLU; the
@@ -77,7 +77,7 @@ def threads() -> int:
 
 
 def set_threads(n: int) -> None:
-    """Threads that run the bands (default: every core)."""
+    """Threads that run the bands (default: every core), the calling thread included."""
     global _threads, _pool
     if n != _threads and _pool is not None:
         _pool.shutdown()
@@ -86,19 +86,43 @@ def set_threads(n: int) -> None:
 
 
 def map_threads(work, items: range) -> None:
-    """work(item) for every item, on the pool's threads (``set_threads``); the first exception is raised here.
+    """work(item) for every item, on ``threads()`` threads: the caller and helpers from a pool.
 
-    Also runs the colour composition's bands (``imaging``), so one setting and one pool serve both.
+    Each thread takes the next item until none is left, so a call hands the pool one task per
+    helper instead of a future per item, and the caller works instead of waiting. The first
+    exception is raised here, after every thread has stopped taking items. Also runs the colour
+    composition's bands (``imaging``): one setting, one pool.
     """
     global _pool
-    if _threads == 1 or len(items) == 1:
+    helpers = min(_threads, len(items)) - 1
+    if helpers <= 0:
         for item in items:
             work(item)
         return
     if _pool is None:
-        _pool = ThreadPoolExecutor(_threads, thread_name_prefix="lapsrn")
-    for _ in _pool.map(work, items):
-        pass
+        _pool = ThreadPoolExecutor(_threads - 1, thread_name_prefix="lapsrn")
+    todo, lock, failed = iter(items), threading.Lock(), []
+
+    def drain() -> None:
+        while not failed:
+            with lock:
+                item = next(todo, None)
+            if item is None:
+                return
+            try:
+                work(item)
+            except BaseException:
+                failed.append(True)  # the others stop taking items
+                raise
+
+    running = [_pool.submit(drain) for _ in range(helpers)]
+    try:
+        drain()
+    finally:
+        errors = [future.exception() for future in running]  # waits for each; the caller's own error goes on
+    for error in errors:
+        if error is not None:
+            raise error
 
 
 def _buffers(v_size: int, m_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -259,9 +283,14 @@ TAPS = ((2, 0), (None, 1))  # output phase a -> transposed-conv tap applied to i
 def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> None:
     """For each band of at most BAND_TILES tiles: transform_in(v, first, n), v @ u into m, transform_out(m, first, n).
 
-    u: (positions, Cin, Cout). Each band runs on one pool thread with its own scratch, so the
+    u: (positions, Cin, Cout). Each band runs on one thread (``map_threads``) with its own scratch, so the
     batched matmul writes in place and the band's data stays in that core's cache; bands write
     disjoint tiles of the output. Call inside ``single_threaded_blas()``.
+
+    A band has an odd number of tiles. Its v and m hold the 36 positions n x C floats apart, and each
+    tile's transform reads or writes all 36 at once: with n a multiple of 16 and 64 channels, they lie
+    a multiple of 4 kB apart and all fall in the same few sets of the core's L1 cache, evicting each
+    other. With n odd they spread over every set (``scripts/speed_candidates.py``).
     """
     positions, c_in, c_out = u.shape
     if x.data.shape[2] != c_in:  # the compiled transforms would read past the map
@@ -269,7 +298,7 @@ def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> Non
     tiles = -(-x.h // 4) * -(-x.w // 4)
     bands = -(-tiles // BAND_TILES)
     bands = -(-bands // _threads) * _threads  # a whole number of bands per thread, so none waits for a last one
-    band = max(1, -(-tiles // bands))
+    band = -(-tiles // bands) | 1  # odd: see below
 
     def work(first: int) -> None:
         n = min(band, tiles - first)
@@ -289,7 +318,7 @@ _blas = None  # threadpoolctl's view of the loaded BLAS libraries, made at the f
 
 @contextmanager
 def single_threaded_blas() -> Iterator[None]:
-    """BLAS on the calling thread only, while the pool's threads each run their own bands.
+    """BLAS single-threaded, while the threads of ``map_threads`` each run their own bands.
 
     One controller, made at the first pass: finding the loaded BLAS libraries takes a millisecond,
     which every image of a folder would pay again. The products are NumPy's, whose BLAS is loaded
