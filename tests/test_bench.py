@@ -86,6 +86,16 @@ def test_bench_without_the_shared_folder_is_one_clear_error(tmp_path):
     assert done.stderr.count("\n") == 1 and "no such folder" in done.stderr
 
 
+def test_whole_processes_run_with_pythons_bytecode_cache(monkeypatch):
+    """The timed processes get Python's default, a bytecode cache, whatever this shell says; nothing else changes."""
+    from lapsrn import process_bench
+
+    monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
+    monkeypatch.setenv("LAPSRN_CACHE_DIR", "/somewhere")
+    env = process_bench._user_environment()
+    assert "PYTHONDONTWRITEBYTECODE" not in env and env["LAPSRN_CACHE_DIR"] == "/somewhere"
+
+
 def test_whole_process_timing_runs_both_commands(tmp_path):
     """The whole-process jobs: both contenders write every output, and the table has their ratio."""
     from PIL import Image

@@ -295,6 +295,24 @@ def test_feature_map_border_is_the_zero_padding():
     assert np.array_equal(fm.inside, x)
 
 
+@pytest.mark.parametrize("h, w, c", [(8, 8, 3), (300, 308, 64), (460, 460, 64)])
+def test_empty_maps_have_a_zero_border_fresh_or_recycled(h, w, c):
+    """Small, mid-sized (side columns zeroed on the threads) and large (zeroed pages) fresh maps, and a recycled
+    buffer whose earlier map was larger, all start with the zero border the convolutions read as padding."""
+    assert W.FRESH_BYTES < 4 * 302 * 310 * 64 < W.REUSE_BYTES < 4 * 462 * 462 * 64  # the three cases
+    fm = W.FeatureMap.empty(h, w, c)
+    for smaller in (False, True):
+        inside = np.zeros(fm.data.shape[:2], bool)
+        inside[1 : fm.h + 1, 1 : fm.w + 1] = True
+        assert not fm.data[~inside].any()
+        if not smaller:
+            fm.data[...] = 1  # every element dirty, as a recycled buffer's may be
+            fm.recycle()
+            used, fm = fm.data, W.FeatureMap.empty(h - 1, w - 1, c)  # the same padded shape
+            assert fm.data is used
+    W.release_spares(keep=0)
+
+
 def test_reused_output_buffer_gives_the_same_result():
     torch.manual_seed(0)
     conv = _conv(torch.nn.Conv2d(8, 8, 3, padding=1))

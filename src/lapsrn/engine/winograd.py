@@ -189,6 +189,9 @@ def keep_freed_memory(keep: bool) -> None:
     _keeping = keep
 
 
+FRESH_BYTES = 4 << 20  # a fresh map at least this large has its border zeroed on every thread (FeatureMap.empty)
+
+
 @dataclass
 class FeatureMap:
     """An h x w x c map inside a zero border: one pixel at top/left, enough at bottom/right for whole 4x4 tiles."""
@@ -199,11 +202,29 @@ class FeatureMap:
 
     @classmethod
     def empty(cls, h: int, w: int, c: int) -> FeatureMap:
-        """Uninitialised inside, zero border; in a recycled buffer of this shape when there is one."""
+        """Uninitialised inside, zero border; in a recycled buffer of this shape when there is one.
+
+        Where a fresh buffer's memory is first touched, the system zeroes each new page (2 MB ones for
+        NumPy's large arrays), which is why it is not touched here on one thread: a buffer larger than
+        REUSE_BYTES comes zeroed from fresh pages (glibc maps it anew, and calloc's zeros cost nothing
+        until the band threads write them); a smaller fresh one has its side columns, which reach
+        every row, zeroed in blocks of rows on every thread.
+        """
         shape = (4 * -(-h // 4) + 2, 4 * -(-w // 4) + 2, c)
         spare = getattr(_spares, "by_shape", {}).get(shape)
-        data = spare.pop() if spare else np.empty(shape, np.float32)
-        data[0], data[h + 1 :], data[:, 0], data[:, w + 1 :] = 0, 0, 0, 0
+        if spare:
+            data = spare.pop()
+        elif 4 * np.prod(shape) > REUSE_BYTES:
+            return cls(np.zeros(shape, np.float32), h, w)
+        else:
+            data = np.empty(shape, np.float32)
+        data[0], data[h + 1 :] = 0, 0
+
+        def sides(r0: int) -> None:
+            data[r0 : r0 + step, 0], data[r0 : r0 + step, w + 1 :] = 0, 0
+
+        step = shape[0] if spare or data.nbytes < FRESH_BYTES else -(-shape[0] // _threads)
+        map_threads(sides, range(0, shape[0], step))
         return cls(data, h, w)
 
     def recycle(self) -> None:
