@@ -133,6 +133,26 @@ def test_without_a_writable_cache_folder_the_kernels_still_run(tmp_path, monkeyp
     assert built == [1] and _upsample_works()
 
 
+def test_the_command_says_when_it_compiles_the_kernels_and_when_it_cannot_keep_them(tmp_path, monkeypatch, capsys):
+    """One line before a compile (a cold cache: seconds of silence otherwise), none when the kernels load, and
+    one more where the cache folder is not writable, so that every run compiles again."""
+    from lapsrn.cli import main
+
+    monkeypatch.setattr(native, "notice", None)  # the command sets it; put back afterwards
+    _fresh_load(monkeypatch, tmp_path / "cache", [])
+    (tmp_path / "a file").write_text("not a folder")
+    sample = str(REPO / "src/lapsrn/assets/sample.png")
+    for cache, said in [("new", ["compiling"]), ("new", []), ("a file", ["compiling", "cannot keep"])]:
+        monkeypatch.setenv("LAPSRN_CACHE_DIR", str(tmp_path / cache))
+        monkeypatch.setattr(native, "_functions", {})
+        assert main(["upscale", "-i", sample, "-o", str(tmp_path / "o.png"), "--quiet"]) == 0
+        lines = [line for line in capsys.readouterr().err.splitlines() if "kernels" in line]
+        assert len(lines) == len(said) and all(
+            line.startswith("lapsrn: ") and w in line for w, line in zip(said, lines)
+        )
+    assert str(tmp_path / "a file") in lines[1]
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator is what is tuned")
 def test_freed_memory_is_kept_for_small_passes_and_returned_for_large_ones():
     """After reuse_freed_memory (the command line's), a freed 16 MB array stays in the process for the next

@@ -293,9 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _upscaler(args: argparse.Namespace, model: str | None):
     """Load a model (None: the bundled default) into an Upscaler with the command's run options; this process
-    keeps freed arrays for reuse (``engine.reuse_freed_memory``)."""
+    keeps freed arrays for reuse (``engine.reuse_freed_memory``) and says when it compiles the CPU kernels."""
     import lapsrn
-    from lapsrn.engine import reuse_freed_memory
+    from lapsrn.engine import native, reuse_freed_memory
+
+    native.notice = lambda message: print(f"lapsrn: {message}", file=sys.stderr)
 
     if args.tile is not None and args.tile < 8:
         raise CLIError(f"--tile must be at least 8 pixels, got {args.tile}")

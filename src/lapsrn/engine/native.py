@@ -10,7 +10,8 @@ through ctypes, which releases the GIL, so the threads running bands run them at
 
 The file's name is a hash of what its code depends on: the kernels' source, this module, the CPU
 and llvmlite's version; its contents carry a checksum, and a file that fails it, or that belongs to
-another user, is compiled again. Where no cache folder is writable, every process compiles anew.
+another user, is compiled again. Where no cache folder is writable, every process compiles anew
+(``notice``, which the command line prints, says so, and says when it compiles).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ SIGNATURES = {
 MAGIC = b"lapsrn-kernels-1\n"  # then the sha256 of the object code, then the object code
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "f": ctypes.c_float}
 
+notice: Callable[[str], None] | None = None  # told when the kernels are compiled, or cannot be kept (the CLI prints)
 _lock = threading.Lock()
 _functions: dict[str, ctypes._CFuncPtr] = {}
 _engine = None  # llvmlite's execution engine: owns the loaded code, so it lives as long as the process
@@ -156,10 +158,10 @@ def _read(path: Path | None) -> bytes | None:
     return code if head == MAGIC and hashlib.sha256(code).digest() == digest else None
 
 
-def _write(path: Path | None, code: bytes) -> None:
-    """Keep ``code`` for the next process, atomically; quietly not, where the folder is not writable."""
+def _write(path: Path | None, code: bytes) -> bool:
+    """Keep ``code`` for the next process, atomically; False where there is no writable cache folder."""
     if path is None:
-        return
+        return False
     tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -168,6 +170,8 @@ def _write(path: Path | None, code: bytes) -> None:
     except OSError:
         with contextlib.suppress(OSError):  # also where the folder itself is missing
             tmp.unlink()
+        return False
+    return True
 
 
 def functions() -> dict[str, ctypes._CFuncPtr]:
@@ -182,8 +186,15 @@ def functions() -> dict[str, ctypes._CFuncPtr]:
         path = _cache_file(machine)
         code = _read(path)
         if code is None:
+            if notice:
+                notice("compiling the CPU kernels for this machine (once: later runs load them)")
             code = build(machine)
-            _write(path, code)
+            if not _write(path, code) and notice:
+                where = path.parent if path else "a cache folder (no home folder)"
+                notice(
+                    f"cannot keep the compiled kernels in {where}: every run compiles them again; "
+                    "set LAPSRN_CACHE_DIR to a writable folder"
+                )
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
         engine.add_object_file(llvm.ObjectFileRef.from_data(code))
         engine.finalize_object()
