@@ -24,6 +24,15 @@ def shared_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compiled_kernels() -> None:
+    """The engine's kernels loaded (compiled first, on a cold cache) before any test: a test of a command's exact
+    output would otherwise also see the compile notice, when it happens to be the first to need them."""
+    from lapsrn.engine import native
+
+    native.functions()
+
+
 @pytest.fixture(scope="session")
 def lapsrn_x4():
     """The authors' LapSRN x4 network."""

@@ -92,8 +92,12 @@ def test_whole_processes_run_with_pythons_bytecode_cache(monkeypatch):
 
     monkeypatch.setenv("PYTHONDONTWRITEBYTECODE", "1")
     monkeypatch.setenv("LAPSRN_CACHE_DIR", "/somewhere")
-    env = process_bench._user_environment()
-    assert "PYTHONDONTWRITEBYTECODE" not in env and env["LAPSRN_CACHE_DIR"] == "/somewhere"
+    check = (
+        "import os, sys; "
+        "sys.exit('PYTHONDONTWRITEBYTECODE' in os.environ or os.environ['LAPSRN_CACHE_DIR'] != '/somewhere')"
+    )
+    seconds, rss_mb = process_bench._timed([sys.executable, "-c", check])  # raises if the child exits non-zero
+    assert seconds > 0 and rss_mb > 1
 
 
 def test_whole_process_timing_runs_both_commands(tmp_path):

@@ -134,23 +134,24 @@ def test_without_a_writable_cache_folder_the_kernels_still_run(tmp_path, monkeyp
 
 
 def test_the_command_says_when_it_compiles_the_kernels_and_when_it_cannot_keep_them(tmp_path, monkeypatch, capsys):
-    """One line before a compile (a cold cache: seconds of silence otherwise), none when the kernels load, and
-    one more where the cache folder is not writable, so that every run compiles again."""
+    """One line before a compile (a cold cache: seconds of silence otherwise; not under --quiet), none when the
+    kernels load, and a warning, even under --quiet, where the cache folder is not writable."""
     from lapsrn.cli import main
 
     monkeypatch.setattr(native, "notice", None)  # the command sets it; put back afterwards
     _fresh_load(monkeypatch, tmp_path / "cache", [])
     (tmp_path / "a file").write_text("not a folder")
     sample = str(REPO / "src/lapsrn/assets/sample.png")
-    for cache, said in [("new", ["compiling"]), ("new", []), ("a file", ["compiling", "cannot keep"])]:
+    cases = [("new", [], ["compiling"]), ("new", [], []), ("a file", [], ["compiling", "cannot keep"])]
+    for cache, options, said in [*cases, ("a file", ["--quiet"], ["cannot keep"])]:
         monkeypatch.setenv("LAPSRN_CACHE_DIR", str(tmp_path / cache))
         monkeypatch.setattr(native, "_functions", {})
-        assert main(["upscale", "-i", sample, "-o", str(tmp_path / "o.png"), "--quiet"]) == 0
+        assert main(["upscale", "-i", sample, "-o", str(tmp_path / "o.png"), *options]) == 0
         lines = [line for line in capsys.readouterr().err.splitlines() if "kernels" in line]
         assert len(lines) == len(said) and all(
             line.startswith("lapsrn: ") and w in line for w, line in zip(said, lines)
         )
-    assert str(tmp_path / "a file") in lines[1]
+        assert cache == "new" or str(tmp_path / cache) in lines[-1]
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's allocator is what is tuned")
@@ -316,11 +317,15 @@ def test_feature_map_border_is_the_zero_padding():
 
 
 @pytest.mark.parametrize("h, w, c", [(8, 8, 3), (300, 308, 64), (460, 460, 64)])
-def test_empty_maps_have_a_zero_border_fresh_or_recycled(h, w, c):
+def test_empty_maps_have_a_zero_border_fresh_or_recycled(h, w, c, monkeypatch):
     """Small, mid-sized (side columns zeroed on the threads) and large (zeroed pages) fresh maps, and a recycled
     buffer whose earlier map was larger, all start with the zero border the convolutions read as padding."""
     assert W.FRESH_BYTES < 4 * 302 * 310 * 64 < W.REUSE_BYTES < 4 * 462 * 462 * 64  # the three cases
-    fm = W.FeatureMap.empty(h, w, c)
+    empty = np.empty
+    with monkeypatch.context() as patch:  # fresh memory as dirty as reused memory can be
+        patch.setattr(W.np, "empty", lambda shape, dtype: np.full(shape, np.nan, dtype))
+        fm = W.FeatureMap.empty(h, w, c)
+    assert np.empty is empty
     for smaller in (False, True):
         inside = np.zeros(fm.data.shape[:2], bool)
         inside[1 : fm.h + 1, 1 : fm.w + 1] = True
@@ -493,14 +498,15 @@ def test_threads_upscaling_at_once_each_get_their_own_work_arrays():
 
 
 def test_bands_run_on_the_caller_and_a_helper_and_the_first_error_stops_them(monkeypatch):
-    """map_threads: every item once, on the calling thread and the pool's; an error raised in any of them
-    reaches the caller, and no thread takes a new item after it."""
+    """map_threads: every item once, on the calling thread and the pool's; an error raised in either reaches
+    the caller and stops both from taking more items; a call from inside a helper does not wait on the pool
+    (whose one thread is running it) but finishes on its own."""
     import threading
     import time
 
     monkeypatch.setattr(W, "_threads", 2)
     monkeypatch.setattr(W, "_pool", None)
-    ran, where = [], set()
+    caller, ran, where = threading.get_ident(), [], set()
 
     def work(item: int) -> None:
         ran.append(item)
@@ -508,20 +514,26 @@ def test_bands_run_on_the_caller_and_a_helper_and_the_first_error_stops_them(mon
         time.sleep(0.01)
 
     W.map_threads(work, range(20))
-    assert sorted(ran) == list(range(20)) and threading.get_ident() in where and len(where) == 2
+    assert sorted(ran) == list(range(20)) and caller in where and len(where) == 2
 
-    for bad in (0, 1):  # the first item is the caller's, the second (usually) the helper's
+    for in_caller in (True, False):
         ran.clear()
 
-        def failing(item: int, bad: int = bad) -> None:
+        def failing(item: int, in_caller: bool = in_caller) -> None:
             ran.append(item)
             time.sleep(0.01)
-            if item == bad:
-                raise ValueError(f"band {item}")
+            if (threading.get_ident() == caller) == in_caller:
+                raise ValueError("this band failed")
 
-        with pytest.raises(ValueError, match=f"band {bad}"):
-            W.map_threads(failing, range(50))
-        assert len(ran) <= bad + 3  # the failing item, what the other thread had started, nothing after
+        with pytest.raises(ValueError, match="this band failed"):
+            W.map_threads(failing, range(100))
+        assert len(ran) < 20  # stopped soon after, not run to the end
+
+    ran.clear()
+    nested = threading.Thread(target=W.map_threads, args=(lambda i: W.map_threads(work, range(4)), range(4)))
+    nested.start()
+    nested.join(timeout=30)
+    assert not nested.is_alive() and len(ran) == 16
     W._pool.shutdown()
 
 

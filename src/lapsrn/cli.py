@@ -293,20 +293,29 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _upscaler(args: argparse.Namespace, model: str | None):
     """Load a model (None: the bundled default) into an Upscaler with the command's run options; this process
-    keeps freed arrays for reuse (``engine.reuse_freed_memory``) and says when it compiles the CPU kernels."""
+    keeps freed arrays for reuse (``engine.reuse_freed_memory``). The CPU engine's kernels are loaded now,
+    before any progress bar, with a line when they are compiled (not under --quiet) and when they cannot
+    be kept for the next run."""
     import lapsrn
-    from lapsrn.engine import native, reuse_freed_memory
+    from lapsrn.engine import Network, native, reuse_freed_memory
 
-    native.notice = lambda message: print(f"lapsrn: {message}", file=sys.stderr)
+    def notice(message: str, warning: bool) -> None:
+        if warning or not getattr(args, "quiet", False):
+            print(f"lapsrn: {message}", file=sys.stderr)
+
+    native.notice = notice
 
     if args.tile is not None and args.tile < 8:
         raise CLIError(f"--tile must be at least 8 pixels, got {args.tile}")
     if args.threads is not None and args.threads < 1:
         raise CLIError(f"--threads must be at least 1, got {args.threads}")
     reuse_freed_memory()
-    return lapsrn.load(
+    upscaler = lapsrn.load(
         model, tile=args.tile, max_memory=args.max_memory, device=args.device, half=args.half, threads=args.threads
     )
+    if isinstance(upscaler.net, Network):
+        native.functions()
+    return upscaler
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:

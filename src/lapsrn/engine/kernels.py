@@ -3,9 +3,9 @@
 Imported only to compile them, once per machine (``native.build``); a process then loads their machine
 code without importing Numba. Each kernel has a C entry point (at the end) taking data pointers and sizes.
 The kernels must not raise or allocate (``error_model="numpy"``, no bounds checks, work arrays passed in):
-then nothing in their code calls back into Numba or Python, which ``native.build`` checks. No two arrays
-of one call overlap where either is written (``kernel``): the callers in ``winograd.py`` pass distinct
-buffers, and the work arrays are disjoint parts of one.
+then nothing in their code calls back into Numba or Python, which ``native.build`` checks. No memory
+that a call writes is reached through two of its arrays (``kernel``): the callers in ``winograd.py``
+pass distinct buffers (``conv3x3`` checks), and the work arrays are disjoint parts of one.
 """
 
 from __future__ import annotations
@@ -21,12 +21,14 @@ from numba.core.dispatcher import Dispatcher
 def kernel(fn: Callable) -> Dispatcher:
     """``fn`` compiled by Numba with no exception paths (nothing left to call Python) and its arrays apart.
 
-    Apart: LLVM is told (``noalias``) that no two arrays of a call overlap. Otherwise it cannot
-    know, and guards each vectorised loop over the 64 channels with run-time overlap checks
-    between every pair of pointers it reads and writes, which are redone for every tile and
-    window column, a large part of the 3x3 input transform's time (``scripts/speed_candidates.py``).
-    Numba sets this flag for its own parallel loops but has no option for it, so it is set on the
-    kernel's compile flags (``tests/test_engine.py`` checks that the compiled kernels carry it).
+    Apart: LLVM is told (``noalias``) that memory a call writes through one array is not reached
+    through another. Otherwise it cannot know, and guards each vectorised loop over the 64 channels
+    with run-time overlap checks between every pair of pointers it reads and writes, redone for
+    every tile and window column: a large part of the 3x3 input transform's time
+    (``scripts/speed_candidates.py``).
+    Numba's parallel loops set this flag where its alias analysis allows, but Numba has no option for
+    it, so it is set on the kernel's compile flags (``tests/test_engine.py`` checks that a compiled
+    kernel carries it).
     """
     dispatcher = njit(nogil=True, fastmath=True, error_model="numpy")(fn)
     customize = dispatcher._compiler._customize_flags

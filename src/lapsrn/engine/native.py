@@ -38,7 +38,7 @@ SIGNATURES = {
 MAGIC = b"lapsrn-kernels-1\n"  # then the sha256 of the object code, then the object code
 _CTYPES = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "f": ctypes.c_float}
 
-notice: Callable[[str], None] | None = None  # told when the kernels are compiled, or cannot be kept (the CLI prints)
+notice: Callable[[str, bool], None] | None = None  # (message, warning): a compile, or a cache not kept (the CLI prints)
 _lock = threading.Lock()
 _functions: dict[str, ctypes._CFuncPtr] = {}
 _engine = None  # llvmlite's execution engine: owns the loaded code, so it lives as long as the process
@@ -187,13 +187,14 @@ def functions() -> dict[str, ctypes._CFuncPtr]:
         code = _read(path)
         if code is None:
             if notice:
-                notice("compiling the CPU kernels for this machine (once: later runs load them)")
+                notice("compiling the CPU kernels for this machine...", False)
             code = build(machine)
             if not _write(path, code) and notice:
                 where = path.parent if path else "a cache folder (no home folder)"
                 notice(
                     f"cannot keep the compiled kernels in {where}: every run compiles them again; "
-                    "set LAPSRN_CACHE_DIR to a writable folder"
+                    "set LAPSRN_CACHE_DIR to a writable folder",
+                    True,
                 )
         engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
         engine.add_object_file(llvm.ObjectFileRef.from_data(code))

@@ -63,10 +63,11 @@ def toom_cook(points: list[float], m: int, r: int) -> tuple[np.ndarray, np.ndarr
 # hand-expanded in kernels.py (bt6, at6, bt5, at5), G is used as a matrix on the weights.
 AT, G, BT = toom_cook([0, 1, -1, 2, -2], 4, 3)
 AT2, G2, BT2 = toom_cook([0, 1, -1, 2], 4, 2)
-BAND_TILES = 192  # tiles per band: 2 x 36 x 192 x 64 floats = 3.5 MB of scratch per thread (192 beat 96, 384, 768)
+BAND_TILES = 192  # about this many tiles per band: 2 x 36 x 192 x 64 floats = 3.5 MB of scratch per thread
 
 
 _pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
 _threads = os.cpu_count() or 1
 _scratch = threading.local()
 
@@ -79,47 +80,57 @@ def threads() -> int:
 def set_threads(n: int) -> None:
     """Threads that run the bands (default: every core), the calling thread included."""
     global _threads, _pool
-    if n != _threads and _pool is not None:
-        _pool.shutdown()
-        _pool = None
-    _threads = max(1, n)
+    with _pool_lock:
+        if n != _threads and _pool is not None:
+            _pool.shutdown()
+            _pool = None
+        _threads = max(1, n)
+
+
+def _helpers() -> ThreadPoolExecutor:
+    """The pool of helper threads (``threads() - 1``), made at the first call that needs one."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(_threads - 1, thread_name_prefix="lapsrn")
+        return _pool
 
 
 def map_threads(work, items: range) -> None:
     """work(item) for every item, on ``threads()`` threads: the caller and helpers from a pool.
 
     Each thread takes the next item until none is left, so a call hands the pool one task per
-    helper instead of a future per item, and the caller works instead of waiting. The first
-    exception is raised here, after every thread has stopped taking items. Also runs the colour
-    composition's bands (``imaging``): one setting, one pool.
+    helper instead of a future per item, and the caller works instead of waiting. When the caller
+    runs out of items, helpers that have not started are cancelled: a call never waits on the pool
+    (which may be busy with another caller's items, or be running this very call). An exception
+    stops every thread from taking more items and is raised here (the caller's own first).
+    Also runs the colour composition's bands (``imaging``): one setting, one pool.
     """
-    global _pool
     helpers = min(_threads, len(items)) - 1
     if helpers <= 0:
         for item in items:
             work(item)
         return
-    if _pool is None:
-        _pool = ThreadPoolExecutor(_threads - 1, thread_name_prefix="lapsrn")
+    pool = _helpers()
     todo, lock, failed = iter(items), threading.Lock(), []
 
     def drain() -> None:
-        while not failed:
-            with lock:
-                item = next(todo, None)
-            if item is None:
-                return
-            try:
+        try:
+            while not failed:
+                with lock:
+                    item = next(todo, None)
+                if item is None:
+                    return
                 work(item)
-            except BaseException:
-                failed.append(True)  # the others stop taking items
-                raise
+        except BaseException:  # Ctrl-C in the caller too
+            failed.append(True)  # the others stop taking items
+            raise
 
-    running = [_pool.submit(drain) for _ in range(helpers)]
+    running = [pool.submit(drain) for _ in range(helpers)]
     try:
         drain()
-    finally:
-        errors = [future.exception() for future in running]  # waits for each; the caller's own error goes on
+    finally:  # wait for the helpers that started; the caller's own error, if any, goes on
+        errors = [None if future.cancel() else future.exception() for future in running]
     for error in errors:
         if error is not None:
             raise error
@@ -302,7 +313,7 @@ TAPS = ((2, 0), (None, 1))  # output phase a -> transposed-conv tap applied to i
 
 
 def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> None:
-    """For each band of at most BAND_TILES tiles: transform_in(v, first, n), v @ u into m, transform_out(m, first, n).
+    """For each band of about BAND_TILES tiles: transform_in(v, first, n), v @ u into m, transform_out(m, first, n).
 
     u: (positions, Cin, Cout). Each band runs on one thread (``map_threads``) with its own scratch, so the
     batched matmul writes in place and the band's data stays in that core's cache; bands write
@@ -318,8 +329,8 @@ def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> Non
         raise ValueError(f"a map of {x.data.shape[2]} channels into a conv of {c_in} inputs")
     tiles = -(-x.h // 4) * -(-x.w // 4)
     bands = -(-tiles // BAND_TILES)
-    bands = -(-bands // _threads) * _threads  # a whole number of bands per thread, so none waits for a last one
-    band = -(-tiles // bands) | 1  # odd: see below
+    bands = -(-bands // _threads) * _threads  # about as many bands for each thread, so none waits for a last one
+    band = -(-tiles // bands) | 1  # odd: see above
 
     def work(first: int) -> None:
         n = min(band, tiles - first)
@@ -372,6 +383,8 @@ def conv3x3(
         out = FeatureMap.empty(x.h, x.w, conv.u.shape[2])
     if (out.data.shape[2], out.h, out.w) != (conv.u.shape[2], x.h, x.w):
         raise ValueError(f"an output map of shape {out.data.shape} for this conv of a {x.data.shape} map")
+    if any(np.may_share_memory(out.data, m.data) for m in (x, skip) if m is not None):  # bands race; see kernels
+        raise ValueError("a conv's output map must not share memory with its input or skip")
     _run_bands(
         x,
         conv.u,
