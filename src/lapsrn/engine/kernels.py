@@ -242,7 +242,7 @@ ENTRY = {"fastmath": True, "error_model": "numpy"}
 
 
 def entry_points() -> dict:
-    """name -> (C entry point, kernel), compiled now: importing this module compiles nothing."""
+    """name -> C entry point, compiled now: importing this module compiles nothing."""
 
     @cfunc(_c_signature("piiippiif"), **ENTRY)
     def input_transform_c(xp, xh, xw, c, v, u, first, n, slope):
@@ -294,9 +294,9 @@ def entry_points() -> dict:
         image_upsample(carray(x, (h, w)), carray(k, (4, 4)), carray(out, (2 * h, 2 * w)))
 
     return {
-        "input_transform": (input_transform_c, input_transform),
-        "output_transform": (output_transform_c, output_transform),
-        "upsample_input_transform": (upsample_input_transform_c, upsample_input_transform),
-        "upsample_output_transform": (upsample_output_transform_c, upsample_output_transform),
-        "image_upsample": (image_upsample_c, image_upsample),
+        "input_transform": input_transform_c,
+        "output_transform": output_transform_c,
+        "upsample_input_transform": upsample_input_transform_c,
+        "upsample_output_transform": upsample_output_transform_c,
+        "image_upsample": image_upsample_c,
     }

@@ -105,7 +105,7 @@ def build(machine) -> bytes:
     from .kernels import entry_points
 
     module = None
-    for name, (entry, _) in entry_points().items():
+    for name, entry in entry_points().items():
         kinds = "".join(_kind(t) for t in entry.ctypes.argtypes)
         if kinds != SIGNATURES[name]:  # ctypes would pass the arguments wrongly
             raise RuntimeError(f"{name}'s entry point takes {kinds!r}, SIGNATURES says {SIGNATURES[name]!r}")
