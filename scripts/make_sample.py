@@ -1,7 +1,9 @@
-"""Draw the bundled sample image (src/lapsrn/assets/sample.png): made by this project, free to redistribute.
+"""Draw the bundled samples (src/lapsrn/assets/sample.png and sample.mp4): made by this project, free to redistribute.
 
 A small LR picture with what super-resolution is judged on: text, thin lines,
-circles, a grid and soft gradients. Deterministic: rerunning gives the same file.
+circles, a grid and soft gradients; and a two-second clip panning across the
+same drawing, with a 440 Hz tone as its audio (needs PyAV: lapsrn[video]).
+Deterministic: rerunning gives the same files.
 """
 
 from pathlib import Path
@@ -9,11 +11,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-OUT = Path(__file__).resolve().parents[1] / "src" / "lapsrn" / "assets" / "sample.png"
+ASSETS = Path(__file__).resolve().parents[1] / "src" / "lapsrn" / "assets"
+OUT = ASSETS / "sample.png"
+CLIP = ASSETS / "sample.mp4"
 
 
-def main() -> None:
-    w, h = 640, 480  # drawn large, then shrunk 4x with antialiasing like a real LR photo
+def draw() -> Image.Image:
+    """The 640x480 drawing both samples are shrunk from."""
+    w, h = 640, 480
     yy = np.mgrid[0:h, 0:w][0]
     sky = np.stack([120 + 80 * yy / h, 160 + 60 * yy / h, 230 - 40 * yy / h], axis=-1)
     img = Image.fromarray(sky.astype(np.uint8))
@@ -28,10 +33,40 @@ def main() -> None:
     font = ImageFont.load_default(size=56)
     d.text((60, 285), "lapsrn", fill=(10, 10, 80), font=font)
     d.text((60, 355), "x2 x4 x8", fill=(150, 0, 0), font=ImageFont.load_default(size=44))
+    return img
+
+
+def write_clip(img: Image.Image, frames: int = 48, fps: int = 24) -> None:
+    """A 128x96 H.264 clip panning across the drawing (shrunk 4x per frame, like the image), AAC tone beside."""
+    import av
+
+    with av.open(str(CLIP), "w", options={"fflags": "+bitexact"}) as out:
+        video = out.add_stream("libx264", rate=fps, options={"crf": "20", "threads": "1"})
+        video.width, video.height, video.pix_fmt = 128, 96, "yuv420p"
+        audio = out.add_stream("aac", rate=48000, layout="mono")
+        for i in range(frames):
+            x = 128 * i // (frames - 1)
+            small = img.crop((x, 48, x + 512, 48 + 384)).resize((128, 96), Image.Resampling.LANCZOS)
+            out.mux(video.encode(av.VideoFrame.from_image(small)))
+        out.mux(video.encode(None))
+        t = np.arange(48000 * frames // fps) / 48000
+        tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        for k in range(0, tone.shape[1], 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1024]), "fltp", "mono")
+            chunk.sample_rate, chunk.pts = 48000, k
+            out.mux(audio.encode(chunk))
+        out.mux(audio.encode(None))
+    print(f"wrote {CLIP} (128x96, {frames} frames at {fps} fps, AAC tone)")
+
+
+def main() -> None:
+    img = draw()
+    w, h = img.size
     small = img.resize((w // 4, h // 4), Image.Resampling.LANCZOS)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     small.save(OUT, optimize=True)
     print(f"wrote {OUT} ({small.size[0]}x{small.size[1]})")
+    write_clip(img)
 
 
 if __name__ == "__main__":

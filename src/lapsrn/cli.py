@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"models (-m, any case): default (= {DEFAULT_MODEL}), {', '.join(bundled_names())}, "
         "or a .safetensors / official .mat file",
     )
-    up.add_argument("-i", "--input", required=True, type=Path, help="image file or folder")
+    up.add_argument("-i", "--input", required=True, type=Path, help="image file, folder, or video file (mp4, mkv, ...)")
     up.add_argument("-o", "--output", required=True, type=Path, help="output file, or folder when INPUT is a folder")
     up.add_argument(
         "-s",
@@ -220,6 +220,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="PNG zlib level 0-9 (default 1: fast, as OpenCV; 6 makes files a little smaller and is much slower)",
     )
     up.add_argument("--quiet", action="store_true", help="no progress bar and no 'wrote PATH' lines")
+    video = up.add_argument_group("video (extra: lapsrn[video])")
+    video.add_argument("--codec", choices=["h264", "hevc", "vp9", "av1"], help="default: vp9 for .webm, else h264")
+    video.add_argument(
+        "--crf", type=int, help="constant quality, lower is better (default: h264 18, hevc 20, vp9 24, av1 28)"
+    )
+    video.add_argument(
+        "--preset", help="encoder speed: h264/hevc ultrafast..veryslow (default medium), vp9 0-8 (4), av1 0-13 (8)"
+    )
     _add_model_args(up)
 
     ev = sub.add_parser("evaluate", help="PSNR/SSIM with the papers' protocol")
@@ -321,10 +329,16 @@ def _upscaler(args: argparse.Namespace, model: str | None):
 def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     """(input, output) pairs for a file or a folder input (this process's shard of a folder)."""
     from .io import IMAGE_SUFFIXES, output_format
+    from .video import is_video
 
     src, dst = args.input, args.output
     if not src.exists():
         raise CLIError(f"{src}: no such file or folder")
+    video_options = [f"--{k}" for k in ("codec", "crf", "preset") if getattr(args, k) is not None]
+    if src.is_file() and is_video(src):
+        return _video_job(args)
+    if video_options:
+        raise CLIError(f"{video_options[0]} is for video inputs; {src} is not one (mp4, m4v, mov, mkv, webm, avi)")
     if src.is_file():
         if dst.is_dir():
             raise CLIError(f"{dst}: is a folder; give an output file name")
@@ -341,6 +355,22 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     shard, count = _shard(args)
     rels = [f.relative_to(src) for f in files if in_shard(f.relative_to(src), shard, count)]
     return [(src / r, dst / _output_name(r, args.suffix, args.ext)) for r in rels]
+
+
+def _video_job(args: argparse.Namespace) -> list[tuple[Path, Path]]:
+    """The one (video, output video) pair, checked: a video becomes a video, with options made for one."""
+    from .video import CONTAINERS, is_video
+
+    if args.output.is_dir():
+        raise CLIError(f"{args.output}: is a folder; give an output video name")
+    if not is_video(args.output):
+        raise CLIError(f"{args.output}: a video's output must be a video file ({', '.join(sorted(CONTAINERS))})")
+    image_only = {"--all-levels": args.all_levels, "--ext": args.ext != "auto", "--suffix": args.suffix}
+    image_only.update({"--recursive": args.recursive, "--shard": args.shard is not None})
+    for flag, used in image_only.items():
+        if used:
+            raise CLIError(f"{flag} is for images; it does not apply to a video")
+    return [(args.input, args.output)]
 
 
 def _output_name(rel: Path, suffix: str, ext: str) -> Path:
@@ -401,7 +431,7 @@ def _refuse_overwriting_inputs(jobs: list[tuple[Path, Path]], args: argparse.Nam
     for src, dst in jobs:
         for target in _targets(dst, args):
             if target.exists() and (target.stat().st_dev, target.stat().st_ino) in inputs:
-                raise CLIError(f"{target}: is an input image; refusing to replace it (use another -o, or --overwrite)")
+                raise CLIError(f"{target}: is an input file; refusing to replace it (use another -o, or --overwrite)")
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -416,12 +446,66 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     levels_for(args.scale)  # reject absurd scales before loading anything
     jobs = _jobs(args)
     _refuse_overwriting_inputs(jobs, args)
+    video = _video_options(args)
     upscaler = _upscaler(args, args.model)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
+        if video is not None:
+            return _upscale_video(upscaler, args, video)
         return _upscale_all(upscaler, jobs, args)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _video_options(args: argparse.Namespace):
+    """A video input's encoding options (``video.VideoOptions``), checked before the model loads; None for images.
+    PyAV is imported here, so that without the extra the one-line hint comes before any work."""
+    from .video import VideoOptions, is_video
+
+    if not (args.input.is_file() and is_video(args.input)):
+        return None
+    options = VideoOptions(args.codec, args.crf, args.preset)
+    options.resolved(args.output.suffix.lower())
+    import av  # noqa: F401
+
+    return options
+
+
+def _upscale_video(upscaler, args: argparse.Namespace, options) -> int:
+    """lapsrn upscale on a video: a progress bar of frames (fps, ETA), notes as one line each, and on Ctrl-C or
+    SIGTERM where the finished segments are kept for the same command to resume."""
+    from .video import upscale_video, work_folder
+
+    bar = None
+
+    def progress(done: int, total: int | None) -> None:
+        nonlocal bar
+        if args.quiet:
+            return
+        if bar is None:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, initial=done - 1, unit="frame", dynamic_ncols=True, file=sys.stderr)
+        bar.update(done - bar.n)
+
+    def log(message: str) -> None:
+        if not args.quiet:
+            (bar.write if bar else print)(f"lapsrn: {message}", file=sys.stderr)
+
+    try:
+        result = upscale_video(upscaler, args.input, args.output, args.scale, options, progress, log)
+    except KeyboardInterrupt:
+        if bar:
+            bar.close()
+        folder = work_folder(args.output)
+        if folder.is_dir():
+            print(f"lapsrn: finished segments are kept in {folder}: the same command resumes", file=sys.stderr)
+        raise
+    if bar:
+        bar.close()
+    if not args.quiet:
+        print(f"wrote {result.path} ({result.frames} frames upscaled)", file=sys.stderr)
+    return 0
 
 
 def _rows_bar():
@@ -763,6 +847,7 @@ EXTRAS = {
     "onnxruntime": "export",
     "matplotlib": "plot",
     "cv2": "bench",
+    "av": "video",
 }  # module -> extra
 
 COMMANDS = {

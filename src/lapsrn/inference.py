@@ -13,12 +13,15 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import numpy as np
 
 from .upscale import upscale_image
 from .weights import ModelSpec
+
+if TYPE_CHECKING:
+    from .video import VideoResult
 
 Image = TypeVar("Image")  # a PIL image, NumPy array or torch tensor: the same kind comes back
 DEFAULT_MAX_MEMORY = 672 << 20  # bytes for the input, output and feature maps: bands or tiles keep within it
@@ -237,6 +240,18 @@ class Upscaler:
         """
         n = levels or self.spec.levels
         return upscale_image(self, image, 2**n, all_levels=True)
+
+    def upscale_video(self, src: str | Path, dst: str | Path, scale: float = 2, **options) -> VideoResult:
+        """Upscale a video file into ``dst`` (mp4, m4v, mov, mkv, webm, avi); needs PyAV (``lapsrn[video]``).
+
+        ``options``: ``codec`` (h264, hevc, vp9, av1), ``crf``, ``preset``, ``progress(done, total)``,
+        ``log(line)``: see ``lapsrn.video.upscale_video``. An interrupted call's finished segments are kept
+        beside ``dst`` and the same call resumes after them, writing the same file.
+        """
+        from .video import VideoOptions, upscale_video
+
+        hooks = {k: options.pop(k) for k in ("progress", "log") if k in options}
+        return upscale_video(self, src, dst, scale, VideoOptions(**options), **hooks)
 
     def _banded(self, levels: int) -> bool:
         """Whether the network runs the last of these levels in bands of rows (the engine does, from x4)."""
