@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from lapsrn.bench import flops_per_pixel
+from lapsrn.bench import cpu_model, flops_per_pixel
 from lapsrn.weights import read
 
 from .conftest import SHARED, shared_path
@@ -64,6 +64,7 @@ def test_small_bench_writes_the_table(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
     assert "## Set5, x4" in text and "## 48x48 LR, x4" in text and "matmul peak measured here" in text
+    assert f"Machine: {cpu_model()}, 1 threads" in text
     set5 = text.split("## 48x48")[0]
     rows = {m.group(1).strip(): m.group(2).split("|") for m in re.finditer(r"^\| ([^|]+) \|(.*)\|$", set5, re.M)}
     ours = rows["lapsrn default (MS-LapSRN D5R2, ours)"]
@@ -114,11 +115,28 @@ def test_whole_process_timing_runs_both_commands(tmp_path):
     jobs = process_bench.prepare_jobs(hr, lr, tmp_path / "wall")
     assert [j.pixels for j in jobs] == [512 * 512, 40 * 30 + 24 * 40, 64 * 64]
     jobs = jobs[1:]  # the folder and the 64x64 image: the photo takes OpenCV ~10 s here
-    rows = process_bench.run_wall(jobs, shared_path("peers/opencv/LapSRN_x4.pb"), tmp_path / "wall", 1, lambda m: None)
+    rows = process_bench.run_wall(jobs, shared_path("peers/opencv"), tmp_path / "wall", 1, lambda m: None)
     assert len(rows) == 4 and all(r.seconds > 0 and r.rss_mb > 10 for r in rows)
     assert [r.vs_opencv for r in rows if r.method.startswith("OpenCV")] == [1.0, 1.0]
     written = sorted(p.name for p in (tmp_path / "wall").glob("out0_*/*.png"))
     assert written == ["lr0.png", "lr0.png", "lr1.png", "lr1.png"]
     assert Image.open(tmp_path / "wall" / "out0_0" / "lr1.png").size == (96, 160)
     table = "\n".join(process_bench.markdown(rows, 1))
-    assert "| a folder of 2 images | 2,160 | lapsrn upscale (bundled default) |" in table
+    assert "| a folder of 2 images | x4 | 2,160 | lapsrn upscale (bundled default) |" in table
+
+
+def test_whole_process_video_job(tmp_path):
+    """The video row: a clip both contenders upscale x2 whole, frames per second in the table."""
+    import av
+
+    from lapsrn import process_bench
+
+    job = process_bench.prepare_video(shared_path("datasets/test/Set5/baby.png"), tmp_path / "v", 4, (64, 36))
+    assert (job.scale, job.frames, job.pixels) == (2, 4, 64 * 36 * 4)
+    rows = process_bench.run_wall([job], shared_path("peers/opencv"), tmp_path / "v", 1, lambda m: None)
+    assert [r.method for r in rows] == ["lapsrn upscale (bundled default)", "OpenCV dnn_superres LapSRN_x2"]
+    for out in (tmp_path / "v").glob("out0_*.mp4"):
+        with av.open(str(out)) as c:
+            assert [(f.width, f.height) for f in c.decode(video=0)] == [(128, 72)] * 4
+    table = "\n".join(process_bench.markdown(rows, 1))
+    assert f"| {job.name} | x2 | 9,216 | OpenCV dnn_superres LapSRN_x2 | {rows[1].seconds:.2f} | " in table

@@ -295,7 +295,7 @@ def markdown(rows: list[Row], peak: float, threads: int, command: str, wall: lis
     """docs/BENCHMARKS.md."""
     import numba
 
-    machine = platform.processor() or platform.machine()
+    machine = cpu_model()
     lines = [
         "# Benchmarks",
         "",
@@ -333,6 +333,19 @@ def markdown(rows: list[Row], peak: float, threads: int, command: str, wall: lis
     return "\n".join(lines)
 
 
+def cpu_model() -> str:
+    """The processor's name as the OS reports it (/proc/cpuinfo's model name on Linux): speed figures differ
+    twofold between machines, so a table must say which one made it."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
+        if names:
+            return f"{names[0]} ({platform.machine()})"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def _f(x: float | None, digits: int) -> str:
     return "-" if x is None else f"{x:.{digits}f}"
 
@@ -359,11 +372,13 @@ def bench(
     full: bool = False,
     progress=print,
     wall_rounds: int = 0,
+    video_frames: int = 0,
 ) -> list[Row]:
     """The whole benchmark: prepare inputs, run, write the markdown atomically.
 
     ``wall_rounds`` > 0 adds the whole-process comparison (``process_bench``) at x4: the largest
-    image of the first dataset as a photo, the first dataset's x4 LR images as a folder, a 64x64 crop.
+    image of the first dataset as a photo, the first dataset's x4 LR images as a folder, a 64x64 crop;
+    and with ``video_frames`` > 0 a 640x360 clip of that many frames panning across the photo, at x2.
     """
     from . import process_bench
     from .io import atomic_path
@@ -385,9 +400,11 @@ def bench(
             folder = x4.lr if x4 else []
             jobs = process_bench.prepare_jobs(photo, folder, Path(tmp) / "wall")
             jobs = [j for j in jobs if not (j.source.is_dir() and not folder)]
-            graph = shared / "peers/opencv/LapSRN_x4.pb"
+            if video_frames:
+                jobs.append(process_bench.prepare_video(photo, Path(tmp) / "wall", video_frames))
+            graphs = shared / "peers/opencv"
             wall = process_bench.markdown(
-                process_bench.run_wall(jobs, graph, Path(tmp) / "wall", wall_rounds, progress), wall_rounds
+                process_bench.run_wall(jobs, graphs, Path(tmp) / "wall", wall_rounds, progress), wall_rounds
             )
         rows, peak = run_bench(methods, cases, threads, Path(tmp), rounds, progress)
     with atomic_path(output) as t:

@@ -289,6 +289,12 @@ def build_parser() -> argparse.ArgumentParser:
     be.add_argument(
         "--wall-rounds", type=int, default=3, help="timed runs of each whole-process job at x4 (0 = none; default 3)"
     )
+    be.add_argument(
+        "--video-frames",
+        type=int,
+        default=48,
+        help="frames of the 640x360 clip timed whole-process at x2 (0 = none; needs lapsrn[video]; default 48)",
+    )
     be.add_argument("-o", "--output", type=Path, default=Path("docs/BENCHMARKS.md"))
 
     sub.add_parser("models", help="the bundled models: name, architecture, size, training, Set5 x4 PSNR")
@@ -836,6 +842,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         args.full,
         progress=lambda m: print(m, file=sys.stderr),
         wall_rounds=args.wall_rounds,
+        video_frames=args.video_frames,
     )
     print(f"wrote {args.output} ({len(rows)} rows)")
     return 0

@@ -4,7 +4,9 @@ In-process per-image times leave out what a user also waits for: start-up and
 imports, loading the model, decoding, encoding. Here each contender is a fresh
 process doing the whole job -- files in, x4 PNG files out -- timed by wall
 clock, with its peak RSS from ``wait4``. The jobs: one photo of about 0.5 MP,
-a folder (Set14's LR images), and a 64x64 image, where start-up dominates.
+a folder (Set14's LR images), and a 64x64 image, where start-up dominates, at x4;
+and a 640x360 video clip at x2 (with an AAC track, as clips have), against an
+OpenCV script that reads it with VideoCapture and writes with VideoWriter.
 Contenders alternate order round by round, after one untimed warm-up run each
 (the engine's compiled kernels, Python's bytecode cache and the disk cache are
 then as on a user's second run; the first run after installing also compiles
@@ -40,13 +42,41 @@ for f in files:
 '''
 
 
+VIDEO_SCRIPT = '''\
+"""The peer for video: VideoCapture -> OpenCV's dnn_superres LapSRN -> VideoWriter (MPEG-4 part 2: OpenCV's wheels
+carry no H.264 encoder), at the source's frame rate."""
+import sys
+
+import cv2
+
+src, dst, graph, scale = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+sr = cv2.dnn_superres.DnnSuperResImpl_create()
+sr.readModel(graph)
+sr.setModel("lapsrn", scale)
+capture = cv2.VideoCapture(src)
+fps = capture.get(cv2.CAP_PROP_FPS)
+writer = None
+while True:
+    ok, frame = capture.read()
+    if not ok:
+        break
+    out = sr.upsample(frame)
+    if writer is None:
+        writer = cv2.VideoWriter(dst, cv2.VideoWriter_fourcc(*"mp4v"), fps, (out.shape[1], out.shape[0]))
+    writer.write(out)
+writer.release()
+'''
+
+
 @dataclass
 class Job:
-    """One upscaling job: an input file or folder at x4."""
+    """One upscaling job: an input file, folder or video clip, and its scale."""
 
     name: str
     source: Path
-    pixels: int  # LR pixels in the job
+    pixels: int  # LR pixels in the job (of all frames, for a clip)
+    scale: int = 4
+    frames: int = 0  # a video clip's frames; 0 for images
 
 
 @dataclass
@@ -59,6 +89,8 @@ class WallRow:
     seconds: float
     rss_mb: float
     vs_opencv: float | None = None  # OpenCV's time over this one: the throughput ratio
+    frames: int = 0  # a video job's frames, for frames per second
+    scale: int = 4
 
 
 def prepare_jobs(photo: Path, folder_lr: list[Path], work: Path) -> list[Job]:
@@ -80,6 +112,36 @@ def prepare_jobs(photo: Path, folder_lr: list[Path], work: Path) -> list[Job]:
         Job(f"a folder of {len(folder_lr)} images", folder, total),
         Job("one 64x64 image", work / "small.png", 64 * 64),
     ]
+
+
+def prepare_video(photo: Path, work: Path, frames: int = 48, size: tuple[int, int] = (640, 360)) -> Job:
+    """A clip panning across ``photo`` (resized to cover the frame with room to move): H.264 at CRF 18, 24 fps,
+    with a 440 Hz AAC track. Needs PyAV."""
+    import av
+    from PIL import Image
+
+    w, h = size
+    img = Image.open(photo).convert("RGB")
+    cover = max((w + frames) / img.width, (h + frames // 2) / img.height)
+    big = np.asarray(img.resize((round(img.width * cover) + 1, round(img.height * cover) + 1), Image.BICUBIC))
+    work.mkdir(parents=True, exist_ok=True)
+    path = work / "clip.mp4"
+    with av.open(str(path), "w") as out:
+        video = out.add_stream("libx264", rate=24, options={"crf": "18"})
+        video.width, video.height, video.pix_fmt = w, h, "yuv420p"
+        audio = out.add_stream("aac", rate=48000, layout="mono")
+        for i in range(frames):
+            crop = np.ascontiguousarray(big[i // 2 : i // 2 + h, i : i + w])
+            out.mux(video.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")))
+        out.mux(video.encode(None))
+        t = np.arange(48000 * frames // 24) / 48000
+        tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        for k in range(0, tone.shape[1], 1024):
+            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1024]), "fltp", "mono")
+            chunk.sample_rate, chunk.pts = 48000, k
+            out.mux(audio.encode(chunk))
+        out.mux(audio.encode(None))
+    return Job(f"a {w}x{h} clip of {frames} frames, with audio", path, w * h * frames, scale=2, frames=frames)
 
 
 def _lapsrn_command() -> list[str]:
@@ -115,12 +177,17 @@ def _timed(argv: list[str]) -> tuple[float, float]:
     return seconds, rss_kb / 1024
 
 
-def run_wall(jobs: list[Job], graph: Path, work: Path, rounds: int, progress=print) -> list[WallRow]:
-    """Every job by both contenders, warm-up first, then `rounds` interleaved timed runs; median per cell."""
-    script = work / "opencv_upscale.py"
-    script.write_text(OPENCV_SCRIPT)
+def run_wall(jobs: list[Job], graphs: Path, work: Path, rounds: int, progress=print) -> list[WallRow]:
+    """Every job by both contenders, warm-up first, then `rounds` interleaved timed runs; median per cell.
+    ``graphs``: the folder of OpenCV's LapSRN_x{2,4,8}.pb."""
+    scripts = {False: work / "opencv_upscale.py", True: work / "opencv_video.py"}
+    work.mkdir(parents=True, exist_ok=True)
+    scripts[False].write_text(OPENCV_SCRIPT)
+    scripts[True].write_text(VIDEO_SCRIPT)
 
     def commands(job: Job, out: Path) -> dict[str, list[str]]:
+        graph = str(graphs / f"LapSRN_x{job.scale}.pb")
+        peer = [sys.executable, str(scripts[job.frames > 0]), str(job.source), str(out), graph]
         return {
             "lapsrn upscale (bundled default)": [
                 *_lapsrn_command(),
@@ -130,9 +197,9 @@ def run_wall(jobs: list[Job], graph: Path, work: Path, rounds: int, progress=pri
                 "-o",
                 str(out),
                 "-s",
-                "4",
+                str(job.scale),
             ],
-            "OpenCV dnn_superres LapSRN_x4": [sys.executable, str(script), str(job.source), str(out), str(graph)],
+            f"OpenCV dnn_superres LapSRN_x{job.scale}": peer + ([str(job.scale)] if job.frames else []),
         }
 
     rows = []
@@ -143,7 +210,7 @@ def run_wall(jobs: list[Job], graph: Path, work: Path, rounds: int, progress=pri
             if job.source.is_dir():
                 out.mkdir()
             else:
-                out = out.with_suffix(".png")
+                out = out.with_suffix(".mp4" if job.frames else ".png")
             outs[name] = out
         argvs = {name: commands(job, outs[name])[name] for name in outs}
         for argv in argvs.values():  # warm-up, untimed
@@ -162,6 +229,8 @@ def run_wall(jobs: list[Job], graph: Path, work: Path, rounds: int, progress=pri
                     name,
                     float(np.median([t for t, _ in times[name]])),
                     max(m for _, m in times[name]),
+                    frames=job.frames,
+                    scale=job.scale,
                 )
             )
         cv = rows[-1]
@@ -173,17 +242,21 @@ def run_wall(jobs: list[Job], graph: Path, work: Path, rounds: int, progress=pri
 def markdown(rows: list[WallRow], rounds: int) -> list[str]:
     """The whole-process section of docs/BENCHMARKS.md."""
     lines = [
-        "## Whole processes at x4: what a user waits for",
+        "## Whole processes: what a user waits for",
         "",
         f"Each cell is the median wall time of {rounds} runs of a fresh process doing the whole job (start-up, "
-        "imports, model load, decode, network, colour, PNG encode), after one untimed warm-up run; contenders "
+        "imports, model load, decode, network, colour, encode), after one untimed warm-up run; contenders "
         "alternate order round by round, with Python's default bytecode cache (PYTHONDONTWRITEBYTECODE unset). "
-        "x OpenCV is OpenCV's time over this one (throughput ratio); RSS is the process's peak.",
+        "Images at x4 (PNG out), the clip at x2 (lapsrn: H.264 CRF 18 and the audio copied; OpenCV: MPEG-4 "
+        "part 2, no audio). x OpenCV is OpenCV's time over this one (throughput ratio); RSS is the process's peak.",
         "",
-        "| job | LR pixels | method | wall s | x OpenCV | peak RSS MB |",
-        "| --- | ---: | --- | ---: | ---: | ---: |",
+        "| job | scale | LR pixels | method | wall s | frames/s | x OpenCV | peak RSS MB |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: |",
     ]
     for r in rows:
         ratio = "-" if r.vs_opencv is None else f"{r.vs_opencv:.2f}"
-        lines.append(f"| {r.job} | {r.pixels:,} | {r.method} | {r.seconds:.2f} | {ratio} | {r.rss_mb:.0f} |")
+        fps = f"{r.frames / r.seconds:.2f}" if r.frames else "-"
+        lines.append(
+            f"| {r.job} | x{r.scale} | {r.pixels:,} | {r.method} | {r.seconds:.2f} | {fps} | {ratio} | {r.rss_mb:.0f} |"
+        )
     return [*lines, ""]
