@@ -293,15 +293,12 @@ def _reason(e: Exception) -> str:
 
 
 def _video_stream(container, src: Path):
+    """The first video stream, decoded on FFmpeg's own threads; one line if there is none or no decoder for it."""
     if not container.streams.video:
         raise VideoError(f"{src}: has no video stream")
     stream = container.streams.video[0]
-    try:
-        stream.codec_context  # noqa: B018 -- raises when FFmpeg has no decoder for it
-    except Exception:  # noqa: BLE001
-        raise VideoError(f"{src}: no decoder for its video codec") from None
     if stream.codec_context is None:
-        raise VideoError(f"{src}: no decoder for its video codec ({stream.codec.name})")
+        raise VideoError(f"{src}: FFmpeg here has no decoder for its video codec")
     stream.thread_type = "AUTO"
     return stream
 
@@ -517,11 +514,7 @@ def upscale_video(
     corrupt = [0]
     done_frames = 0
     if not work.complete():
-
-        def short(decoded: int, announced: int) -> None:
-            note(f"only {decoded} of the {announced} frames {src} announces could be decoded (damaged or cut short)")
-
-        done_frames = _run(upscaler, src, info, layout, plan, work, resumed, corrupt, progress, short)
+        done_frames = _run(upscaler, src, info, layout, plan, work, resumed, corrupt, progress, note)
     count = work.open()
     _assemble(src, dst, fmt, work, count, plan, info)
     work.remove()
@@ -598,10 +591,10 @@ def _run(
     resumed: int,
     corrupt: list[int],
     progress: Callable[[int, int | None], None] | None,
-    log_short: Callable[[int, int], None],
+    say: Callable[[str], None],
 ) -> int:
     """Decode, upscale and encode every frame after the resumed segments; returns the frames upscaled.
-    ``log_short(decoded, announced)`` hears of a video that ends before the frames its container announces."""
+    ``say`` hears of frames lost or given a timestamp."""
     import av
 
     skip = resumed * plan.segment_frames
@@ -611,6 +604,7 @@ def _run(
     errors: list[BaseException] = []
     reserved = held_bytes(plan, layout)
     count = [0]  # frames decoded, those of resumed segments included
+    retimed = [0]  # frames without a timestamp, or one not after the frame before, given the next one
 
     def guarded(fn: Callable[[], None]) -> Callable[[], None]:
         def run() -> None:
@@ -626,9 +620,15 @@ def _run(
         container = open_input(src)
         try:
             stream = _video_stream(container, src)
+            last = None
+            step = max(1, round(1 / (info.rate * info.time_base))) if info.rate else 1
             for index, frame in enumerate(_frames(container, stream, corrupt)):
                 if stop.is_set():
                     return
+                if frame.pts is None or (last is not None and frame.pts <= last):
+                    frame.pts = 0 if last is None else last + step  # encoders need increasing timestamps
+                    retimed[0] += 1
+                last = frame.pts
                 if index >= skip:
                     _put(decoded, (index, frame), stop)
                 count[0] = index + 1
@@ -687,7 +687,9 @@ def _run(
     if count[0] == 0:
         raise VideoError(f"{src}: its video stream has no frames that can be decoded")
     if info.frames and count[0] < info.frames - 1:  # an estimate from the duration may be one frame off
-        log_short(count[0], info.frames)
+        say(f"only {count[0]} of the {info.frames} frames {src} announces could be decoded (damaged or cut short)")
+    if retimed[0]:
+        say(f"{retimed[0]} frame(s) of {src} had no timestamp or one out of order, and were given the next one")
     return frames
 
 
@@ -695,7 +697,12 @@ def upscale_frame(upscaler: Upscaler, frame, info: Source, layout: Layout, plan:
     """One decoded frame -> the upscaled frame in the output's format, with the source frame's timestamp."""
     import av
 
-    if info.convert:
+    if (frame.width, frame.height) != (info.width, info.height):
+        raise VideoError(
+            f"the video changes size mid-stream ({info.width}x{info.height}, then {frame.width}x"
+            f"{frame.height}): lapsrn writes one size"
+        )
+    if info.convert or frame.format.name != info.pix_fmt:
         frame = frame.reformat(format=info.layout.pix_fmt)
     y, cb, cr = read_planes(frame, info.layout)
     size = (plan.height, plan.width)
