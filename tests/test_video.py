@@ -431,3 +431,35 @@ def test_env_has_no_leftover_threads(up, clip, tmp_path):
     assert set(threading.enumerate()) <= before | {t for t in threading.enumerate() if not t.name.startswith("lapsrn")}
     assert not [t for t in threading.enumerate() if t.name in ("lapsrn-decode", "lapsrn-encode")]
     assert os.path.exists(tmp_path / "t.mp4")
+
+
+def test_missing_encoder_is_one_line(up, clip, tmp_path, monkeypatch):
+    """An encoder this PyAV build lacks (wheels built without SVT-AV1, say) is one error line, before any work."""
+    from dataclasses import replace
+
+    from lapsrn import video
+
+    monkeypatch.setitem(video.CODECS, "av1", replace(video.CODECS["av1"], encoder="libnonexistent"))
+    with pytest.raises(VideoError, match="^this PyAV build has no libnonexistent encoder for --codec av1$"):
+        up.upscale_video(clip, tmp_path / "o.mkv", codec="av1")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_budget_too_small_for_one_frame_is_refused_before_any_work(clip, tmp_path, capsys):
+    out = tmp_path / "o.mp4"
+    line = _bad(capsys, "-i", str(clip), "-o", str(out), "-s", "2", "--max-memory", "1M")
+    assert line.startswith("lapsrn: error: --max-memory 1M is too small for x2 of a 64x48 image")
+    assert list(tmp_path.iterdir()) == []  # no work folder either
+
+
+def test_a_failed_run_leaves_no_empty_work_folder(up, clip, tmp_path, monkeypatch):
+    """An error mid-run (here the encoder) removes a work folder that holds no finished segment."""
+    from lapsrn import video
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(video.WorkFolder, "add", broken)
+    with pytest.raises(OSError, match="disk full"):
+        up.upscale_video(clip, tmp_path / "o.mp4", 2)
+    assert list(tmp_path.iterdir()) == []

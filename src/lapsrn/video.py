@@ -474,7 +474,7 @@ def upscale_video(
     info = probe(src)
     try:
         encoder = av.Codec(codec.encoder, "w")
-    except av.FFmpegError:
+    except (av.FFmpegError, ValueError):  # PyAV's UnknownCodecError is a ValueError
         raise VideoError(f"this PyAV build has no {codec.encoder} encoder for --codec {codec_name}") from None
     supported = {f.name for f in encoder.video_formats or []}
     layout = output_layout(info.layout, supported)
@@ -488,6 +488,7 @@ def upscale_video(
     if (layout.bits, layout.pix_fmt) != (info.layout.bits, info.layout.pix_fmt) or info.convert:
         note(f"{info.pix_fmt} frames are written as {layout.pix_fmt} ({codec_name} in this build)")
     height, width = output_size(info.height, info.width, scale, layout)
+    upscaler.tile_size(info.height, info.width, levels, held_bytes(width, height, layout))  # too small a budget
     stat = src.stat()
     rate = info.rate
     plan = Plan(
@@ -513,10 +514,14 @@ def upscale_video(
         note(f"resuming after {resumed} finished segment(s) kept in {work.path}")
     corrupt = [0]
     done_frames = 0
-    if not work.complete():
-        done_frames = _run(upscaler, src, info, layout, plan, work, resumed, corrupt, progress, note)
-    count = work.open()
-    _assemble(src, dst, fmt, work, count, plan, info)
+    try:
+        if not work.complete():
+            done_frames = _run(upscaler, src, info, layout, plan, work, resumed, corrupt, progress, note)
+        _assemble(src, dst, fmt, work, work.open(), plan, info)
+    except BaseException:  # an error or Ctrl-C: a folder with no finished segment is only clutter
+        if work.open() == 0:
+            work.remove()
+        raise
     work.remove()
     if corrupt[0]:
         note(f"{corrupt[0]} packet(s) of {src} could not be decoded and were skipped")
@@ -573,10 +578,10 @@ def _get(q: queue.Queue, stop: threading.Event, threads: list[threading.Thread])
 _END, _FAILED = object(), object()
 
 
-def held_bytes(plan: Plan, layout: Layout) -> int:
+def held_bytes(width: int, height: int, layout: Layout) -> int:
     """Bytes of the memory budget that frames in flight take beside the network's feature maps: output frames
     queued, being encoded and being filled, the float32 Y plane, the chroma's float64 temporaries."""
-    pixels = plan.width * plan.height
+    pixels = width * height
     frame = pixels * (1 + 2 / (layout.sub_w * layout.sub_h)) * (1 if layout.bits == 8 else 2)
     return int(frame * (QUEUE_FRAMES + 2) + pixels * (4 + 16 / (layout.sub_w * layout.sub_h)))
 
@@ -602,7 +607,7 @@ def _run(
     upscaled: queue.Queue = queue.Queue(QUEUE_FRAMES)
     stop = threading.Event()
     errors: list[BaseException] = []
-    reserved = held_bytes(plan, layout)
+    reserved = held_bytes(plan.width, plan.height, layout)
     count = [0]  # frames decoded, those of resumed segments included
     retimed = [0]  # frames without a timestamp, or one not after the frame before, given the next one
 
