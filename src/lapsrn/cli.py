@@ -299,6 +299,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser("models", help="the bundled models: name, architecture, size, training, Set5 x4 PSNR")
 
+    ap = sub.add_parser("app", help="a local page: drop images, compare models with sliders, download (lapsrn[app])")
+    ap.add_argument("--host", default="127.0.0.1", help="address to serve on (default 127.0.0.1: this machine only)")
+    ap.add_argument("--port", type=int, default=7860, help="port (default 7860)")
+    ap.add_argument("--share", action="store_true", help="also make a temporary public link through Gradio's servers")
+    ap.add_argument(
+        "--max-memory", type=parse_bytes, default="672M", help="working memory per image, as for upscale (default 672M)"
+    )
+    ap.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores)")
+
     pl = sub.add_parser("plot", help="training curves PNG from one or more training log.csv")
     pl.add_argument("log", type=Path, nargs="+")
     pl.add_argument("-o", "--output", required=True, type=Path)
@@ -848,6 +857,20 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_app(args: argparse.Namespace) -> int:
+    """lapsrn app: serve the page until Ctrl-C."""
+    if not 0 < args.port < 65536:
+        raise CLIError(f"--port must be from 1 to 65535, got {args.port}")
+    if args.threads is not None and args.threads < 1:
+        raise CLIError(f"--threads must be at least 1, got {args.threads}")
+    import gradio  # noqa: F401 -- the extra's one-line hint before anything starts
+
+    from .app import serve
+
+    serve(args.host, args.port, args.share, args.max_memory, args.threads)
+    return 0
+
+
 EXTRAS = {
     "torch": "torch",
     "onnx": "export",
@@ -855,6 +878,7 @@ EXTRAS = {
     "matplotlib": "plot",
     "cv2": "bench",
     "av": "video",
+    "gradio": "app",
 }  # module -> extra
 
 COMMANDS = {
@@ -867,6 +891,7 @@ COMMANDS = {
     "plot": cmd_plot,
     "bench": cmd_bench,
     "models": cmd_models,
+    "app": cmd_app,
 }
 
 
