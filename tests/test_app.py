@@ -229,3 +229,25 @@ def test_cancel_stops_a_long_image(page, tmp_path):
     said = finished(page, timeout=60)
     assert said.splitlines() == ["Done: 0 output(s) at x8.", "", "Cancelled."]
     assert time.monotonic() - start < 10
+
+
+def test_own_weights_and_the_pickers(page, tmp_path):
+    """The authors' LapSRN x4 .mat dropped as weights runs beside a bundled model; the pickers swap what the
+    model-vs-model slider shows; a weights file that is not one is named with its reason."""
+    from .conftest import shared_path
+
+    page.locator("#weights input[type=file]").set_input_files(str(shared_path("weights/official/LapSRN_x4.mat")))
+    assert upscale(page, SAMPLE, models=("gan",)) == "Done: 2 output(s) at x4."
+    assert slider_images(page, "versus") == [("sample_x4_gan.png", 640), ("sample_x4_LapSRN_x4.png", 640)]
+    page.locator("#left input").click()
+    page.get_by_role("option", name="LapSRN_x4").click()
+    page.wait_for_timeout(500)
+    assert [name for name, _ in slider_images(page, "versus")] == ["sample_x4_LapSRN_x4.png", "sample_x4_gan.png"]
+    assert [name for name, _ in slider_images(page, "before")] == ["sample_original.png", "sample_x4_LapSRN_x4.png"]
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"not weights")
+    page.locator("#weights button[aria-label='Clear']").first.click()
+    page.locator("#weights input[type=file]").set_input_files(str(junk))
+    said = upscale(page, SAMPLE, models=(), scale="2")
+    assert said.startswith("Done: 0 output(s) at x2.\n\nsample.png, junk: ")
+    assert page.outside == []
