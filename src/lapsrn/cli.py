@@ -374,14 +374,14 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
 
 def _video_job(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     """The one (video, output video) pair, checked: a video becomes a video, with options made for one."""
-    from .video import CONTAINERS, is_video
+    from .video import output_format
 
     if args.output.is_dir():
         raise CLIError(f"{args.output}: is a folder; give an output video name")
-    if not is_video(args.output):
-        raise CLIError(f"{args.output}: a video's output must be a video file ({', '.join(sorted(CONTAINERS))})")
+    output_format(args.output)
     image_only = {"--all-levels": args.all_levels, "--ext": args.ext != "auto", "--suffix": args.suffix}
     image_only.update({"--recursive": args.recursive, "--shard": args.shard is not None})
+    image_only.update({"--quality": args.quality != 95, "--png-compression": args.png_compression != 1})
     for flag, used in image_only.items():
         if used:
             raise CLIError(f"{flag} is for images; it does not apply to a video")
@@ -507,17 +507,23 @@ def _upscale_video(upscaler, args: argparse.Namespace, options) -> int:
         if not args.quiet:
             (bar.write if bar else print)(f"lapsrn: {message}", file=sys.stderr)
 
+    if args.skip_existing and args.output.exists():
+        print(f"lapsrn: {args.output} exists; skipped (--skip-existing)", file=sys.stderr)
+        return 0
     try:
         result = upscale_video(upscaler, args.input, args.output, args.scale, options, progress, log)
     except KeyboardInterrupt:
         if bar:
             bar.close()
+            bar = None
         folder = work_folder(args.output)
         if folder.is_dir():
             print(f"lapsrn: finished segments are kept in {folder}: the same command resumes", file=sys.stderr)
         raise
-    if bar:
-        bar.close()
+    finally:
+        if bar:
+            bar.total = max(bar.n, bar.total or 0) if sys.exc_info()[0] else bar.n  # an estimated total ends true
+            bar.close()
     if not args.quiet:
         print(f"wrote {result.path} ({result.frames} frames upscaled)", file=sys.stderr)
     return 0

@@ -19,6 +19,7 @@ threads), one encodes; bounded queues between them keep at most QUEUE_FRAMES fra
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import heapq
 import json
@@ -42,8 +43,8 @@ from .io import atomic_path, remove_stale_temps
 if TYPE_CHECKING:
     from .inference import Upscaler
 
-CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm", ".avi": "avi"}
-VIDEO_SUFFIXES = set(CONTAINERS)
+CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}  # outputs
+VIDEO_SUFFIXES = {*CONTAINERS, ".avi"}  # inputs: AVI is read, not written (it has no place for B-frames' timing)
 SEGMENT_SECONDS = 4  # frames per segment: what an interruption may lose, and one forced keyframe each
 QUEUE_FRAMES = 2  # frames waiting between decoder, network and encoder, each way
 X26X_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow")
@@ -100,7 +101,17 @@ class VideoOptions:
 
 def is_video(path: Path) -> bool:
     """Whether a path names a video by its extension (mp4, m4v, mov, mkv, webm, avi)."""
-    return path.suffix.lower() in CONTAINERS
+    return path.suffix.lower() in VIDEO_SUFFIXES
+
+
+def output_format(dst: Path) -> str:
+    """FFmpeg's muxer for an output's extension; one line for one lapsrn does not write."""
+    suffix = dst.suffix.lower()
+    if suffix == ".avi":
+        raise VideoError(f"{dst}: AVI cannot keep the frames' timestamps; write .mkv, .mp4, .mov or .webm")
+    if suffix not in CONTAINERS:
+        raise VideoError(f"{dst}: a video's output must be a video file ({', '.join(sorted(CONTAINERS))})")
+    return CONTAINERS[suffix]
 
 
 @dataclass(frozen=True)
@@ -235,6 +246,7 @@ class Source:
     time_base: Fraction
     rate: Fraction | None
     frames: int | None  # as the container says, or estimated from the duration; None when unknown
+    frames_exact: bool  # the container says how many (MP4, MOV); Matroska and WebM give only a duration
     rotation: int
     colour: tuple[int, int, int, int]  # primaries, transfer, matrix, range as FFmpeg numbers them
     sample_aspect: Fraction | None
@@ -253,8 +265,9 @@ def probe(src: Path) -> Source:
         layout, convert = source_layout(first.format.name, full)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         frames = stream.frames or None
-        if frames is None and rate and container.duration:
-            frames = round(container.duration / 1e6 * rate)
+        seconds = _seconds(stream)
+        if frames is None and rate and seconds:
+            frames = round(seconds * rate)
         sar = ctx.sample_aspect_ratio
         return Source(
             first.width,
@@ -265,12 +278,23 @@ def probe(src: Path) -> Source:
             Fraction(stream.time_base),
             Fraction(rate) if rate else None,
             frames,
+            bool(stream.frames),
             int(first.rotation or 0),
             (int(first.color_primaries), int(first.color_trc), int(first.colorspace), int(first.color_range)),
             Fraction(sar) if sar and sar > 0 else None,
         )
     finally:
         container.close()
+
+
+def _seconds(stream) -> float | None:
+    """The video stream's own duration (not the file's, which may be the audio's): from the stream, or from
+    Matroska's DURATION tag ("00:01:02.500000000")."""
+    if stream.duration and stream.time_base:
+        return float(stream.duration * stream.time_base)
+    tag = stream.metadata.get("DURATION") or stream.metadata.get("duration")
+    m = re.fullmatch(r"(\d+):(\d+):(\d+(?:\.\d+)?)", tag or "")
+    return int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3]) if m else None
 
 
 def open_input(src: Path):
@@ -333,6 +357,7 @@ class Plan:
     pix_fmt: str
     full_range: bool
     segment_frames: int
+    libraries: str  # PyAV and FFmpeg's versions: another encoder build may write other bytes
 
 
 def model_fingerprint(upscaler: Upscaler, levels: int) -> str:
@@ -464,13 +489,13 @@ def upscale_video(
 
     src, dst = Path(src), Path(dst)
     options = options or VideoOptions()
-    fmt = CONTAINERS.get(dst.suffix.lower())
-    if fmt is None:
-        raise VideoError(f"{dst}: unsupported video extension (use {', '.join(sorted(CONTAINERS))})")
+    fmt = output_format(dst)
     codec_name, codec, crf, preset = options.resolved(dst.suffix.lower())
     levels = levels_for(scale)
     if upscaler.max_levels is not None and levels > upscaler.max_levels:
         raise VideoError(f"this LapSRN has {upscaler.max_levels} level(s); x{scale:g} needs an MS-LapSRN model")
+    if codec_name == "av1":
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner at every encoder's start otherwise
     info = probe(src)
     try:
         encoder = av.Codec(codec.encoder, "w")
@@ -503,8 +528,9 @@ def upscale_video(
         layout.pix_fmt,
         layout.full_range,
         max(1, round(SEGMENT_SECONDS * rate)) if rate else 100,
+        f"PyAV {av.__version__}, libavcodec {'.'.join(map(str, av.library_versions['libavcodec']))}",
     )
-    for stream in _check_output_streams(src, dst, fmt, codec_name):
+    for stream in _check_output(src, dst, fmt, plan, info):
         note(f"{stream} of {src} is not copied: only the video, audio and subtitles are")
     dst.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(dst.parent)
@@ -517,7 +543,12 @@ def upscale_video(
     try:
         if not work.complete():
             done_frames = _run(upscaler, src, info, layout, plan, work, resumed, corrupt, progress, note)
-        _assemble(src, dst, fmt, work, work.open(), plan, info)
+        try:
+            _assemble(src, dst, fmt, work, work.open(), plan, info)
+        except av.FFmpegError as e:
+            raise VideoError(
+                f"cannot write {dst}: {_reason(e)} (the finished segments stay in {work.path}; delete it to start over)"
+            ) from None
     except BaseException:  # an error or Ctrl-C: a folder with no finished segment is only clutter
         if work.open() == 0:
             work.remove()
@@ -528,30 +559,40 @@ def upscale_video(
     return VideoResult(dst, done_frames, resumed, corrupt[0], notes)
 
 
-def _check_output_streams(src: Path, dst: Path, fmt: str, codec_name: str) -> list[str]:
-    """Refuse, before any work, an output container that cannot hold the video codec or a stream to copy;
-    returns what is left behind: streams other than the first video, audio and subtitles (data, attachments,
-    a second video), each described for a note."""
+def _check_output(src: Path, dst: Path, fmt: str, plan: Plan, info: Source) -> list[str]:
+    """Refuse, before any work, an output that would fail at the end: a container that cannot hold the video
+    codec or a stream to copy (by FFmpeg's list, for a clear message), then anything else the muxer or the
+    encoder refuses (a codec a container lists but will not write, a frame size beyond the encoder's limits),
+    found by writing the output's header to nowhere. Returns what is left behind: streams other than the first
+    video, audio and subtitles (data, attachments, a second video), each described for a note."""
     import av
 
     container = open_input(src)
+    out = av.open(os.devnull, "w", format=fmt)
     try:
-        out = av.open(os.devnull, "w", format=fmt)
         held = out.supported_codecs
-        out.close()
-        if codec_name not in held:
-            raise VideoError(f"{dst}: a {dst.suffix} file cannot hold {codec_name} video (choose another --codec)")
+        if plan.codec not in held:
+            raise VideoError(f"{dst}: a {dst.suffix} file cannot hold {plan.codec} video (choose another --codec)")
         left = []
         for s in container.streams:
             name = s.codec_context.name if s.codec_context is not None else "unknown"
             if s.type in ("audio", "subtitle") and name in held:
-                continue
-            if s.type in ("audio", "subtitle"):
+                out.add_stream_from_template(s)
+            elif s.type in ("audio", "subtitle"):
                 raise VideoError(f"{dst}: a {dst.suffix} file cannot hold the {name} {s.type} of {src}")
-            if s.index != container.streams.video[0].index:
+            elif s.index != container.streams.video[0].index:
                 left.append(f"stream {s.index} ({s.type}, {name})")
+        video = out.add_stream(CODECS[plan.codec].encoder, rate=info.rate)
+        configure_encoder(video.codec_context, plan, info, info.rate)
+        out.start_encoding()
         return left
+    except av.FFmpegError as e:
+        raise VideoError(
+            f"{dst}: {plan.codec} at {plan.width}x{plan.height} in a {dst.suffix} file is refused ({_reason(e)})"
+        ) from None
     finally:
+        with contextlib.suppress(av.FFmpegError):
+            out.close()
         container.close()
 
 
@@ -615,6 +656,9 @@ def _run(
         def run() -> None:
             try:
                 fn()
+            except av.FFmpegError as e:  # an encoder that fails mid-run: one line, not PyAV's exception
+                errors.append(VideoError(f"{fn.__name__} failed: {_reason(e)}"))
+                stop.set()
             except BaseException as e:  # noqa: BLE001 -- handed to the caller's thread
                 errors.append(e)
                 stop.set()
@@ -691,7 +735,7 @@ def _run(
         raise errors[0]
     if count[0] == 0:
         raise VideoError(f"{src}: its video stream has no frames that can be decoded")
-    if info.frames and count[0] < info.frames - 1:  # an estimate from the duration may be one frame off
+    if info.frames_exact and count[0] < info.frames:  # Matroska's duration gives an estimate, not a count
         say(f"only {count[0]} of the {info.frames} frames {src} announces could be decoded (damaged or cut short)")
     if retimed[0]:
         say(f"{retimed[0]} frame(s) of {src} had no timestamp or one out of order, and were given the next one")
@@ -766,7 +810,11 @@ def _interleaved(work: WorkFolder, count: int, video, container, copies: dict, t
     import av
 
     def video_packets() -> Iterator[tuple[Fraction, int, object]]:
+        last = None
         for data, pts, dts, duration, key in work.packets(count):
+            if last is not None and dts is not None and dts <= last:
+                dts = last + 1  # a segment's encoder starts its decoding times from its own first frames:
+            last = dts if dts is not None else last  # after an uneven gap they may fall below the last segment's
             p = av.Packet(data)
             p.pts, p.dts, p.duration, p.time_base, p.is_keyframe = pts, dts, duration, time_base, key
             p.stream = video
