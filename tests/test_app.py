@@ -102,8 +102,7 @@ def upscale(tab, *files: Path, models: tuple[str, ...] = ("default",), scale: st
     for name in ("default", "real", "gan", "bicubic"):
         box = tab.locator("#models").get_by_label(name, exact=True)
         box.check() if name in models else box.uncheck()
-    tab.locator("#run").click()
-    return finished(tab)
+    return press_upscale(tab)
 
 
 def message(tab) -> str:
@@ -111,12 +110,28 @@ def message(tab) -> str:
     return tab.locator("#message").get_by_test_id("markdown").inner_text().strip()
 
 
-def finished(tab, timeout: float = 180) -> str:
-    """Wait until the run's last message ("Done: ..."), then return it."""
-    deadline = time.monotonic() + timeout
-    while not message(tab).startswith("Done:"):
-        assert time.monotonic() < deadline, f"no end of run in {timeout} s: {message(tab)!r}"
-        tab.wait_for_timeout(200)
+WATCH = """() => {
+    const box = document.querySelector('#message');
+    window.said = [];
+    new MutationObserver(() => {
+        const md = box.querySelector('[data-testid=markdown]');
+        if (md) window.said.push(md.innerText.trim());
+    }).observe(box, {subtree: true, childList: true, characterData: true});
+}"""
+ENDED = """() => {
+    const i = window.said.findIndex(t => t.startsWith('Waiting for the queue'));
+    return i >= 0 && window.said.slice(i).some(t => t.startsWith('Done:'));
+}"""
+
+
+def press_upscale(tab, then=None, timeout: float = 180) -> str:
+    """Press Upscale (and run ``then`` meanwhile), then wait for this run's last message: every message the page
+    shows after the press is watched, so the previous run's "Done:" is never taken for this one's."""
+    tab.evaluate(WATCH)
+    tab.locator("#run").click()
+    if then:
+        then()
+    tab.wait_for_function(ENDED, timeout=timeout * 1000)
     tab.wait_for_timeout(300)  # the last update's images
     return message(tab)
 
@@ -198,6 +213,7 @@ def test_sixteen_bit_alpha_and_cmyk_are_upscaled_not_refused(page, tmp_path):
 
 
 def test_two_tabs_at_once_are_queued(browser, server, tmp_path):
+    """Two sessions press Upscale together: one job runs, the other waits its turn; both finish."""
     tabs = []
     for _ in range(2):
         context = browser.new_context()
@@ -206,34 +222,66 @@ def test_two_tabs_at_once_are_queued(browser, server, tmp_path):
         tab.wait_for_selector("#run")
         tab.locator("#uploads input[type=file]").set_input_files(str(SAMPLE))
         tab.locator("#scale").get_by_label("2", exact=True).check()
+        tab.evaluate(WATCH)
         tabs.append(tab)
     for tab in tabs:
         tab.locator("#run").click()
     for tab in tabs:
-        assert finished(tab) == "Done: 1 output(s) at x2."
-    for tab in tabs:
+        tab.wait_for_function(ENDED, timeout=180_000)
+        assert message(tab) == "Done: 1 output(s) at x2."
         tab.context.close()
 
 
 def test_cancel_stops_a_long_image(page, tmp_path):
-    """Cancel during a long x8 (about half a minute here): the run stops at the engine's next band, with no output."""
+    """Cancel during a long x8 (about a quarter of a minute here): the run stops at the engine's next band."""
     rng = np.random.default_rng(1)
     big = tmp_path / "big.png"
     Image.fromarray((rng.random((360, 480, 3)) * 255).astype(np.uint8)).save(big)
     page.locator("#uploads input[type=file]").set_input_files(str(big))
     page.locator("#scale").get_by_label("8", exact=True).check()
-    page.locator("#run").click()
-    page.wait_for_timeout(3000)
-    start = time.monotonic()
-    page.locator("#cancel").click()
-    said = finished(page, timeout=60)
+    start = []
+
+    def cancel_later() -> None:
+        page.wait_for_timeout(3000)
+        start.append(time.monotonic())
+        page.locator("#cancel").click()
+
+    said = press_upscale(page, then=cancel_later, timeout=60)
     assert said.splitlines() == ["Done: 0 output(s) at x8.", "", "Cancelled."]
-    assert time.monotonic() - start < 10
+    assert time.monotonic() - start[0] < 10
+
+
+def test_cancel_reaches_a_queued_job(browser, server, tmp_path):
+    """A job cancelled while another tab's runs is dropped when its turn comes, not run."""
+    rng = np.random.default_rng(2)
+    big = tmp_path / "busy.png"
+    Image.fromarray((rng.random((240, 320, 3)) * 255).astype(np.uint8)).save(big)
+    tabs = []
+    for source, scale in ((big, "8"), (SAMPLE, "2")):
+        tab = browser.new_context().new_page()
+        tab.goto(server)
+        tab.wait_for_selector("#run")
+        tab.locator("#uploads input[type=file]").set_input_files(str(source))
+        tab.locator("#scale").get_by_label(scale, exact=True).check()
+        tab.evaluate(WATCH)
+        tabs.append(tab)
+    busy, queued = tabs
+    busy.locator("#run").click()
+    busy.wait_for_timeout(1000)
+    queued.locator("#run").click()
+    queued.wait_for_timeout(500)
+    queued.locator("#cancel").click()
+    busy.locator("#cancel").click()
+    for tab in tabs:
+        tab.wait_for_function(ENDED, timeout=120_000)
+    assert message(queued).splitlines() == ["Done: 0 output(s) at x2.", "", "Cancelled."]
+    for tab in tabs:
+        tab.context.close()
 
 
 def test_own_weights_and_the_pickers(page, tmp_path):
     """The authors' LapSRN x4 .mat dropped as weights runs beside a bundled model; the pickers swap what the
-    model-vs-model slider shows; a weights file that is not one is named with its reason."""
+    model-vs-model slider shows; a weights file that is not one is named, once, with its reason."""
     from .conftest import shared_path
 
     page.locator("#weights input[type=file]").set_input_files(str(shared_path("weights/official/LapSRN_x4.mat")))
@@ -248,6 +296,39 @@ def test_own_weights_and_the_pickers(page, tmp_path):
     junk.write_bytes(b"not weights")
     page.locator("#weights button[aria-label='Clear']").first.click()
     page.locator("#weights input[type=file]").set_input_files(str(junk))
-    said = upscale(page, SAMPLE, models=(), scale="2")
-    assert said.startswith("Done: 0 output(s) at x2.\n\nsample.png, junk: ")
+    said = upscale(page, SAMPLE, SAMPLE, models=(), scale="2")
+    assert said.startswith("Done: 0 output(s) at x2.\n\njunk.safetensors: ") and said.count("junk") == 1
+    assert "/tmp" not in said  # no temp folder in the message
     assert page.outside == []
+
+
+def test_uploads_with_one_name_keep_their_outputs_apart(tmp_path):
+    """photo.png and photo.jpg, or the same name twice, get outputs of their own."""
+    from lapsrn.app import display_names
+
+    got = display_names([Path("a/photo.png"), Path("b/photo.jpg"), Path("c/photo.png"), Path("d/x.png")])
+    assert got == [
+        ("photo.png", "photo_png"),
+        ("photo.jpg", "photo_jpg"),
+        ("photo.png (2)", "photo_png_2"),
+        ("x.png", "x"),
+    ]
+
+
+def test_bicubic_in_bands_equals_the_whole_image(tmp_path):
+    """The baseline's file, made band by band to bound memory, is the protocol's bicubic of the whole image."""
+    from lapsrn import imaging
+    from lapsrn import protocol as P
+    from lapsrn.app import bicubic_file
+
+    rng = np.random.default_rng(3)
+    img = (rng.random((37, 23, 3)) * 255).astype(np.uint8)
+    Image.fromarray(img).save(tmp_path / "in.png")
+    want = P.im2uint8(np.clip(P.imresize(img / 255.0, 4), 0, 1))
+    old = imaging.BAND_PIXELS
+    try:
+        imaging.BAND_PIXELS = 23 * 16 * 5  # bands of 5 rows: many bands, each with its margins
+        bicubic_file(tmp_path / "in.png", tmp_path / "out.png", 4)
+    finally:
+        imaging.BAND_PIXELS = old
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out.png")), want)

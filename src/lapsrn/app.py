@@ -3,24 +3,29 @@
 Gradio is the field's convention for model demos: an upload box, an image comparison slider, file
 downloads, a queue and a progress bar come built in, served by one local process, so there is no
 web code of our own to keep. The page runs what ``lapsrn upscale`` runs -- the same engine, memory
-budget and file writer -- so a download is byte for byte the command's output for the same settings.
-It needs nothing from the internet: Gradio serves its scripts and fonts itself, and its usage
-analytics are switched off before it is imported.
+budget and file writer -- so a model's download is byte for byte the command's output for the same
+settings. It needs nothing from the internet: Gradio serves its scripts and fonts itself, and its
+usage analytics are switched off.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sys
 import tempfile
 import threading
 import zipfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # read when gradio is imported
-import gradio as gr  # noqa: E402 -- after the line above; its handlers' gr.Request annotations need it here
+import numpy as np
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+import gradio as gr  # noqa: E402 -- its handlers' gr.Request annotations need it at module level
 
 if TYPE_CHECKING:
     from .inference import Upscaler
@@ -29,6 +34,7 @@ MODELS = ("default", "real", "gan", "bicubic")  # bicubic: the baseline every mo
 SCALES = ("2", "3", "4", "8")
 ORIGINAL = "original"
 PREVIEW_SIDE = 2048  # the sliders show outputs shrunk to this longest side; downloads are full size
+CACHE_SECONDS = 3600  # Gradio's copies of uploads and outputs, and our runs' folders, are deleted after an hour
 
 
 class Cancelled(Exception):
@@ -43,44 +49,102 @@ class Results:
     files: dict[tuple[str, str], Path] = field(default_factory=dict)  # (image name, model) -> output PNG
     previews: dict[tuple[str, str], Path] = field(default_factory=dict)  # the same, small enough to show
     problems: list[str] = field(default_factory=list)
+    zip: Path | None = None  # every output, made once the run has ended
+    done: bool = False
 
     def images(self) -> list[str]:
         return list(dict.fromkeys(name for name, model in self.previews if model != ORIGINAL))
 
     def models(self) -> list[str]:
-        return [ORIGINAL, *dict.fromkeys(model for _, model in self.files)]
+        return list(dict.fromkeys(model for _, model in self.files))
 
 
 def bicubic_file(src: Path, dst: Path, scale: float) -> None:
-    """The papers' baseline as a file: MATLAB bicubic of every channel (and alpha), written like the models'."""
+    """The papers' baseline as a file: MATLAB bicubic of every channel (and alpha), written like the models'.
+    In bands of rows with a margin for the kernel (``imaging.BAND_MARGIN``), which equals resizing the whole
+    image, so memory stays a few bands' worth beside the input and the 8- or 16-bit output."""
     from dataclasses import replace
 
-    from .imaging import bicubic, quantize
+    from . import protocol as P
+    from .imaging import BAND_MARGIN, BAND_PIXELS, quantize
     from .io import read_image, write_image
     from .upscale import check_output_size, sample_type
 
     pic = read_image(src)
-    check_output_size(*pic.pixels.shape[:2], scale)
-    dtype = sample_type(pic.bits)
-    alpha = None if pic.alpha is None else quantize(bicubic(pic.alpha, scale), dtype)
-    write_image(replace(pic, pixels=quantize(bicubic(pic.pixels, scale), dtype), alpha=alpha), dst)
+    h, w = pic.pixels.shape[:2]
+    check_output_size(h, w, scale)
+    dtype, s = sample_type(pic.bits), int(scale)
+
+    def resize(img: np.ndarray) -> np.ndarray:
+        out = np.empty((h * s, w * s, *img.shape[2:]), dtype)
+        rows = max(1, BAND_PIXELS // (w * s * s))
+        for b0 in range(0, h, rows):
+            b1, a0 = min(b0 + rows, h), max(b0 - BAND_MARGIN, 0)
+            a1 = min(b1 + BAND_MARGIN, h)
+            band = P.imresize(img[a0:a1], scale)[(b0 - a0) * s : (b1 - a0) * s]
+            out[b0 * s : b1 * s] = quantize(np.clip(band, 0.0, 1.0), dtype)
+        return out
+
+    alpha = None if pic.alpha is None else resize(pic.alpha)
+    write_image(replace(pic, pixels=resize(pic.pixels), alpha=alpha), dst)
 
 
 def preview(path: Path, size: tuple[int, int], dst: Path, nearest: bool = False) -> Path:
-    """An 8-bit RGB(A) copy of an image at ``size`` shrunk to PREVIEW_SIDE at most, for the sliders;
-    ``nearest`` (the original) shows its pixels as they are, enlarged."""
+    """An 8-bit copy of an image for the sliders, at ``size`` shrunk to PREVIEW_SIDE at most. The original
+    (``nearest``: its pixels enlarged as they are) and any 16-bit or float output are read as the command
+    reads them (upright, any depth); an 8-bit output is shrunk by Pillow straight from its file."""
     from PIL import Image
+
+    from .io import read_image, to_uint8
 
     scale = min(1.0, PREVIEW_SIDE / max(size))
     size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-    with Image.open(path) as im:
-        im = im.convert("RGBA" if "A" in im.getbands() else "RGB")
-        if im.size == size:
-            if path.suffix.lower() == ".png" and im.mode in ("RGB", "RGBA"):
+    with Image.open(path) if not nearest and path.suffix.lower() == ".png" else _nothing() as im:
+        if im is not None and im.mode in ("RGB", "RGBA", "L", "LA"):
+            if im.size == size:
                 return path
-        method = Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS
-        im.resize(size, method).save(dst)
+            im.resize(size, Image.Resampling.LANCZOS).save(dst)
+            return dst
+    pic = read_image(path)
+    pixels = to_uint8(pic.pixels if pic.alpha is None else np.dstack([pic.pixels, pic.alpha]))
+    method = Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS
+    Image.fromarray(pixels).resize(size, method).save(dst)
     return dst
+
+
+class _nothing:
+    """A context manager that gives None (``preview``'s "no file to open")."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def display_names(uploads: list[Path]) -> list[tuple[str, str]]:
+    """Each upload's (name on the page, stem of its outputs' names), both unique: its file name and its stem,
+    with the extension added to stems that collide and a count to what is still the same (photo.png and
+    photo.jpg give photo_png and photo_jpg; a second photo.png gives "photo.png (2)" and photo_png_2)."""
+    stems = Counter(p.stem for p in uploads)
+    labels_seen: Counter = Counter()
+    stems_seen: Counter = Counter()
+    names = []
+    for p in uploads:
+        stem = p.stem if stems[p.stem] == 1 else f"{p.stem}_{p.suffix.lstrip('.').lower() or 'file'}"
+        labels_seen[p.name] += 1
+        stems_seen[stem] += 1
+        k, n = labels_seen[p.name], stems_seen[stem]
+        names.append((p.name if k == 1 else f"{p.name} ({k})", stem if n == 1 else f"{stem}_{n}"))
+    return names
+
+
+def _why(e: BaseException, *paths: Path) -> str:
+    """An error's first line for the page, without the temp folders Gradio keeps uploads in."""
+    text = f"out of memory ({e})" if isinstance(e, MemoryError) else (str(e).strip().splitlines() or [""])[0]
+    for p in paths:
+        text = text.replace(f"{p}: ", "").replace(str(p), p.name)
+    return text or type(e).__name__
 
 
 class Studio:
@@ -91,6 +155,7 @@ class Studio:
         self.work = Path(tempfile.mkdtemp(prefix="lapsrn-app-"))
         self.upscalers: dict[str, Upscaler] = {}
         self.cancels: dict[str, threading.Event] = {}
+        self.runs: dict[str, Path] = {}  # each session's last run folder, deleted when it starts another
 
     def upscaler(self, model: str) -> Upscaler:
         """A bundled model by name or an uploaded weights file, on the CPU engine, under the page's budget."""
@@ -100,54 +165,90 @@ class Studio:
             self.upscalers[model] = lapsrn.load(model, max_memory=self.max_memory, device="cpu", threads=self.threads)
         return self.upscalers[model]
 
+    def arm(self, request: gr.Request) -> str:
+        """Upscale pressed: a Cancel pressed before is forgotten; the job then waits for its turn."""
+        self.cancels.setdefault(request.session_hash, threading.Event()).clear()
+        return "Waiting for the queue..."
+
     def cancel(self, request: gr.Request) -> None:
-        """Cancel: the running job of this browser session stops at its next band."""
+        """Cancel: this session's job stops at its next band, or at its start if it is still queued."""
         self.cancels.setdefault(request.session_hash, threading.Event()).set()
 
     def run(self, files, scale: str, models: list[str], weights, request: gr.Request, progress=None):
         """Upscale every upload with every chosen model; yields the page's updates after each output, so results
-        appear as they come and Cancel takes effect between them (and, through the flag, between bands)."""
+        appear as they come; Cancel takes effect between them and, through the flag, between bands."""
         uploads = [Path(f) for f in files or []]
-        chosen = list(models or []) + ([str(weights)] if weights else [])
-        if not uploads:
-            raise gr.Error("Drop one or more images first.")
-        if not chosen:
-            raise gr.Error("Choose at least one model.")
-        cancel = self.cancels.setdefault(request.session_hash, threading.Event())
-        cancel.clear()
-        out = Path(tempfile.mkdtemp(dir=self.work))
+        chosen = list(models or [])
+        if not uploads or not (chosen or weights):
+            missing = "Drop one or more images first." if not uploads else "Choose at least one model."
+            yield self.updates(Results(scale, problems=[missing], done=True))
+            return
+        session = request.session_hash
+        cancel = self.cancels.setdefault(session, threading.Event())
+        if session in self.runs:  # the page no longer shows that run: its files can go
+            shutil.rmtree(self.runs.pop(session), ignore_errors=True)
+        out = self.runs[session] = Path(tempfile.mkdtemp(dir=self.work))
         results = Results(scale)
-        total = len(uploads) * len(chosen)
-        for i, src in enumerate(uploads):
-            for j, model in enumerate(chosen):
-                label = Path(model).stem if model == weights else model
-                step = i * len(chosen) + j
-                if progress is not None:
-                    progress((step, total), desc=f"{src.name}: {label}")
-                try:
-                    if cancel.is_set():
-                        raise Cancelled
-                    self._one(src, model, label, float(scale), out, results, cancel, progress, step, total)
-                except Cancelled:
-                    results.problems.append("Cancelled.")
-                    yield self.updates(results)
-                    return
-                except (ValueError, MemoryError, OSError) as e:  # ImageError and WeightsError are ValueErrors
-                    reason = f"out of memory ({e})" if isinstance(e, MemoryError) else str(e).strip().splitlines()[0]
-                    reason = reason.removeprefix(f"{src}: ")  # the upload's temp path says nothing to the user
-                    results.problems.append(f"{src.name}, {label}: {reason}")
-                    gr.Warning(results.problems[-1])
-                if step + 1 < total:
-                    yield self.updates(results, final=False)
+        if weights:
+            chosen += self._weights(Path(weights), results)
+        names = display_names(uploads)
+        total = max(1, len(uploads) * len(chosen))
+        try:
+            for i, (src, (name, stem)) in enumerate(zip(uploads, names)):
+                for j, (model, label) in enumerate(self._labels(chosen)):
+                    step = i * len(chosen) + j
+                    if progress is not None:
+                        progress((step, total), desc=f"{name}: {label}")
+                    try:
+                        if cancel.is_set():
+                            raise Cancelled
+                        where = (name, stem, label, float(scale), out)
+                        self._one(src, model, where, results, cancel, progress, step, total)
+                    except (ValueError, MemoryError, OSError, RuntimeError) as e:  # ImageError, WeightsError too
+                        results.problems.append(f"{name}, {label}: {_why(e, src, Path(model))}")
+                        gr.Warning(results.problems[-1])
+                    if step + 1 < total:
+                        yield self.updates(results)
+        except Cancelled:
+            results.problems.append("Cancelled.")
+        finally:
+            cancel.clear()
+        results.done = True
+        if len(results.files) > 1:
+            results.zip = self._zip(results, out)
         yield self.updates(results)
 
-    def _one(self, src, model, label, scale, out, results, cancel, progress, step, total) -> None:
-        """One upload through one model into ``out``, its preview and the original's beside it."""
-        from PIL import Image
+    def _weights(self, path: Path, results: Results) -> list[str]:
+        """Uploaded weights, loaded once: [their path] to run, or [] with the reason among the problems."""
+        try:
+            self.upscaler(str(path))
+        except (ValueError, OSError, RuntimeError) as e:
+            reason = _why(e, path)
+            if path.suffix.lower() == ".mat" and "_opts.mat" in reason:
+                reason += "; convert it with `lapsrn convert` and drop the .safetensors"
+            results.problems.append(f"{path.name}: {reason}")
+            return []
+        return [str(path)]
 
+    @staticmethod
+    def _labels(chosen: list[str]) -> list[tuple[str, str]]:
+        """(model, label): an uploaded file is labelled by its name, never as a bundled model or the original."""
+        out = []
+        for model in chosen:
+            label = model if model in MODELS else Path(model).stem
+            if model not in MODELS and label in (*MODELS, ORIGINAL):
+                label += "-uploaded"
+            out.append((model, label))
+        return out
+
+    def _one(self, src, model, where, results, cancel, progress, step, total) -> None:
+        """One upload through one model into ``out`` (``where``: the upload's name and stem, the model's label,
+        the scale, the run's folder), its preview and the original's beside it."""
+        from .io import image_size
         from .upscale import upscale_file
 
-        dst = out / f"{src.stem}_x{scale:g}_{label}.png"
+        name, stem, label, scale, out = where
+        dst = out / f"{stem}_x{scale:g}_{label}.png"
         if model == "bicubic":
             bicubic_file(src, dst, scale)
         else:
@@ -157,43 +258,33 @@ class Studio:
                 if cancel.is_set():
                     raise Cancelled
                 if progress is not None:
-                    progress((step + done / max(rows, 1), total), desc=f"{src.name}: {label}")
+                    progress((step + done / max(rows, 1), total), desc=f"{name}: {label}")
 
             up.progress = bands
             try:
                 upscale_file(up, src, dst, scale)
             finally:
                 up.progress = None
-        with Image.open(dst) as im:
-            size = im.size
-        results.files[(src.name, label)] = dst
+        w, h = image_size(dst)  # a PNG we wrote: its header says
+        results.files[(name, label)] = dst
         shown = out / "previews"
         shown.mkdir(exist_ok=True)
-        results.previews[(src.name, label)] = preview(dst, size, shown / dst.name)
-        if (src.name, ORIGINAL) not in results.previews:
-            results.previews[(src.name, ORIGINAL)] = preview(src, size, shown / f"{src.stem}_original.png", True)
+        results.previews[(name, label)] = preview(dst, (w, h), shown / dst.name)
+        if (name, ORIGINAL) not in results.previews:
+            results.previews[(name, ORIGINAL)] = preview(src, (w, h), shown / f"{stem}_original.png", True)
 
-    def updates(
-        self,
-        results: Results,
-        image: str | None = None,
-        left: str | None = None,
-        right: str | None = None,
-        final: bool = True,
-    ):
+    def updates(self, results: Results, image: str | None = None, left: str | None = None, right: str | None = None):
         """The page's outputs for ``results``: message, both sliders, the pickers and the downloads. The message
         starts with "Done:" once a run has ended, "Working:" while it goes on."""
-        images, models = results.images(), results.models()
+        images = results.images()
         image = image if image in images else (images[0] if images else None)
-        made = [m for m in models if m != ORIGINAL and (image, m) in results.previews]
+        made = [m for m in results.models() if (image, m) in results.previews]
         left = left if left in made else (made[0] if made else None)
         right = right if right in made and right != left else next((m for m in made if m != left), left)
         shown = lambda m: str(results.previews[(image, m)]) if (image, m) in results.previews else None  # noqa: E731
-        downloads = [str(p) for p in results.files.values()]
-        if len(downloads) > 1:
-            downloads.append(str(self._zip(results)))
-        done = f"{'Done' if final else 'Working'}: {len(results.files)} output(s) at x{results.scale}."
-        message = "\n\n".join([done, *(f"**{p}**" for p in results.problems)]).strip()
+        downloads = [str(p) for p in results.files.values()] + ([str(results.zip)] if results.zip else [])
+        done = f"{'Done' if results.done else 'Working'}: {len(results.files)} output(s) at x{results.scale}."
+        message = "\n\n".join([done, *(f"**{p}**" for p in results.problems)])
         return (
             results,
             message,
@@ -207,10 +298,10 @@ class Studio:
             downloads or None,
         )
 
-    def _zip(self, results: Results) -> Path:
+    @staticmethod
+    def _zip(results: Results, folder: Path) -> Path:
         """Every output in one zip (stored, not recompressed: PNG is compressed already)."""
-        first = next(iter(results.files.values()))
-        path = first.parent / "lapsrn_outputs.zip"
+        path = folder / "lapsrn_outputs.zip"
         with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as z:
             for p in results.files.values():
                 z.write(p, p.name)
@@ -222,7 +313,7 @@ class Studio:
 
 def build(studio: Studio) -> gr.Blocks:
     """The page: uploads and choices on the left, the two sliders, the pickers and the downloads on the right."""
-    with gr.Blocks(title="lapsrn") as page:
+    with gr.Blocks(title="lapsrn", delete_cache=(CACHE_SECONDS, CACHE_SECONDS)) as page:
         gr.Markdown("## lapsrn: upscale images with Laplacian pyramid networks")
         results = gr.State(Results())
         with gr.Row():
@@ -231,7 +322,7 @@ def build(studio: Studio) -> gr.Blocks:
                 scale = gr.Radio(list(SCALES), value="4", label="Scale", elem_id="scale")
                 models = gr.CheckboxGroup(list(MODELS), value=["default"], label="Models", elem_id="models")
                 weights = gr.File(
-                    label="Or your own weights (.safetensors, or the authors' .mat)",
+                    label="Or your own weights (.safetensors, or the authors' LapSRN .mat)",
                     file_types=[".safetensors", ".mat"],
                     elem_id="weights",
                 )
@@ -240,8 +331,8 @@ def build(studio: Studio) -> gr.Blocks:
                     stop = gr.Button("Cancel", elem_id="cancel")
                 message = gr.Markdown(elem_id="message")
             with gr.Column(scale=2):
-                before = gr.ImageSlider(label="Original | model", type="filepath", format="png", elem_id="before")
-                versus = gr.ImageSlider(label="Model | model", type="filepath", format="png", elem_id="versus")
+                before = gr.ImageSlider(label="original | model", type="filepath", format="png", elem_id="before")
+                versus = gr.ImageSlider(label="model | model", type="filepath", format="png", elem_id="versus")
                 with gr.Row():
                     image = gr.Dropdown(label="Image", choices=[], elem_id="image")
                     left = gr.Dropdown(label="Left model", choices=[], elem_id="left")
@@ -252,21 +343,32 @@ def build(studio: Studio) -> gr.Blocks:
         def upscale(files, scale, models, weights, request: gr.Request, progress=gr.Progress()):
             yield from studio.run(files, scale, models, weights, request, progress)
 
-        run.click(upscale, [files, scale, models, weights], outputs, concurrency_limit=1)
-        stop.click(studio.cancel, None, None, queue=False)  # beside the queue: it runs while the job does
-        pick = [results, image, left, right]
+        armed = run.click(studio.arm, None, message, queue=False)
+        armed.then(upscale, [files, scale, models, weights], outputs, concurrency_limit=1)
+        stop.click(studio.cancel, None, None, queue=False)  # beside the queue: it lands while the job runs
         for picker in (image, left, right):
-            picker.input(lambda r, i, a, b: studio.updates(r, i, a, b, final=bool(r.scale)), pick, outputs, queue=False)
+            picker.input(studio.updates, [results, image, left, right], outputs, queue=False)
     return page
 
 
 def serve(host: str, port: int, share: bool, max_memory: int, threads: int | None) -> None:
-    """Start the page and block until Ctrl-C. Only this machine can reach it unless ``host`` says otherwise."""
+    """Start the page and block until Ctrl-C or SIGTERM, then delete its files. Only this machine can reach it
+    unless ``host`` says otherwise; a public link only with ``share``."""
+    from .engine import native, reuse_freed_memory
+
+    native.notice = lambda message, warning: print(f"lapsrn: {message}", file=sys.stderr)
+    native.functions()  # compiled now on a fresh machine (saying so), not during the first upload
+    reuse_freed_memory()  # as the command line does
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
     studio = Studio(max_memory, threads)
+    page = build(studio)
+    page.queue(default_concurrency_limit=1, max_size=32)
     try:
-        page = build(studio)
-        page.queue(default_concurrency_limit=1, max_size=32)
-        page.launch(
+        _, url, public = page.launch(
             server_name=host,
             server_port=port,
             share=share,
@@ -275,7 +377,14 @@ def serve(host: str, port: int, share: bool, max_memory: int, threads: int | Non
             theme=gr.themes.Default(),
             max_file_size="512mb",
             footer_links=[],
-            quiet=False,
+            quiet=True,
+            prevent_thread_lock=True,
         )
+        print(f"lapsrn app: open {url} (Ctrl-C stops it)" + (f"; public link {public}" if public else ""))
+        page.block_thread()
+    except KeyboardInterrupt:
+        pass
     finally:
+        page.close()
         studio.close()
+        signal.signal(signal.SIGTERM, previous)

@@ -170,7 +170,7 @@ def _is_deep_colour(im) -> bool:
     if im.format == "TIFF":
         bits = im.tag_v2.get(258, (8,))
         return max(bits if isinstance(bits, tuple) else (bits,)) > 8
-    return any(";16" in str(t.args) for t in im.tile)
+    return any(";16" in str(t[3]) for t in im.tile)  # a tile's args: a named field from Pillow 11, a tuple before
 
 
 def _read_deep_colour(path: Path, fmt: str, orientation: int = 1) -> Picture:

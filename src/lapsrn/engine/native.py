@@ -9,9 +9,14 @@ process loads that file with llvmlite's MCJIT, without importing Numba, and call
 through ctypes, which releases the GIL, so the threads running bands run them at once.
 
 The file's name is a hash of what its code depends on: the kernels' source, this module, the CPU
-and llvmlite's version; its contents carry a checksum, and a file that fails it, or that belongs to
-another user, is compiled again. Where no cache folder is writable, every process compiles anew
-(``notice``, which the command line prints, says so, and says when it compiles).
+and Numba's and llvmlite's versions; its contents carry a checksum, and a file that fails it, or
+that belongs to another user, is compiled again. Where no cache folder is writable, every process
+compiles anew (``notice``, which the command line prints, says so, and says when it compiles).
+
+All this leans on parts of Numba and llvmlite that are not public promises (their LLVM passes, the
+IR of their C entry points). Where a release has moved them and the object file cannot be made or
+loaded, the kernels run as Numba's own compiled entry points instead: the same code and results,
+with Numba's start in every process. One warning says so (``fallback``); nothing fails.
 """
 
 from __future__ import annotations
@@ -19,8 +24,11 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import importlib.util
 import os
+import sys
 import threading
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +50,16 @@ notice: Callable[[str, bool], None] | None = None  # (message, warning): a compi
 _lock = threading.Lock()
 _functions: dict[str, ctypes._CFuncPtr] = {}
 _engine = None  # llvmlite's execution engine: owns the loaded code, so it lives as long as the process
+_entries: dict = {}  # Numba's compiled entry points when they are what runs (they own their code)
+fallback: str | None = None  # why the kernels run as Numba's own functions, when they do
+
+
+def _say(message: str, warning: bool) -> None:
+    """Tell the user: through ``notice`` when the command line set it, else a warning (a notice is dropped)."""
+    if notice:
+        notice(message, warning)
+    elif warning:
+        warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
 def cache_folder() -> Path | None:
@@ -84,11 +102,18 @@ def _cache_file(machine) -> Path | None:
         return None
     here = Path(__file__).parent
     key = hashlib.sha256()
-    for source in (here / "kernels.py", here / "native.py"):
-        key.update(source.read_bytes())
+    for source in (here / "kernels.py", here / "native.py", _numba_version_file()):
+        key.update(source.read_bytes() if source else b"")
     cpu = f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
     key.update(f"{machine.triple} {machine.target_data} {cpu} llvmlite {llvmlite.__version__}".encode())
     return folder / f"kernels-{key.hexdigest()[:32]}.o"
+
+
+def _numba_version_file() -> Path | None:
+    """Numba's version file, found without importing Numba (a second of start-up): its version is in the key."""
+    spec = importlib.util.find_spec("numba")
+    version = Path(spec.origin).with_name("_version.py") if spec and spec.origin else None
+    return version if version and version.is_file() else None
 
 
 def build(machine) -> bytes:
@@ -175,40 +200,71 @@ def _write(path: Path | None, code: bytes) -> bool:
 
 
 def functions() -> dict[str, ctypes._CFuncPtr]:
-    """The kernels' entry points, loaded at the first call: from the cache, else compiled and cached."""
-    global _engine
+    """The kernels' entry points, loaded at the first call: from the cache, else compiled and cached; where that
+    machinery fails (a Numba or llvmlite release that moved it), Numba's own compiled entry points."""
+    global fallback
     with _lock:
         if _functions:
             return _functions
-        import llvmlite.binding as llvm
-
-        machine = _target_machine()
-        path = _cache_file(machine)
-        code = _read(path)
-        if code is None:
-            if notice:
-                notice("compiling the CPU kernels for this machine...", False)
-            code = build(machine)
-            if not _write(path, code) and notice:
-                where = path.parent if path else "a cache folder (no home folder)"
-                notice(
-                    f"cannot keep the compiled kernels in {where}: every run compiles them again; "
-                    "set LAPSRN_CACHE_DIR to a writable folder",
-                    True,
-                )
-        engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
-        engine.add_object_file(llvm.ObjectFileRef.from_data(code))
-        engine.finalize_object()
-        loaded = {}
-        for name, spec in SIGNATURES.items():
-            address = engine.get_function_address(f"lapsrn_{name}")
-            if not address:  # calling it would crash the process
-                raise RuntimeError(f"the compiled kernels lack {name}: delete {path} and run again")
-            prototype = ctypes.CFUNCTYPE(None, *(_CTYPES[kind] for kind in spec))  # calls release the GIL
-            loaded[name] = prototype(address)
-        _engine = engine
+        try:
+            loaded = _load_object_file()
+        except Exception as e:  # noqa: BLE001 -- any failure of the standalone build has the same way out
+            fallback = f"{type(e).__name__}: {e}".splitlines()[0]
+            loaded = _numba_functions()
+            _say(
+                f"the CPU kernels' standalone build failed with this Numba/llvmlite ({fallback}); running Numba's "
+                "own compiled kernels instead: same results, a slower start",
+                True,
+            )
+        kernels = sys.modules.get(f"{__package__}.kernels")  # imported only where they were compiled now
+        if kernels is not None and not kernels.NOALIAS[0]:
+            _say("this Numba's compile flags have moved: the CPU kernels run without noalias, slower", True)
         _functions.update(loaded)
         return _functions
+
+
+def _prototype(spec: str) -> type:
+    """The ctypes function type of an entry point with these ``SIGNATURES`` letters (calls release the GIL)."""
+    return ctypes.CFUNCTYPE(None, *(_CTYPES[kind] for kind in spec))
+
+
+def _load_object_file() -> dict[str, ctypes._CFuncPtr]:
+    """The kernels from this machine's object file, made now if it is missing, loaded by llvmlite's MCJIT."""
+    global _engine
+    import llvmlite.binding as llvm
+
+    machine = _target_machine()
+    path = _cache_file(machine)
+    code = _read(path)
+    if code is None:
+        _say("compiling the CPU kernels for this machine...", False)
+        code = build(machine)
+        if not _write(path, code):
+            where = path.parent if path else "a cache folder (no home folder)"
+            _say(
+                f"cannot keep the compiled kernels in {where}: every run compiles them again; "
+                "set LAPSRN_CACHE_DIR to a writable folder",
+                True,
+            )
+    engine = llvm.create_mcjit_compiler(llvm.parse_assembly(""), machine)
+    engine.add_object_file(llvm.ObjectFileRef.from_data(code))
+    engine.finalize_object()
+    loaded = {}
+    for name, spec in SIGNATURES.items():
+        address = engine.get_function_address(f"lapsrn_{name}")
+        if not address:  # calling it would crash the process
+            raise RuntimeError(f"the compiled kernels lack {name}: delete {path} and run again")
+        loaded[name] = _prototype(spec)(address)
+    _engine = engine
+    return loaded
+
+
+def _numba_functions() -> dict[str, ctypes._CFuncPtr]:
+    """The kernels as Numba compiles them in this process (``kernels.entry_points``), called the same way."""
+    from .kernels import entry_points
+
+    _entries.update(entry_points())
+    return {name: _prototype(spec)(_entries[name].address) for name, spec in SIGNATURES.items()}
 
 
 def _pointer(a: np.ndarray, ndim: int) -> int:
