@@ -467,6 +467,8 @@ def test_evaluate_prints_table_and_json(tmp_path, rng, tiny_model, capsys):
     out = capsys.readouterr().out
     assert code == 0
     lines = out.splitlines()
+    assert lines[-2:] == ["", "cells: PSNR (dB) / SSIM"]  # what the cells hold, under the table
+    lines = lines[:-2]
     assert lines[0] == "| method | scale | set |" and [line.split(" | ")[:2] for line in lines[2:]] == [
         ["| bicubic", "x2"],
         ["| tiny.safetensors", "x2"],
@@ -900,7 +902,7 @@ def test_models_lists_the_bundled_models_with_their_facts(capsys):
 
     assert main(["models"]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[0].startswith("| name | architecture | parameters |")
+    assert out[0].startswith("| name | for | architecture | parameters |")
     rows = {r.split("|")[1].strip(): r for r in out[2:]}
     assert len(rows) == len(bundled_names())
     default = rows[f"{DEFAULT_MODEL} (default)"]

@@ -47,6 +47,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return int(m.group(1)), int(m.group(2))
 
 
+class OutputPath(type(Path())):
+    """A path given after -o that remembers whether it was written as a folder ("big/"), which Path forgets."""
+
+    def __new__(cls, text: str = "."):
+        path = super().__new__(cls, text)
+        path.folder = str(text).endswith(("/", os.sep))
+        return path
+
+
 def parse_quality(text: str) -> int:
     """JPEG/WebP quality, an integer 1..100."""
     if not text.strip().isdigit() or not 1 <= int(text) <= 100:
@@ -176,7 +185,13 @@ def build_parser() -> argparse.ArgumentParser:
         "or a .safetensors / official .mat file",
     )
     up.add_argument("-i", "--input", required=True, type=Path, help="image file, folder, or video file (mp4, mkv, ...)")
-    up.add_argument("-o", "--output", required=True, type=Path, help="output file, or folder when INPUT is a folder")
+    up.add_argument(
+        "-o",
+        "--output",
+        required=True,
+        type=OutputPath,
+        help="output file, or folder (an existing one, or a name ending in /; always for a folder INPUT)",
+    )
     up.add_argument(
         "-s",
         "--scale",
@@ -250,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     cv = sub.add_parser("convert", help="official MatConvNet .mat -> lapsrn .safetensors")
     cv.add_argument("src", type=Path)
     cv.add_argument("-o", "--output", required=True, type=Path)
+    cv.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
     ex = sub.add_parser("export", help="ONNX graph with dynamic height/width, parity-checked against PyTorch")
     ex.add_argument("--onnx", required=True, type=Path, help="output .onnx file")
@@ -355,10 +371,16 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
     if video_options:
         raise CLIError(f"{video_options[0]} is for video inputs; {src} is not one (mp4, m4v, mov, mkv, webm, avi)")
     if src.is_file():
-        if dst.is_dir():
-            raise CLIError(f"{dst}: is a folder; give an output file name")
+        if args.shard is not None or args.recursive:
+            raise CLIError(f"--{'shard' if args.shard is not None else 'recursive'} is for a folder; {src} is one file")
+        if dst.is_dir() or getattr(dst, "folder", False):  # into a folder, named as a folder's outputs are
+            out = Path(dst) / _output_name(Path(src.name), args.suffix, args.ext)
+            output_format(out)
+            return [(src, out)]
         if args.ext != "auto" or args.suffix:
-            raise CLIError("--ext and --suffix name folder outputs; for one file, write the name you want after -o")
+            raise CLIError(
+                "--ext and --suffix name folder outputs (give -o a folder, e.g. big/); for one file, write its name"
+            )
         output_format(dst)
         return [(src, dst)]
     pattern = "**/*" if args.recursive else "*"
@@ -367,6 +389,8 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path]]:
         raise CLIError(f"{src}: no images found" + ("" if args.recursive else " (use --recursive for sub-folders)"))
     if dst.exists() and not dst.is_dir():
         raise CLIError(f"{dst}: exists and is not a folder")
+    if not dst.exists() and dst.suffix.lower() in IMAGE_SUFFIXES:
+        raise CLIError(f"{dst}: for a folder of images -o names a folder, and this looks like a file name")
     shard, count = _shard(args)
     rels = [f.relative_to(src) for f in files if in_shard(f.relative_to(src), shard, count)]
     return [(src / r, dst / _output_name(r, args.suffix, args.ext)) for r in rels]
@@ -462,6 +486,12 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     jobs = _jobs(args)
     _refuse_overwriting_inputs(jobs, args)
     video = _video_options(args)
+    if video is None and args.model is None and not args.quiet and any(_is_jpeg(src) for src, _ in jobs):
+        print(
+            "lapsrn: note: the default model sharpens JPEG compression blocks too; for JPEGs and noisy photos "
+            "-m real is made to remove them",
+            file=sys.stderr,
+        )
     upscaler = _upscaler(args, args.model)
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
@@ -470,6 +500,10 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         return _upscale_all(upscaler, jobs, args)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _is_jpeg(path: Path) -> bool:
+    return path.suffix.lower() in (".jpg", ".jpeg")
 
 
 def _video_options(args: argparse.Namespace):
@@ -561,7 +595,7 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
     """
     from concurrent.futures import ThreadPoolExecutor
 
-    from .io import ImageError, remove_stale_temps
+    from .io import ImageError, dropped_by_format, remove_stale_temps
     from .upscale import held_bytes, upscale_outputs, write_outputs
 
     folder = args.input.is_dir()
@@ -637,6 +671,9 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
                     progress.update(1)
                 continue
             written_before()
+            for out, path in outputs:
+                for lost in dropped_by_format(out, path):
+                    say(f"lapsrn: warning: {path}: written without {lost}; write .png or .tif to keep it", error=True)
             size = held_bytes(outputs)
             if writer and size <= min(WRITE_BEHIND_BYTES, budget // 8):
                 pending = (src, writer.submit(write_outputs, outputs, args.quality, args.png_compression).result)
@@ -670,6 +707,15 @@ def _degrade_steps(text: str | None) -> list | None:
         raise CLIError(str(e)) from None
 
 
+def _check_datasets(folders: list[Path]) -> None:
+    """Each -d is a folder of HR images: a missing one, or a file, is one line before any work."""
+    for d in folders:
+        if d.is_file():
+            raise CLIError(f"{d}: is a file; -d takes a folder of HR images")
+        if not d.is_dir():
+            raise CLIError(f"{d}: no such folder")
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """lapsrn evaluate: one row per (dataset, scale, method)."""
     from .evaluate import run_evaluation
@@ -678,14 +724,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for s in scales:
         if s < 2 or s > 64:
             raise CLIError(f"evaluation scale must be an integer in 2..64, got {s}")
-    for d in args.dataset:
-        if not d.is_dir():
-            raise CLIError(f"{d}: no such folder")
+    _check_datasets(args.dataset)
+    if args.json:
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise CLIError(f"--json {args.json}: cannot make its folder ({e.strerror})") from None
     degrade = _degrade_steps(args.degrade)
     upscaler = _upscaler(args, args.model)
     name = Path(args.model).name if args.model else "lapsrn default"
     report = run_evaluation([(name, upscaler)], args.dataset, scales, not args.no_bicubic, degrade)
     print(report.table(hf=args.texture))
+    print("\ncells: PSNR (dB) / SSIM" + (" / fine detail relative to the ground truth" if args.texture else ""))
     if args.json:
         from .io import atomic_path
 
@@ -698,8 +748,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
     """lapsrn convert X.mat -o X.safetensors."""
     from .weights import convert
 
+    if args.src.suffix.lower() != ".mat":
+        raise CLIError(f"{args.src}: convert takes the authors' MatConvNet weights, a .mat file")
     if args.output.suffix != ".safetensors":
         raise CLIError(f"{args.output}: output must end in .safetensors")
+    if args.output.exists() and not args.overwrite:
+        raise CLIError(f"{args.output}: exists; refusing to replace it (use --overwrite)")
     spec = convert(args.src, args.output)
     print(
         f"wrote {args.output}: {spec.arch} D{spec.depth} levels {spec.levels}"
@@ -763,9 +817,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     if args.output.suffix.lower() not in (".html", ".htm"):
         raise CLIError(f"{args.output}: report output must end in .html")
-    for d in args.dataset:
-        if not d.is_dir():
-            raise CLIError(f"{d}: no such folder")
+    _check_datasets(args.dataset)
     scales = args.scale or [4]
     degrade = _degrade_steps(args.degrade)
     models = []
@@ -807,8 +859,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     """lapsrn models: one row per bundled model, read from its card and its (sha256-checked) file."""
     from .weights import DEFAULT_MODEL, PACKAGE_WEIGHTS, bundled_card, bundled_names, read
 
-    print("| name | architecture | parameters | scales | size | trained | Set5 x4 PSNR |")
-    print("|---|---|---|---|---|---|---|")
+    print("| name | for | architecture | parameters | scales | size | trained | Set5 x4 PSNR |")
+    print("|---|---|---|---|---|---|---|---|")
     for name in sorted(bundled_names(), key=lambda n: n != DEFAULT_MODEL):  # the default first
         card = bundled_card(name)
         spec, state = read(name)
@@ -818,7 +870,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         label = f"{name} (default)" if name == DEFAULT_MODEL else name
         size = (PACKAGE_WEIGHTS / card["file"]).stat().st_size / 1e6
         print(
-            f"| {label} | {arch} | {sum(v.size for v in state.values()):,} | "
+            f"| {label} | {card.get('use', '')} | {arch} | {sum(v.size for v in state.values()):,} | "
             f"{', '.join(f'x{s}' for s in card['scales'])} | {size:.2f} MB | {card['training_data']} | "
             f"{f'{psnr:.2f} dB' if psnr else 'not scored'} |"
         )

@@ -295,8 +295,8 @@ class Upscaler:
         """
         if self.max_levels is not None and levels > self.max_levels:
             raise ValueError(
-                f"this LapSRN has {self.max_levels} level(s) (x{2**self.max_levels} at most); "
-                f"x{2**levels} needs an MS-LapSRN model"
+                f"this LapSRN goes up to x{2**self.max_levels}; for x{2**levels} use one trained for it (the "
+                f"authors' LapSRN_x{2**levels}.mat) or an MS-LapSRN model, such as the bundled default"
             )
         h, w = y.shape
         first = levels if last_only else 1

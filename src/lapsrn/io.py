@@ -334,6 +334,18 @@ def output_format(path: Path) -> str:
     return fmt
 
 
+def dropped_by_format(pic: Picture, path: Path) -> list[str]:
+    """What the output's format cannot hold of a picture, said before it is lost: alpha in JPEG or BMP,
+    more than 8 bits a sample in JPEG, WebP or BMP."""
+    fmt = output_format(Path(path))
+    lost = []
+    if pic.alpha is not None and fmt in ("JPEG", "BMP"):
+        lost.append(f"its transparency ({fmt} has no alpha)")
+    if pic.bits > 8 and fmt in ("JPEG", "WEBP", "BMP"):
+        lost.append(f"its {pic.bits}-bit samples ({fmt} holds 8 bits)")
+    return lost
+
+
 def to_uint8(img: np.ndarray) -> np.ndarray:
     """8-bit samples: uint8 as it is, 16-bit by rounding, floats as MATLAB im2uint8."""
     if img.dtype == np.uint8:

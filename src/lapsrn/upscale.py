@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -127,6 +128,11 @@ def _from_kind(image) -> tuple[Picture, object]:
 
     from .io import _picture, encode, to_float
 
+    if isinstance(image, (str, os.PathLike)):
+        raise ValueError(
+            f"upscale takes an image, not a path: open it first (PIL.Image.open({str(image)!r})), "
+            "or upscale files with `lapsrn upscale -i`"
+        )
     if isinstance(image, Image.Image):
         pic = _picture(image)
         return pic, lambda out: encode(out, "TIFF" if pic.bits > 8 else "PNG")
@@ -148,7 +154,13 @@ def _from_kind(image) -> tuple[Picture, object]:
 
 
 def _from_tensor(torch, image) -> tuple[Picture, object]:
-    """HxW or CxHxW tensor -> Picture, read by its dtype like a NumPy array (uint8 stays 0..255)."""
+    """HxW, CxHxW or 1xCxHxW tensor -> Picture, read by its dtype like a NumPy array (uint8 stays 0..255); a
+    batch of one comes back as a batch of one."""
+    if image.ndim == 4:
+        if image.shape[0] != 1:
+            raise ValueError(f"one image at a time: got a batch of {image.shape[0]} (loop over it)")
+        pic, back = _from_tensor(torch, image[0])
+        return pic, lambda out: back(out)[None]
     t = image.detach().cpu()
     if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
         t = t.float()  # half / bfloat16: NumPy has no bfloat16

@@ -493,7 +493,10 @@ def upscale_video(
     codec_name, codec, crf, preset = options.resolved(dst.suffix.lower())
     levels = levels_for(scale)
     if upscaler.max_levels is not None and levels > upscaler.max_levels:
-        raise VideoError(f"this LapSRN has {upscaler.max_levels} level(s); x{scale:g} needs an MS-LapSRN model")
+        raise VideoError(
+            f"this LapSRN goes up to x{2**upscaler.max_levels}; for x{scale:g} use one trained for it or an "
+            "MS-LapSRN model, such as the bundled default"
+        )
     if codec_name == "av1":
         os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints a banner at every encoder's start otherwise
     info = probe(src)
