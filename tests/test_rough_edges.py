@@ -134,3 +134,41 @@ def test_api_paths_and_batches_of_one():
     assert torch.equal(out[0], up.upscale(batch[0], 2))
     with pytest.raises(ValueError, match="one image at a time: got a batch of 2"):
         up.upscale(torch.rand(2, 3, 6, 5), 2)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (2, 2), (1, 5), (3, 7)])
+def test_tiny_images_keep_their_colour(shape):
+    """A flat colour of a few pixels comes back as that colour, to a level (zero padding tinted 1x1 by ~10)."""
+    import lapsrn
+
+    up = lapsrn.load()
+    flat = np.empty((*shape, 3), np.uint8)
+    flat[:] = (200, 60, 30)
+    for scale in (2, 3, 4):
+        out = up.upscale(flat, scale)
+        assert out.shape[:2] == (shape[0] * scale, shape[1] * scale)
+        assert np.abs(out.astype(int) - flat[0, 0]).max() <= 1
+    for level in up.pyramid(flat[..., 0]):  # to x8: three levels of the network's own small ripple
+        assert abs(level.mean() - 200) < 1 and np.abs(level.astype(int) - 200).max() <= 3
+
+
+def test_quality_for_lossless_outputs_is_said(photo, tmp_path, capsys):
+    code, err = run(capsys, "upscale", "-i", str(photo), "-o", str(tmp_path / "o.png"), "-s", "2", "--quality", "80")
+    assert code == 0 and "lapsrn: warning: --quality applies to JPEG and WebP outputs; these are lossless" in err
+    code, err = run(capsys, "upscale", "-i", str(photo), "-o", str(tmp_path / "o.jpg"), "-s", "2", "--quality", "80")
+    assert code == 0 and "--quality applies" not in err
+
+
+def test_export_names_everything_missing_at_once(tmp_path):
+    import subprocess
+    import sys
+
+    from lapsrn.cli import install_hint
+
+    code = (
+        "import sys; sys.modules['torch'] = sys.modules['onnx'] = None\n"
+        "from lapsrn.cli import main; sys.exit(main(['export', '--onnx', 'x.onnx']))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 1
+    assert done.stderr == f"lapsrn: error: lapsrn export needs torch, onnx: {install_hint('export')}\n"

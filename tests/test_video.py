@@ -408,7 +408,11 @@ def test_corrupt_packets_are_skipped_and_reported(tmp_path, capsys):
 def test_without_pyav_the_command_names_the_extra(clip, tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "av", None)  # import av raises ModuleNotFoundError, as when not installed
     line = _bad(capsys, "-i", str(clip), "-o", str(tmp_path / "o.mp4"))
-    assert line == "lapsrn: error: lapsrn upscale needs av: pip install 'lapsrn[video]'"
+    from lapsrn.cli import install_hint
+
+    repo = Path(__file__).resolve().parents[1]
+    assert install_hint("video") == f"pip install -c {repo / 'requirements/ci.txt'} -e '{repo}[video]'"  # a clone
+    assert line == f"lapsrn: error: lapsrn upscale needs av: {install_hint('video')}"
 
 
 def test_api_errors_are_video_errors(up, tmp_path):

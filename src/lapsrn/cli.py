@@ -486,6 +486,8 @@ def cmd_upscale(args: argparse.Namespace) -> int:
     jobs = _jobs(args)
     _refuse_overwriting_inputs(jobs, args)
     video = _video_options(args)
+    if video is None and args.quality != 95 and not any(_lossy(dst) for _, dst in jobs):
+        print("lapsrn: warning: --quality applies to JPEG and WebP outputs; these are lossless", file=sys.stderr)
     if video is None and args.model is None and not args.quiet and any(_is_jpeg(src) for src, _ in jobs):
         print(
             "lapsrn: note: the default model sharpens JPEG compression blocks too; for JPEGs and noisy photos "
@@ -500,6 +502,11 @@ def cmd_upscale(args: argparse.Namespace) -> int:
         return _upscale_all(upscaler, jobs, args)
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def _lossy(dst: Path) -> bool:
+    """Whether an output (or, with --all-levels, its levels) is written in a format --quality applies to."""
+    return dst.suffix.lower() in (".jpg", ".jpeg", ".webp")
 
 
 def _is_jpeg(path: Path) -> bool:
@@ -763,7 +770,12 @@ def cmd_convert(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """lapsrn export --onnx."""
+    """lapsrn export --onnx: what is missing of the extra is said at once, not a module at a time."""
+    import importlib.util
+
+    missing = [m for m in ("torch", "onnx", "onnxruntime") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise CLIError(f"lapsrn export needs {', '.join(missing)}: {install_hint('export')}")
     from .export import export_onnx
     from .weights import load
 
@@ -929,6 +941,15 @@ def cmd_app(args: argparse.Namespace) -> int:
     return 0
 
 
+def install_hint(extra: str) -> str:
+    """How to add an extra: from a clone (an editable install beside requirements/ci.txt), with the pins that
+    keep pip off a multi-GB CUDA build of torch; else from the index."""
+    clone = Path(__file__).resolve().parents[2]
+    if (clone / "requirements" / "ci.txt").is_file() and (clone / "pyproject.toml").is_file():
+        return f"pip install -c {clone / 'requirements/ci.txt'} -e '{clone}[{extra}]'"
+    return f"pip install 'lapsrn[{extra}]'"
+
+
 EXTRAS = {
     "torch": "torch",
     "onnx": "export",
@@ -967,7 +988,7 @@ def main(argv: list[str] | None = None) -> int:
         extra = EXTRAS.get((e.name or "").split(".")[0])
         if extra is None:
             raise
-        print(f"lapsrn: error: lapsrn {args.command} needs {e.name}: pip install 'lapsrn[{extra}]'", file=sys.stderr)
+        print(f"lapsrn: error: lapsrn {args.command} needs {e.name}: {install_hint(extra)}", file=sys.stderr)
         return EXIT_ERROR
     except (CLIError, ValueError, RuntimeError, MemoryError, OSError) as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

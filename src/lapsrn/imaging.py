@@ -100,6 +100,22 @@ def _compose(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float, dtyp
     return quantize(P.ycbcr2rgb(out), dtype)
 
 
+MIN_SIDE = 8  # LR pixels: a smaller image is padded to it by repeating its last row and column
+
+
+def _pad_tiny(img: np.ndarray) -> np.ndarray:
+    """An image under MIN_SIDE on a side, padded at its bottom and right by repeating its edge pixels.
+
+    The network pads every conv with zeros, which a picture of a few pixels is mostly made of: a flat
+    1x1 colour came out ~10 levels darker. Repeated edges carry the picture's own values instead; the
+    output's top-left part is then cropped. The bicubic chroma is unchanged by it, since MATLAB's
+    ``imresize`` repeats edge pixels itself, and images of MIN_SIDE and more are never padded.
+    """
+    h, w = img.shape[:2]
+    pad = ((0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w))) + ((0, 0),) * (img.ndim - 2)
+    return np.pad(img, pad, mode="edge")
+
+
 def super_resolve(upscaler: Upscaler, img: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
     """Upscale float64 HxW (gray) or HxWx3 (RGB) in [0, 1], the authors' way.
 
@@ -111,7 +127,11 @@ def super_resolve(upscaler: Upscaler, img: np.ndarray, scale: float, dtype=np.fl
     ``dtype``: float64, or uint8/uint16 quantised band by band. At a power of
     two each band of the network's output goes straight into the output, so
     a large upscale holds the input, the output and the feature maps, no more.
+    A picture under MIN_SIDE pixels on a side runs padded (``_pad_tiny``).
     """
+    if min(img.shape[:2]) < MIN_SIDE:
+        out = super_resolve(upscaler, _pad_tiny(img), scale, dtype)
+        return out[: P.output_size(img.shape[0], scale), : P.output_size(img.shape[1], scale)]
     ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
     levels = levels_for(scale)
     if scale != 2**levels:
@@ -125,7 +145,10 @@ def super_resolve(upscaler: Upscaler, img: np.ndarray, scale: float, dtype=np.fl
 
 
 def super_resolve_pyramid(upscaler: Upscaler, img: np.ndarray, levels: int, dtype=np.float64) -> list[np.ndarray]:
-    """x2, x4, ... x2^levels of one image from a single forward pass."""
+    """x2, x4, ... x2^levels of one image from a single forward pass (a tiny one padded, as ``super_resolve``)."""
+    if min(img.shape[:2]) < MIN_SIDE:
+        outs = super_resolve_pyramid(upscaler, _pad_tiny(img), levels, dtype)
+        return [o[: img.shape[0] * 2**l, : img.shape[1] * 2**l] for l, o in enumerate(outs, start=1)]
     ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
     ys = upscaler.pyramid_y(ycc[..., 0], levels)
     return [_compose(img, ycc, y, 2**l, dtype) for l, y in enumerate(ys, start=1)]
