@@ -172,3 +172,24 @@ def test_export_names_everything_missing_at_once(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr == f"lapsrn: error: lapsrn export needs torch, onnx: {install_hint('export')}\n"
+
+
+def test_the_memory_budget_is_checked_before_decoding(tmp_path, capsys, monkeypatch):
+    """An image the budget cannot run is refused from its header: the pixels are never decoded."""
+    from lapsrn import upscale
+
+    Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(tmp_path / "big.png")
+
+    def never(*args, **kwargs):
+        raise AssertionError("decoded")
+
+    monkeypatch.setattr(upscale, "read_image", never)
+    code, err = run(
+        capsys, "upscale", "-i", str(tmp_path / "big.png"), "-o", str(tmp_path / "o.png"), "--max-memory", "20M"
+    )
+    assert code == 1 and err.startswith("lapsrn: error: --max-memory 20M is too small for x4 of a 400x300 image")
+    monkeypatch.undo()
+    code, err = run(
+        capsys, "upscale", "-i", str(tmp_path / "big.png"), "-o", str(tmp_path / "o.png"), "--max-memory", "200M"
+    )
+    assert code == 0, err  # a budget that fits still runs (in tiles)

@@ -48,6 +48,36 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return 0, 0
 
 
+def image_header(path: str | Path) -> tuple[int, int, bool, int]:
+    """(width, height, colour, bits) as decoding will give them, from the header alone: upright (EXIF
+    orientation), colour unless gray, 8, 16 or 32 (float) bits a sample; (0, 0, True, 8) if unreadable."""
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            with Image.open(path) as im:
+                w, h = im.size
+                if _orientation(im) in (5, 6, 7, 8):  # a quarter turn: upright, w and h swap
+                    w, h = h, w
+                colour = im.mode not in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "F")
+                bits = 32 if im.mode == "F" else 16 if im.mode.startswith("I") or _is_deep_colour(im) else 8
+                return w, h, colour, bits
+    except Exception:  # noqa: BLE001 -- read_image reports the real error
+        return 0, 0, True, 8
+
+
+def _orientation(im) -> int:
+    """EXIF orientation where the header holds it (JPEG, TIFF, WebP); 1 otherwise. PNG's EXIF can follow the
+    pixels, and Pillow decodes them to find it: not worth it for a check made to avoid decoding."""
+    if im.format not in ("JPEG", "MPO", "TIFF", "WEBP"):
+        return 1
+    try:
+        return int(im.getexif().get(0x0112, 1))
+    except Exception:  # noqa: BLE001 -- a damaged EXIF block: read_image decides
+        return 1
+
+
 class ImageError(ValueError):
     """An image that cannot be read or written; the message is one line for the user."""
 

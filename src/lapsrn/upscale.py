@@ -12,7 +12,7 @@ import numpy as np
 
 from . import protocol as P
 from .imaging import levels_for, quantize, super_resolve, super_resolve_pyramid
-from .io import ImageError, Picture, image_size, memory_limit, read_image, write_image
+from .io import ImageError, Picture, image_header, memory_limit, read_image, write_image
 
 if TYPE_CHECKING:
     from .inference import Upscaler
@@ -35,6 +35,18 @@ def check_output_size(h: int, w: int, scale: float, limit: int | None = None) ->
         raise ImageError(
             f"output {ow}x{oh} would need about {need / 2**30:.1f} GB, over the {limit / 2**30:.1f} GB limit"
         )
+
+
+def check_budget(upscaler: Upscaler, h: int, w: int, colour: bool, bits: int, scale: float) -> None:
+    """Refuse, from the header and before decoding, an image the memory budget cannot run: ``super_resolve``'s
+    own reckoning (the float64 image and its YCbCr, the output samples) passed to the tiler, which raises the
+    --max-memory line. Other scales size their tiles as they go and are checked then."""
+    levels = levels_for(scale)
+    if scale != 2**levels:
+        return
+    channels = 3 if colour else 1
+    held = h * w * channels * 8 + h * w * 3 * 8 + h * w * 4**levels * channels * np.dtype(sample_type(bits)).itemsize
+    upscaler.tile_size(h, w, levels, held)
 
 
 def _alpha(alpha: np.ndarray | None, scale: float, dtype: type) -> np.ndarray | None:
@@ -73,8 +85,10 @@ def upscale_outputs(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_
     Sizes are checked before decoding. ``write_outputs`` writes them; the command line writes one
     image's outputs while the next is upscaled.
     """
-    w, h = image_size(src)
+    w, h, colour, bits = image_header(src)
     check_output_size(h, w, scale)
+    if w and not all_levels:
+        check_budget(upscaler, h, w, colour, bits, scale)
     pic = read_image(src)
 
     def tagged(out: Picture) -> Picture:
