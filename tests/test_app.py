@@ -36,11 +36,13 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def server():
-    """``lapsrn app`` on a free local port, as a user starts it; stopped (and checked alive) at the end."""
+    """``lapsrn app`` on a free local port, as a user starts it, without PyTorch; stopped (and checked alive)
+    at the end."""
     port = free_port()
     log = open(os.devnull, "w")  # noqa: SIM115 -- closed below
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "lapsrn", "app", "--port", str(port)], stdout=log, stderr=subprocess.PIPE, text=True
+    no_torch = "import sys; sys.modules['torch'] = None\nfrom lapsrn.cli import main; sys.exit(main(sys.argv[1:]))"
+    proc = subprocess.Popen(  # as if PyTorch were not installed: the page needs none
+        [sys.executable, "-c", no_torch, "app", "--port", str(port)], stdout=log, stderr=subprocess.PIPE, text=True
     )
     url = f"http://127.0.0.1:{port}/"
     deadline = time.monotonic() + 120

@@ -552,3 +552,11 @@ def test_matroska_duration_comes_from_the_video_not_the_audio(up, tmp_path):
     up.upscale_video(src, tmp_path / "o.mkv", 2, progress=lambda d, t: seen.append(t), log=logged.append)
     assert logged == [] and len(seen) == 24
     assert set(seen) <= {24, 25}  # estimated from the video track's duration, which counts its last frame's length
+
+
+def test_video_needs_no_torch(clip, tmp_path):
+    code = "import sys; sys.modules['torch'] = None\nfrom lapsrn.cli import main; sys.exit(main(sys.argv[1:]))"
+    out = tmp_path / "o.mkv"
+    done = subprocess.run([sys.executable, "-c", code, *_command(clip, out)[3:]], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert len(decoded(out)) == 12
