@@ -44,9 +44,16 @@ def check_budget(upscaler: Upscaler, h: int, w: int, colour: bool, bits: int, sc
     levels = levels_for(scale)
     if scale != 2**levels:
         return
-    channels = 3 if colour else 1
-    held = h * w * channels * 8 + h * w * 3 * 8 + h * w * 4**levels * channels * np.dtype(sample_type(bits)).itemsize
-    upscaler.tile_size(h, w, levels, held)
+    # the header's guesses can be off (a 16-bit gray+alpha PNG opens as RGBA; a TIFF's turn depends on
+    # Pillow's version): count the least the image can take, and refuse only if neither orientation fits
+    held = h * w * 8 + h * w * 3 * 8 + h * w * 4**levels
+    try:
+        upscaler.tile_size(h, w, levels, held)
+    except ValueError as refusal:
+        try:
+            upscaler.tile_size(w, h, levels, held)
+        except ValueError:
+            raise refusal from None
 
 
 def _alpha(alpha: np.ndarray | None, scale: float, dtype: type) -> np.ndarray | None:
