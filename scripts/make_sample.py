@@ -40,6 +40,8 @@ def write_clip(img: Image.Image, frames: int = 48, fps: int = 24) -> None:
     """A 128x96 H.264 clip panning across the drawing (shrunk 4x per frame, like the image), AAC tone beside."""
     import av
 
+    from lapsrn.process_bench import mux_tone
+
     with av.open(str(CLIP), "w", options={"fflags": "+bitexact"}) as out:
         video = out.add_stream("libx264", rate=fps, options={"crf": "20", "threads": "1"})
         video.width, video.height, video.pix_fmt = 128, 96, "yuv420p"
@@ -49,13 +51,7 @@ def write_clip(img: Image.Image, frames: int = 48, fps: int = 24) -> None:
             small = img.crop((x, 48, x + 512, 48 + 384)).resize((128, 96), Image.Resampling.LANCZOS)
             out.mux(video.encode(av.VideoFrame.from_image(small)))
         out.mux(video.encode(None))
-        t = np.arange(48000 * frames // fps) / 48000
-        tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-        for k in range(0, tone.shape[1], 1024):
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1024]), "fltp", "mono")
-            chunk.sample_rate, chunk.pts = 48000, k
-            out.mux(audio.encode(chunk))
-        out.mux(audio.encode(None))
+        mux_tone(out, audio, 48000 * frames // fps)
     print(f"wrote {CLIP} (128x96, {frames} frames at {fps} fps, AAC tone)")
 
 

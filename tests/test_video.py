@@ -18,6 +18,7 @@ import pytest
 import lapsrn
 from lapsrn import protocol as P
 from lapsrn.cli import main
+from lapsrn.process_bench import mux_tone
 from lapsrn.video import VideoError, read_planes, source_layout, work_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -67,13 +68,7 @@ def make_clip(
         out.mux(video.encode(None))
         if sound:
             last = (pts[-1] + 1) if pts else frames
-            t = np.arange(48000 * last // fps) / 48000
-            tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-            for k in range(0, tone.shape[1], 1024):
-                chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1024]), "fltp", "mono")
-                chunk.sample_rate, chunk.pts = 48000, k
-                out.mux(sound.encode(chunk))
-            out.mux(sound.encode(None))
+            mux_tone(out, sound, 48000 * last // fps)
     return path
 
 

@@ -10,6 +10,7 @@ usage analytics are switched off.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -99,7 +100,7 @@ def preview(path: Path, size: tuple[int, int], dst: Path, nearest: bool = False)
 
     scale = min(1.0, PREVIEW_SIDE / max(size))
     size = (max(1, round(size[0] * scale)), max(1, round(size[1] * scale)))
-    with Image.open(path) if not nearest and path.suffix.lower() == ".png" else _nothing() as im:
+    with Image.open(path) if not nearest and path.suffix.lower() == ".png" else contextlib.nullcontext() as im:
         if im is not None and im.mode in ("RGB", "RGBA", "L", "LA"):
             if im.size == size:
                 return path
@@ -110,16 +111,6 @@ def preview(path: Path, size: tuple[int, int], dst: Path, nearest: bool = False)
     method = Image.Resampling.NEAREST if nearest else Image.Resampling.LANCZOS
     Image.fromarray(pixels).resize(size, method).save(dst)
     return dst
-
-
-class _nothing:
-    """A context manager that gives None (``preview``'s "no file to open")."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def display_names(uploads: list[Path]) -> list[tuple[str, str]]:

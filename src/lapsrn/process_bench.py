@@ -114,6 +114,20 @@ def prepare_jobs(photo: Path, folder_lr: list[Path], work: Path) -> list[Job]:
     ]
 
 
+def mux_tone(out, audio, samples: int) -> None:
+    """Encode and mux a 440 Hz tone of ``samples`` samples into ``audio``, a mono 48 kHz AAC stream of the
+    PyAV container ``out``: the sound track of the clips made here, the bundled sample's and the tests'."""
+    import av
+
+    t = np.arange(samples) / 48000
+    tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+    for k in range(0, tone.shape[1], 1024):
+        chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1024]), "fltp", "mono")
+        chunk.sample_rate, chunk.pts = 48000, k
+        out.mux(audio.encode(chunk))
+    out.mux(audio.encode(None))
+
+
 def prepare_video(photo: Path, work: Path, frames: int = 48, size: tuple[int, int] = (640, 360)) -> Job:
     """A clip panning across ``photo`` (resized to cover the frame with room to move): H.264 at CRF 18, 24 fps,
     with a 440 Hz AAC track. Needs PyAV."""
@@ -134,13 +148,7 @@ def prepare_video(photo: Path, work: Path, frames: int = 48, size: tuple[int, in
             crop = np.ascontiguousarray(big[i // 2 : i // 2 + h, i : i + w])
             out.mux(video.encode(av.VideoFrame.from_ndarray(crop, format="rgb24")))
         out.mux(video.encode(None))
-        t = np.arange(48000 * frames // 24) / 48000
-        tone = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
-        for k in range(0, tone.shape[1], 1024):
-            chunk = av.AudioFrame.from_ndarray(np.ascontiguousarray(tone[:, k : k + 1024]), "fltp", "mono")
-            chunk.sample_rate, chunk.pts = 48000, k
-            out.mux(audio.encode(chunk))
-        out.mux(audio.encode(None))
+        mux_tone(out, audio, 48000 * frames // 24)
     return Job(f"a {w}x{h} clip of {frames} frames, with audio", path, w * h * frames, scale=2, frames=frames)
 
 

@@ -516,7 +516,7 @@ def upscale_video(
     if (layout.bits, layout.pix_fmt) != (info.layout.bits, info.layout.pix_fmt) or info.convert:
         note(f"{info.pix_fmt} frames are written as {layout.pix_fmt} ({codec_name} in this build)")
     height, width = output_size(info.height, info.width, scale, layout)
-    upscaler.tile_size(info.height, info.width, levels, held_bytes(width, height, layout))  # too small a budget
+    upscaler.tile_size(info.height, info.width, levels, frames_held_bytes(width, height, layout))  # too small a budget
     stat = src.stat()
     rate = info.rate
     plan = Plan(
@@ -610,7 +610,8 @@ def _put(q: queue.Queue, item: object, stop: threading.Event) -> None:
 
 
 def _get(q: queue.Queue, stop: threading.Event, threads: list[threading.Thread]) -> object:
-    """Get, or raise the error of a stage that failed (its thread ended without passing END)."""
+    """The next item, or _FAILED once the run is stopping or a stage's thread has ended without passing END
+    (its error is in the caller's list)."""
     while True:
         try:
             return q.get(timeout=0.1)
@@ -622,7 +623,7 @@ def _get(q: queue.Queue, stop: threading.Event, threads: list[threading.Thread])
 _END, _FAILED = object(), object()
 
 
-def held_bytes(width: int, height: int, layout: Layout) -> int:
+def frames_held_bytes(width: int, height: int, layout: Layout) -> int:
     """Bytes of the memory budget that frames in flight take beside the network's feature maps: output frames
     queued, being encoded and being filled, the float32 Y plane, the chroma's float64 temporaries."""
     pixels = width * height
@@ -651,7 +652,7 @@ def _run(
     upscaled: queue.Queue = queue.Queue(QUEUE_FRAMES)
     stop = threading.Event()
     errors: list[BaseException] = []
-    reserved = held_bytes(plan.width, plan.height, layout)
+    reserved = frames_held_bytes(plan.width, plan.height, layout)
     count = [0]  # frames decoded, those of resumed segments included
     retimed = [0]  # frames without a timestamp, or one not after the frame before, given the next one
 
