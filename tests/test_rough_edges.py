@@ -94,8 +94,9 @@ def test_evaluate_given_a_file_and_json_into_a_new_folder(tmp_path, capsys):
     assert code == 1 and err == f"lapsrn: error: {hr / 'a.png'}: is a file; -d takes a folder of HR images\n"
     out = tmp_path / "results" / "deep" / "r.json"
     assert main(["evaluate", "-d", str(hr), "-s", "2", "--json", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert out.is_file() and "cells: PSNR (dB) / SSIM" in printed
+    captured = capsys.readouterr()
+    assert out.is_file() and "lapsrn: table cells: PSNR (dB) / SSIM" in captured.err
+    assert captured.out.strip().splitlines()[0].startswith("| method | scale |")  # stdout: the table alone
 
 
 def test_a_lapsrn_asked_beyond_its_levels_says_what_to_use(photo, tmp_path, capsys):

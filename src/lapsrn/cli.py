@@ -742,7 +742,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     name = Path(args.model).name if args.model else "lapsrn default"
     report = run_evaluation([(name, upscaler)], args.dataset, scales, not args.no_bicubic, degrade)
     print(report.table(hf=args.texture))
-    print("\ncells: PSNR (dB) / SSIM" + (" / fine detail relative to the ground truth" if args.texture else ""))
+    cells = "PSNR (dB) / SSIM" + (" / fine detail relative to the ground truth" if args.texture else "")
+    print(f"lapsrn: table cells: {cells}", file=sys.stderr)  # stdout stays the markdown table alone
     if args.json:
         from .io import atomic_path
 
