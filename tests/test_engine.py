@@ -564,13 +564,19 @@ def test_without_torch_the_cpu_commands_work_and_train_names_the_extra(tmp_path)
         done = _run_cli(command, tmp_path, block_torch=True)
         assert done.returncode == 0 and "torch imported: False" in done.stdout, (command, done.stderr)
     assert (tmp_path / "report.html").stat().st_size > 0 and (tmp_path / "x2.safetensors").stat().st_size > 0
+    import importlib.util
+
     from lapsrn.cli import install_hint
 
-    for command, extra in ((["train", "--steps", "1"], "torch"), (["export", "--onnx", "x.onnx"], "export")):
+    lacking = ", ".join(["torch", *(m for m in ("onnx", "onnxruntime") if importlib.util.find_spec(m) is None)])
+    for command, extra, needs in (
+        (["train", "--steps", "1"], "torch", "torch"),
+        (["export", "--onnx", "x.onnx"], "export", lacking),  # everything export lacks, at once
+    ):
         done = _run_cli(command, tmp_path, block_torch=True)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1 and len(lines) == 1, done.stderr
-        assert lines[0] == f"lapsrn: error: lapsrn {command[0]} needs torch: {install_hint(extra)}"
+        assert lines[0] == f"lapsrn: error: lapsrn {command[0]} needs {needs}: {install_hint(extra)}"
     done = _run_cli(["upscale", "-i", str(sample), "-o", "o.png", "--device", "cuda"], tmp_path, True)
     assert done.returncode == 1 and "needs PyTorch" in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
