@@ -239,7 +239,8 @@ def startup_rows() -> list[tuple[str, float]]:
 
 def colour_rows(y: np.ndarray) -> list[tuple[str, float]]:
     """Composing the x4 colour output from the network's Y and the LR's Cb/Cr: on every thread, on one."""
-    from lapsrn import engine, imaging
+    from lapsrn import colour as imaging
+    from lapsrn import engine
     from lapsrn import protocol as P
 
     rng = np.random.default_rng(0)

@@ -7,10 +7,10 @@ import pytest
 import torch
 
 import lapsrn.training as T
+from lapsrn.api import Upscaler
 from lapsrn.cli import main
 from lapsrn.config import ConfigError, make_config
 from lapsrn.data import make_pyramid
-from lapsrn.inference import Upscaler
 from lapsrn.losses import pyramid_loss
 from lapsrn.models import LapSRN, MSLapSRN, OneStep, count_parameters
 from lapsrn.weights import read, save, spec_of

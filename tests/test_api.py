@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from lapsrn.inference import Upscaler
+from lapsrn.api import Upscaler
 from lapsrn.models import MSLapSRN
 
 from .conftest import smooth_image
@@ -44,7 +44,7 @@ def test_tensor_in_tensor_out(up, rng):
 
 
 def test_api_and_file_path_agree(up, rng, tmp_path):
-    from lapsrn.upscale import upscale_file
+    from lapsrn.pictures import upscale_file
 
     arr = (smooth_image(rng, 10, 12) * 255).astype(np.uint8)
     Image.fromarray(arr).save(tmp_path / "a.png")
@@ -131,9 +131,98 @@ def test_conversion_does_not_import_torch(monkeypatch):
     """_from_kind only looks torch up in sys.modules, so the API can work where torch is not installed."""
     import sys
 
-    from lapsrn.upscale import _from_kind
+    from lapsrn.api import _from_kind
 
     monkeypatch.delitem(sys.modules, "torch")
     pic, back = _from_kind(np.zeros((4, 4), np.uint8))
     assert pic.bits == 8 and back(pic).dtype == np.uint8
     assert "torch" not in sys.modules
+
+
+def test_threads_hold_for_the_upscalers_calls_only(rng, monkeypatch):
+    """Upscaler(threads=1) runs its bands on one thread and BLAS on one, and leaves the engine's and BLAS's
+    process-wide settings as they were: another Upscaler, and the program, keep theirs."""
+    from threadpoolctl import threadpool_info
+
+    from lapsrn import colour, engine
+
+    torch.manual_seed(0)
+    one = Upscaler(MSLapSRN(depth=1, recursions=1).eval(), threads=1)
+    blas_before = [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]
+    engine_before = engine.threads()
+    seen = []
+    real = colour._compose_rows
+
+    def compose(*args):
+        seen.append((engine.threads(), [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"]))
+        return real(*args)
+
+    monkeypatch.setattr(colour, "_compose_rows", compose)
+    img = (smooth_image(rng, 20, 24) * 255).astype(np.uint8)
+    out = one.upscale(img, 2)
+    assert seen and all(threads == 1 and set(blas) == {1} for threads, blas in seen), seen
+    assert engine.threads() == engine_before
+    assert [p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"] == blas_before
+    seen.clear()
+    many = Upscaler(one.net, one.spec)
+    np.testing.assert_array_equal(many.upscale(img, 2), out)  # the same samples on every thread count
+    assert seen[0][0] == engine_before
+
+
+def test_reading_leaves_pillows_limit_to_the_program(tmp_path):
+    """The library never lifts Pillow's decompression-bomb limit for a program that imports it; an image over the
+    program's limit is one line naming it. The command lifts it for its own process (io.configure_process)."""
+    import PIL.Image
+
+    from lapsrn.io import ImageError, read_image
+
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(tmp_path / "a.png")
+    before = PIL.Image.MAX_IMAGE_PIXELS
+    try:
+        PIL.Image.MAX_IMAGE_PIXELS = 900  # 2000 pixels is over twice the limit: a bomb to Pillow
+        with pytest.raises(ImageError, match=r"a\.png: over this process's PIL.Image.MAX_IMAGE_PIXELS"):
+            read_image(tmp_path / "a.png")
+        assert PIL.Image.MAX_IMAGE_PIXELS == 900
+    finally:
+        PIL.Image.MAX_IMAGE_PIXELS = before
+    assert read_image(tmp_path / "a.png").pixels.shape == (40, 50, 3)
+
+
+def test_upscale_folder_writes_what_the_command_writes(up, rng, tmp_path, capsys):
+    """Upscaler.upscale_folder is the command's folder runner: the same files, byte for byte, a bad image listed
+    in the result and the others written, options checked with one line."""
+    from lapsrn.batch import BatchError
+    from lapsrn.cli import main
+    from lapsrn.weights import save
+
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    for name in ("a.png", "sub/b.png"):
+        Image.fromarray((smooth_image(rng, 12, 10) * 255).astype(np.uint8)).save(src / name)
+    (src / "broken.png").write_bytes(b"not a png")
+    save(MSLapSRN(depth=1, recursions=1).eval(), tmp_path / "m.safetensors")
+    import lapsrn
+
+    model = lapsrn.load(str(tmp_path / "m.safetensors"), device="cpu")
+    lines, steps = [], []
+    result = model.upscale_folder(
+        src,
+        tmp_path / "api",
+        2,
+        recursive=True,
+        suffix="_x2",
+        log=lambda *a: lines.append(a),
+        progress=lambda *s: steps.append(s),
+    )
+    assert result.images == 2 and result.total == 3 and [p for p, _ in result.failed] == [src / "broken.png"]
+    assert sorted(p.relative_to(tmp_path / "api").as_posix() for p in result.written) == ["a_x2.png", "sub/b_x2.png"]
+    assert steps[-1] == (3, 3) and any(problem and "broken.png" in line for line, problem in lines)
+    argv = ["upscale", "-i", str(src), "-o", str(tmp_path / "cli"), "-s", "2", "--recursive", "--suffix", "_x2"]
+    assert main([*argv, "-m", str(tmp_path / "m.safetensors")]) == 1  # the broken image
+    capsys.readouterr()
+    for path in result.written:
+        assert path.read_bytes() == (tmp_path / "cli" / path.relative_to(tmp_path / "api")).read_bytes()
+    with pytest.raises(BatchError, match="ext must be one of"):
+        model.upscale_folder(src, tmp_path / "x", 2, ext="gif")
+    with pytest.raises(BatchError, match="not a folder"):
+        model.upscale_folder(src / "a.png", tmp_path / "x", 2)

@@ -319,7 +319,7 @@ def test_uploads_with_one_name_keep_their_outputs_apart(tmp_path):
 
 def test_bicubic_in_bands_equals_the_whole_image(tmp_path):
     """The baseline's file, made band by band to bound memory, is the protocol's bicubic of the whole image."""
-    from lapsrn import imaging
+    from lapsrn import colour as imaging
     from lapsrn import protocol as P
     from lapsrn.app import bicubic_file
 

@@ -9,7 +9,7 @@ import pytest
 import lapsrn
 import lapsrn.weights as W
 from lapsrn import evaluate as E
-from lapsrn.imaging import bicubic, super_resolve
+from lapsrn.colour import bicubic, super_resolve
 from lapsrn.io import read_image
 
 from .conftest import shared_path

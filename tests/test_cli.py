@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 from lapsrn import protocol as P
+from lapsrn.api import Upscaler
 from lapsrn.cli import main
-from lapsrn.imaging import super_resolve
-from lapsrn.inference import Upscaler
+from lapsrn.colour import super_resolve
 from lapsrn.models import MSLapSRN
 from lapsrn.weights import save
 
@@ -257,8 +257,7 @@ def test_folder_writes_each_image_while_the_next_is_upscaled(tmp_path, rng, tiny
     fails is reported for its image and the others are written; large outputs are written at once."""
     import threading
 
-    import lapsrn.cli as C
-    import lapsrn.upscale as U
+    import lapsrn.batch as U
     from lapsrn.io import ImageError
 
     src = tmp_path / "in"
@@ -294,7 +293,7 @@ def test_folder_writes_each_image_while_the_next_is_upscaled(tmp_path, rng, tiny
     sizes = {e[1] for e in events}
     assert len(sizes) == 4
     events.clear()
-    monkeypatch.setattr(C, "WRITE_BEHIND_BYTES", 0)
+    monkeypatch.setattr(U, "WRITE_BEHIND_BYTES", 0)
     code, err = run(capsys, "upscale", "-i", str(src), "-o", str(tmp_path / "out2"), "-s", "2", "-m", tiny_model)
     assert code == 1 and all(thread == "MainThread" for kind, _, thread in events if kind == "write"), events
 
@@ -304,7 +303,7 @@ def test_folder_write_behind_leaves_room_in_the_budget_and_keeps_reports_in_orde
 ):
     """While one image's outputs wait to be written, the next image runs with that many bytes less; a failure
     of the next image is reported after the waiting one's "wrote" line."""
-    import lapsrn.upscale as U
+    import lapsrn.batch as U
     from lapsrn.io import ImageError
 
     src = tmp_path / "in"
@@ -338,7 +337,7 @@ def test_folder_stopped_while_a_write_is_pending_finishes_and_reports_it(
     import os
     import signal
 
-    import lapsrn.upscale as U
+    import lapsrn.batch as U
 
     src = tmp_path / "in"
     src.mkdir()
@@ -446,7 +445,7 @@ def test_bad_input_is_one_line_nonzero_and_no_output(tmp_path, rng, tiny_model, 
 
 
 def test_output_too_large_for_memory_is_refused(tmp_path, rng, tiny_model, capsys, monkeypatch):
-    import lapsrn.upscale as U
+    import lapsrn.pictures as U
 
     monkeypatch.setattr(U, "memory_limit", lambda: 1 << 20)
     Image.fromarray(u8(smooth_image(rng, 64, 64))).save(tmp_path / "c.png")
@@ -623,7 +622,7 @@ def test_sigterm_is_handled_like_ctrl_c(tmp_path, rng, tiny_model, capsys, monke
     import os
     import signal
 
-    import lapsrn.upscale as U
+    import lapsrn.batch as U
     from lapsrn.io import atomic_path
 
     def killed_while_writing(outputs, *args):
@@ -880,7 +879,7 @@ def test_bundled_model_names_any_case_and_default(tmp_path, rng, capsys):
 
 
 def test_a_large_single_image_shows_progress_by_bands(tmp_path, rng, capsys, monkeypatch):
-    from lapsrn.inference import Upscaler
+    from lapsrn.api import Upscaler
 
     Image.fromarray(u8(smooth_image(rng, 150, 200))).save(tmp_path / "big.png")
     args = ["upscale", "-i", str(tmp_path / "big.png"), "-o", str(tmp_path / "out.png"), "-s", "4"]

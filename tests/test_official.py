@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from lapsrn import evaluate as E
-from lapsrn.imaging import super_resolve
-from lapsrn.inference import Upscaler
+from lapsrn.api import Upscaler
+from lapsrn.colour import super_resolve
 from lapsrn.io import read_image
 from lapsrn.weights import load
 
@@ -39,7 +39,7 @@ def test_official_weights_reproduce_set5(weights, scale, psnr, ssim):
 
 
 def test_bicubic_baseline_set5_x4():
-    from lapsrn.imaging import bicubic
+    from lapsrn.colour import bicubic
 
     folder = shared_path("datasets", "test", "Set5")
     scores = [E.evaluate_image(p.stem, read_image(p).pixels, 4, bicubic) for p in E.image_files(folder)]

@@ -177,7 +177,7 @@ def test_export_names_everything_missing_at_once(tmp_path):
 
 def test_the_memory_budget_is_checked_before_decoding(tmp_path, capsys, monkeypatch):
     """An image the budget cannot run is refused from its header: the pixels are never decoded."""
-    from lapsrn import upscale
+    from lapsrn import pictures as upscale
 
     Image.fromarray(np.zeros((300, 400, 3), np.uint8)).save(tmp_path / "big.png")
 

@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-import lapsrn.inference as inference
+import lapsrn.tiling as tiling
 from lapsrn import protocol as P
-from lapsrn.imaging import super_resolve
-from lapsrn.inference import Upscaler, feature_bytes
+from lapsrn.api import Upscaler
+from lapsrn.colour import super_resolve
+from lapsrn.memory import feature_bytes
 from lapsrn.models import MSLapSRN
 
 from .conftest import smooth_image
@@ -34,7 +35,7 @@ def test_margin_is_needed(lapsrn_x4, rng, monkeypatch):
     """With too little overlap the seams show: the equality above is not trivial."""
     y = rng.random((100, 120))
     whole = Upscaler(lapsrn_x4).pyramid_y(y, 2)
-    monkeypatch.setattr(inference, "receptive_margin", lambda net, levels: 4)
+    monkeypatch.setattr(tiling, "receptive_margin", lambda net, levels: 4)
     tiled = Upscaler(lapsrn_x4, tile=32).pyramid_y(y, 2)
     assert np.abs(whole[-1] - tiled[-1]).max() > 1e-3
 
@@ -43,7 +44,7 @@ def test_tiling_turns_on_under_memory_budget(rng, monkeypatch):
     torch.manual_seed(0)
     net = MSLapSRN(depth=2, recursions=1, levels=2).eval()
     img = smooth_image(rng, 200, 160)
-    budget = inference.CHUNK_OVERHEAD + (feature_bytes(200, 160, 2) - inference.CHUNK_OVERHEAD) // 2
+    budget = tiling.CHUNK_OVERHEAD + (feature_bytes(200, 160, 2) - tiling.CHUNK_OVERHEAD) // 2
     up = Upscaler(net, max_memory=budget)
     assert up.tile_size(200, 160, 2) is not None
     calls = []
@@ -62,8 +63,8 @@ def test_last_level_runs_in_bands_within_the_budget(rng, monkeypatch):
     torch.manual_seed(0)
     net = MSLapSRN(depth=2, recursions=1, levels=2).eval()
     y = rng.random((200, 160)).astype(np.float32)
-    up = Upscaler(net, max_memory=feature_bytes(200, 160, 2) + inference.output_bytes(200, 160, 2, last_only=True))
-    assert up.tile_size(200, 160, 2, inference.output_bytes(200, 160, 2, last_only=True)) is None
+    up = Upscaler(net, max_memory=feature_bytes(200, 160, 2) + tiling.output_bytes(200, 160, 2, last_only=True))
+    assert up.tile_size(200, 160, 2, tiling.output_bytes(200, 160, 2, last_only=True)) is None
     bands = []
     real = Network._band_features
     monkeypatch.setattr(Network, "_band_features", lambda self, *a: bands.append(a[2:4]) or real(self, *a))
@@ -89,16 +90,16 @@ def test_a_tile_the_user_sized_runs_whole(rng, monkeypatch):
 def test_automatic_tiles_are_the_layout_that_computes_less(h, w, layout):
     """Bands or squares, whichever runs the network over fewer pixels, margins included; both fit the budget."""
     net = MSLapSRN(depth=2, recursions=1, levels=2).eval()
-    up = Upscaler(net, max_memory=inference.CHUNK_OVERHEAD + (feature_bytes(h, w, 2) - inference.CHUNK_OVERHEAD) // 4)
-    margin = inference.receptive_margin(up.spec, 2)
+    up = Upscaler(net, max_memory=tiling.CHUNK_OVERHEAD + (feature_bytes(h, w, 2) - tiling.CHUNK_OVERHEAD) // 4)
+    margin = tiling.receptive_margin(up.spec, 2)
     band, square = up.tile_candidates(h, w, 2)
     tile = up.tile_size(h, w, 2)
     assert tile == {"band": band, "square": square}[layout]
-    cost = {t: inference.computed_pixels(h, w, t, margin) for t in (band, square)}
+    cost = {t: tiling.computed_pixels(h, w, t, margin) for t in (band, square)}
     assert cost[tile] == min(cost.values())
-    per_pixel = feature_bytes(1, 1, 2) - inference.CHUNK_OVERHEAD
-    assert (band[0] + 2 * margin) * w * per_pixel + inference.CHUNK_OVERHEAD <= up.max_memory
-    assert (square[0] + 2 * margin) ** 2 * per_pixel + inference.CHUNK_OVERHEAD <= up.max_memory
+    per_pixel = feature_bytes(1, 1, 2) - tiling.CHUNK_OVERHEAD
+    assert (band[0] + 2 * margin) * w * per_pixel + tiling.CHUNK_OVERHEAD <= up.max_memory
+    assert (square[0] + 2 * margin) ** 2 * per_pixel + tiling.CHUNK_OVERHEAD <= up.max_memory
 
 
 def test_too_small_budget_is_a_clear_error():
@@ -110,7 +111,8 @@ def test_too_small_budget_is_a_clear_error():
 @pytest.mark.parametrize("gray", [False, True])
 def test_compose_bands_run_on_every_thread(rng, monkeypatch, gray):
     """With two threads the colour is composed as two bands at once, equal to one thread's single band."""
-    from lapsrn import engine, imaging
+    from lapsrn import colour as imaging
+    from lapsrn import engine
 
     h, w = 61, 37
     ycc, y = P.rgb2ycbcr(smooth_image(rng, h, w)), rng.random((4 * h, 4 * w))
@@ -140,7 +142,7 @@ def test_compose_bands_run_on_every_thread(rng, monkeypatch, gray):
 @pytest.mark.parametrize("gray", [False, True])
 def test_banded_compose_equals_one_piece(rng, monkeypatch, scale, gray):
     """Colour is composed in horizontal bands straight into uint8; the bands must not show."""
-    from lapsrn import imaging
+    from lapsrn import colour as imaging
 
     torch.manual_seed(0)
     net = MSLapSRN(depth=1, recursions=1, levels=2).eval()
@@ -152,3 +154,31 @@ def test_banded_compose_equals_one_piece(rng, monkeypatch, scale, gray):
     assert np.abs(banded - whole).max() < 1e-12
     as_u8 = super_resolve(Upscaler(net), img, scale, np.uint8)
     assert as_u8.dtype == np.uint8 and np.array_equal(as_u8, P.im2uint8(whole))
+
+
+def test_bands_cover_the_rows_once_and_read_their_margins_within_the_image():
+    """The one band helper: delivered rows tile [start, end) exactly; reads add the margin, clamped to the image;
+    equal bands are as few as the size allows, each as short as that count allows."""
+    from lapsrn.bands import bands, read_rows
+
+    for length, size, margin, equal, start, end in [
+        (10, 3, 2, False, 0, None),
+        (10, 3, 2, True, 0, None),
+        (100, 7, 5, True, 0, None),
+        (50, 8, 6, False, 13, 41),
+        (1, 5, 3, True, 0, None),
+    ]:
+        cut = bands(length, size, margin, equal, start, end)
+        stop = length if end is None else end
+        rows = [r for b in cut for r in range(b.start, b.stop)]
+        assert rows == list(range(start, stop))
+        for b in cut:
+            assert b.read_start == max(b.start - margin, 0) and b.read_stop == min(b.stop + margin, length)
+            assert b.offset == b.start - b.read_start and b.stop - b.start <= size
+        if equal:
+            assert len(cut) == -(-(stop - start) // size)
+            sizes = [b.stop - b.start for b in cut]
+            assert len(set(sizes[:-1])) <= 1 and sizes[-1] <= sizes[0] and sizes[0] * (len(cut) - 1) < stop - start
+        assert read_rows(length, size, margin, equal) == sum(
+            b.read_stop - b.read_start for b in bands(length, size, margin, equal)
+        )

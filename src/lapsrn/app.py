@@ -29,7 +29,7 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 import gradio as gr  # noqa: E402 -- its handlers' gr.Request annotations need it at module level
 
 if TYPE_CHECKING:
-    from .inference import Upscaler
+    from .api import Upscaler
 
 MODELS = ("default", "real", "gan", "bicubic")  # bicubic: the baseline every model is judged against
 SCALES = ("2", "3", "4", "8")
@@ -62,14 +62,15 @@ class Results:
 
 def bicubic_file(src: Path, dst: Path, scale: float) -> None:
     """The papers' baseline as a file: MATLAB bicubic of every channel (and alpha), written like the models'.
-    In bands of rows with a margin for the kernel (``imaging.BAND_MARGIN``), which equals resizing the whole
+    In bands of rows with a margin for the kernel (``colour.BAND_MARGIN``), which equals resizing the whole
     image, so memory stays a few bands' worth beside the input and the 8- or 16-bit output."""
     from dataclasses import replace
 
     from . import protocol as P
-    from .imaging import BAND_MARGIN, BAND_PIXELS, quantize
+    from .bands import bands
+    from .colour import BAND_MARGIN, BAND_PIXELS, quantize
     from .io import read_image, write_image
-    from .upscale import check_output_size, sample_type
+    from .pictures import check_output_size, sample_type
 
     pic = read_image(src)
     h, w = pic.pixels.shape[:2]
@@ -79,11 +80,9 @@ def bicubic_file(src: Path, dst: Path, scale: float) -> None:
     def resize(img: np.ndarray) -> np.ndarray:
         out = np.empty((h * s, w * s, *img.shape[2:]), dtype)
         rows = max(1, BAND_PIXELS // (w * s * s))
-        for b0 in range(0, h, rows):
-            b1, a0 = min(b0 + rows, h), max(b0 - BAND_MARGIN, 0)
-            a1 = min(b1 + BAND_MARGIN, h)
-            band = P.imresize(img[a0:a1], scale)[(b0 - a0) * s : (b1 - a0) * s]
-            out[b0 * s : b1 * s] = quantize(np.clip(band, 0.0, 1.0), dtype)
+        for b in bands(h, rows, BAND_MARGIN):
+            band = P.imresize(img[b.read_start : b.read_stop], scale)[b.offset * s : (b.offset + b.stop - b.start) * s]
+            out[b.start * s : b.stop * s] = quantize(np.clip(band, 0.0, 1.0), dtype)
         return out
 
     alpha = None if pic.alpha is None else resize(pic.alpha)
@@ -236,7 +235,7 @@ class Studio:
         """One upload through one model into ``out`` (``where``: the upload's name and stem, the model's label,
         the scale, the run's folder), its preview and the original's beside it."""
         from .io import image_size
-        from .upscale import upscale_file
+        from .pictures import upscale_file
 
         name, stem, label, scale, out = where
         dst = out / f"{stem}_x{scale:g}_{label}.png"

@@ -157,11 +157,14 @@ def _worker(spec: dict) -> dict:
         def run(x: np.ndarray) -> np.ndarray:
             return np.ascontiguousarray(sr.upsample(np.ascontiguousarray(x[..., ::-1]))[..., ::-1])
     else:
-        from .inference import set_threads
+        from threadpoolctl import threadpool_limits
 
-        set_threads(threads)
+        from .engine import set_threads
+
+        set_threads(threads)  # this worker process runs this one method: its whole process is limited
+        threadpool_limits(threads, user_api="blas")
         if kind == "bicubic":
-            from .imaging import bicubic
+            from .colour import bicubic
 
             def run(x: np.ndarray) -> np.ndarray:
                 return P.im2uint8(bicubic(x / 255.0, scale))

@@ -196,8 +196,8 @@ def run_evaluation(
     """
     from tqdm import tqdm
 
+    from .colour import bicubic, super_resolve
     from .degrade import describe
-    from .imaging import bicubic, super_resolve
     from .io import read_image
 
     rows: list[Row] = []

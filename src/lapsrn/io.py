@@ -22,17 +22,24 @@ from pathlib import Path
 
 import numpy as np
 
+from .memory import BYTES_PER_INPUT_PIXEL, memory_limit
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 MAX_INPUT_PIXELS = 1 << 28  # 268 Mpx: a header claiming more is a decompression bomb
-BYTES_PER_INPUT_PIXEL = 64  # decoded 8/16-bit samples + float64 RGB + a working copy
 
 
-def memory_limit() -> int:
-    """Half of this machine's physical memory: what one image may use outside the network."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2
-    except (ValueError, OSError, AttributeError):
-        return 8 << 30
+def configure_process() -> None:
+    """Pillow's settings for lapsrn's own processes (the command, the app's server), never for a library caller's.
+
+    Pillow refuses images over 179 Mpx as decompression bombs; lapsrn checks the header against its own
+    limit and the memory budget instead, so its commands lift Pillow's. Pillow's log of corrupt files
+    is silenced, since the command reports each as one line. A program that imports lapsrn keeps its own
+    settings: an image over its limit is refused with one line naming it.
+    """
+    from PIL import Image
+
+    Image.MAX_IMAGE_PIXELS = None
+    logging.getLogger("PIL").setLevel(logging.CRITICAL)
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -131,8 +138,6 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
         raise ImageError(f"{path}: is a folder, not an image")
     if path.stat().st_size == 0:
         raise ImageError(f"{path}: empty file")
-    Image.MAX_IMAGE_PIXELS = None  # we check the header size ourselves, below
-    logging.getLogger("PIL").setLevel(logging.CRITICAL)  # corrupt files: our one error line, not Pillow's log
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -159,6 +164,8 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
         raise ImageError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from None
     except UnidentifiedImageError:
         raise ImageError(f"{path}: not an image file Pillow can read") from None
+    except Image.DecompressionBombError as e:
+        raise ImageError(f"{path}: over this process's PIL.Image.MAX_IMAGE_PIXELS ({e})") from None
     except Exception as e:  # noqa: BLE001 -- decoders raise many types on corrupt data (TypeError from TIFF tags, ...)
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ImageError(f"{path}: cannot decode image ({msg})") from None

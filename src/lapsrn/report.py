@@ -78,8 +78,8 @@ def _per_image(rows: list[E.Row]) -> str:
 def _crops(hr_images: dict[str, np.ndarray], methods: list[Method], scale: int, degrade: list | None = None) -> str:
     """For each chosen image: the same zoomed window in ground truth, bicubic and every model (from the same
     LR as the tables: ``degrade``'s steps applied to it, with the noise seeded by the image's name)."""
+    from .colour import bicubic
     from .degrade import degrade_lr
-    from .imaging import bicubic
 
     blocks = []
     for name, hr_raw in hr_images.items():

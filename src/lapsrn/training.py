@@ -36,10 +36,10 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 from . import evaluate as E
+from .api import Upscaler
+from .colour import super_resolve
 from .config import PRESETS, TrainConfig, check_batch, make_config, resume_mismatches  # noqa: F401 (re-exported)
 from .data import PatchSampler, batches, load_y_images, make_pyramid
-from .imaging import super_resolve
-from .inference import Upscaler
 from .losses import pyramid_loss
 from .models import Discriminator, LapSRN, MSLapSRN, OneStep
 

@@ -37,11 +37,11 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import protocol as P
-from .imaging import levels_for
+from .colour import levels_for
 from .io import atomic_path, remove_stale_temps
 
 if TYPE_CHECKING:
-    from .inference import Upscaler
+    from .tiling import Tiler
 
 CONTAINERS = {".mp4": "mp4", ".m4v": "mp4", ".mov": "mov", ".mkv": "matroska", ".webm": "webm"}  # outputs
 VIDEO_SUFFIXES = {*CONTAINERS, ".avi"}  # inputs: AVI is read, not written (it has no place for B-frames' timing)
@@ -219,7 +219,7 @@ def write_planes(frame, planes: list[np.ndarray]) -> None:
         dst[:, : plane.width] = arr
 
 
-def upscale_luma(upscaler: Upscaler, y: np.ndarray, scale: float, size: tuple[int, int], reserved: int) -> np.ndarray:
+def upscale_luma(upscaler: Tiler, y: np.ndarray, scale: float, size: tuple[int, int], reserved: int) -> np.ndarray:
     """The network's Y at ``size`` for a float32 LR plane: band by band at a power of two, else the next level
     resized down bicubically (as the image path does for x3). ``reserved``: bytes the caller holds of the budget."""
     levels = levels_for(scale)
@@ -360,7 +360,7 @@ class Plan:
     libraries: str  # PyAV and FFmpeg's versions: another encoder build may write other bytes
 
 
-def model_fingerprint(upscaler: Upscaler, levels: int) -> str:
+def model_fingerprint(upscaler: Tiler, levels: int) -> str:
     """A hash of the network's output on a fixed pseudo-random 24x20 plane: the same iff the model computes the same."""
     y = np.random.default_rng(0).random((24, 20), dtype=np.float32)
     return hashlib.sha256(b"".join(o.tobytes() for o in upscaler.pyramid_y(y, levels))).hexdigest()[:16]
@@ -468,7 +468,7 @@ def configure_encoder(ctx, plan: Plan, src: Source, rate: Fraction | None) -> No
 
 
 def upscale_video(
-    upscaler: Upscaler,
+    upscaler: Tiler,
     src: str | Path,
     dst: str | Path,
     scale: float = 2,
@@ -545,7 +545,8 @@ def upscale_video(
     done_frames = 0
     try:
         if not work.complete():
-            done_frames = _run(upscaler, src, info, layout, plan, work, resumed, corrupt, progress, note)
+            with upscaler.limits():  # the network runs on this thread; decoding and encoding on their own
+                done_frames = _run(upscaler, src, info, layout, plan, work, resumed, corrupt, progress, note)
         try:
             _assemble(src, dst, fmt, work, work.open(), plan, info)
         except av.FFmpegError as e:
@@ -632,7 +633,7 @@ def frames_held_bytes(width: int, height: int, layout: Layout) -> int:
 
 
 def _run(
-    upscaler: Upscaler,
+    upscaler: Tiler,
     src: Path,
     info: Source,
     layout: Layout,
@@ -746,7 +747,7 @@ def _run(
     return frames
 
 
-def upscale_frame(upscaler: Upscaler, frame, info: Source, layout: Layout, plan: Plan, reserved: int):
+def upscale_frame(upscaler: Tiler, frame, info: Source, layout: Layout, plan: Plan, reserved: int):
     """One decoded frame -> the upscaled frame in the output's format, with the source frame's timestamp."""
     import av
 

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import layout as L
+
 PACKAGE_WEIGHTS = Path(__file__).parent / "weights"
 DEFAULT_MODEL = "mslapsrn_d5r2"  # the bundled model, trained from scratch by this project
 MAX_LEVELS = 6  # x64: the most levels a model or a request may have; beyond, a "scale" is a typo
@@ -89,31 +91,31 @@ class ModelSpec:
 
         def add_branch(upsampler: str, prefix: str) -> None:
             out[f"{upsampler}.deconv.weight"], out[f"{upsampler}.deconv.bias"] = (64, 64, 3, 3), (64,)
-            add_conv(f"{prefix}residual", 64, 1)
-            out[f"{prefix}image_up.deconv.weight"] = (1, 1, 4, 4)
+            add_conv(L.residual(prefix), 64, 1)
+            out[f"{L.image_upsampler(prefix)}.deconv.weight"] = (1, 1, 4, 4)
 
-        add_conv("input_conv", 1, 64)
+        add_conv(L.INPUT_CONV, 1, 64)
         if self.arch == "LapSRN":
             for i in range(1 if self.sharing == "shared" else self.levels):
                 for d in range(self.depth):
-                    add_conv(f"pyramid.{i}.features.{2 * d}", 64, 64)
-                add_branch(f"pyramid.{i}.features.{2 * self.depth}", f"pyramid.{i}.")
+                    add_conv(L.lapsrn_conv(i, d), 64, 64)
+                add_branch(L.lapsrn_upsampler(i, self.depth), L.lapsrn_level(i))
                 if self.reconstruction == "direct":
-                    del out[f"pyramid.{i}.image_up.deconv.weight"]
+                    del out[f"{L.image_upsampler(L.lapsrn_level(i))}.deconv.weight"]
         elif self.arch == "OneStep":
             convs = self.depth * self.levels
             for d in range(convs):
-                add_conv(f"features.{2 * d}", 64, 64)
+                add_conv(L.onestep_conv(d), 64, 64)
             for u in range(self.levels):
-                name = f"features.{2 * (convs + u)}.deconv"
+                name = f"{L.onestep_upsampler(convs, u)}.deconv"
                 out[f"{name}.weight"], out[f"{name}.bias"] = (64, 64, 3, 3), (64,)
-            add_conv("residual", 64, 1)
+            add_conv(L.residual(), 64, 1)
             for u in range(self.levels):
-                out[f"image_up.{u}.deconv.weight"] = (1, 1, 4, 4)
+                out[f"{L.onestep_image_upsampler(u)}.deconv.weight"] = (1, 1, 4, 4)
         else:
             for d in range(self.depth):
-                add_conv(f"block.body.{2 * d + 1}", 64, 64)
-            add_branch("upsample", "")
+                add_conv(L.mslapsrn_conv(d), 64, 64)
+            add_branch(L.MSLAPSRN_UPSAMPLER, "")
         return out
 
 
@@ -241,18 +243,18 @@ def _bias(value) -> np.ndarray:
     return np.asarray(value, np.float32).reshape(-1)
 
 
-def _branch_state(p: dict, src: str, dst: str, depth: int, convs: str, conv_step: int, conv_offset: int) -> dict:
-    """State of one feature branch: D convs, the feature upsampler, the residual conv, img_up."""
+def _branch_state(p: dict, src: str, convs: list[str], upsampler: str, prefix: str) -> dict:
+    """State of one feature branch from the .mat parameters named ``src``...: the D convs (named ``convs``),
+    the feature upsampler, the residual conv, img_up."""
     s = {}
-    for d in range(depth):
-        s[f"{dst}{convs}.{conv_step * d + conv_offset}.weight"] = _conv(p[f"{src}conv{d + 1}_f"], 64, 64)
-        s[f"{dst}{convs}.{conv_step * d + conv_offset}.bias"] = _bias(p[f"{src}conv{d + 1}_b"])
-    up = f"{dst}features.{2 * depth}" if convs == "features" else f"{dst}upsample"
-    s[f"{up}.deconv.weight"] = _deconv(p[f"{src}upconv_f"], 64, 64)
-    s[f"{up}.deconv.bias"] = _bias(p[f"{src}upconv_b"])
-    s[f"{dst}residual.weight"] = _conv(p[f"{src}residual_conv_f"], 64, 1)
-    s[f"{dst}residual.bias"] = _bias(p[f"{src}residual_conv_b"])
-    s[f"{dst}image_up.deconv.weight"] = _deconv(p[f"{src}img_up_f"], 1, 1)
+    for d, conv in enumerate(convs):
+        s[f"{conv}.weight"] = _conv(p[f"{src}conv{d + 1}_f"], 64, 64)
+        s[f"{conv}.bias"] = _bias(p[f"{src}conv{d + 1}_b"])
+    s[f"{upsampler}.deconv.weight"] = _deconv(p[f"{src}upconv_f"], 64, 64)
+    s[f"{upsampler}.deconv.bias"] = _bias(p[f"{src}upconv_b"])
+    s[f"{L.residual(prefix)}.weight"] = _conv(p[f"{src}residual_conv_f"], 64, 1)
+    s[f"{L.residual(prefix)}.bias"] = _bias(p[f"{src}residual_conv_b"])
+    s[f"{L.image_upsampler(prefix)}.deconv.weight"] = _deconv(p[f"{src}img_up_f"], 1, 1)
     return s
 
 
@@ -262,17 +264,21 @@ def load_mat(path: str | Path) -> tuple[ModelSpec, dict[str, np.ndarray]]:
     p = _mat_params(path)
     if "input_conv_f" not in p:
         raise WeightsError(f"{path}: MatConvNet file without LapSRN parameters")
-    state = {"input_conv.weight": _conv(p["input_conv_f"], 1, 64), "input_conv.bias": _bias(p["input_conv_b"])}
+    conv = L.INPUT_CONV
+    state = {f"{conv}.weight": _conv(p["input_conv_f"], 1, 64), f"{conv}.bias": _bias(p["input_conv_b"])}
     if "upconv_f" in p:  # MS-LapSRN: one shared set of weights
         depth, recursions, skip = _mat_opts(path)
         spec = ModelSpec("MSLapSRN", depth, 3, recursions, skip, {"source": f"official {path.name}"})
-        state.update(_branch_state(p, "", "", depth, "block.body", 2, 1))
+        convs = [L.mslapsrn_conv(d) for d in range(depth)]
+        state.update(_branch_state(p, "", convs, L.MSLAPSRN_UPSAMPLER, ""))
     else:  # LapSRN: the authors number levels from the output, level{L} is the x2 level
         levels = sum(1 for k in p if k.endswith("_img_up_f"))
         depth = sum(1 for k in p if k.startswith("level1_conv") and k.endswith("_f"))
         spec = ModelSpec("LapSRN", depth, levels, extra={"source": f"official {path.name}"})
         for i in range(levels):
-            state.update(_branch_state(p, f"level{levels - i}_", f"pyramid.{i}.", depth, "features", 2, 0))
+            convs = [L.lapsrn_conv(i, d) for d in range(depth)]
+            up = L.lapsrn_upsampler(i, depth)
+            state.update(_branch_state(p, f"level{levels - i}_", convs, up, L.lapsrn_level(i)))
     return spec, state
 
 

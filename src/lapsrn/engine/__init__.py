@@ -14,7 +14,7 @@ the start-up time and install size, and is tested equal to it
 """
 
 from .network import LapSRNEngine, MSLapSRNEngine, Network, build
-from .winograd import map_threads, reuse_freed_memory, set_threads, threads
+from .winograd import blas_threads, map_threads, reuse_freed_memory, set_threads, threads, using_threads
 
 __all__ = [
     "Network",
@@ -25,4 +25,6 @@ __all__ = [
     "reuse_freed_memory",
     "set_threads",
     "threads",
+    "using_threads",
+    "blas_threads",
 ]

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import layout as L
+from ..bands import bands
 from .winograd import (
     TAPS,
     Conv,
@@ -129,11 +131,11 @@ def _conv(state: dict[str, np.ndarray], name: str) -> Conv:
 def _level(state: dict[str, np.ndarray], upsampler: str, prefix: str = "", linear: bool = False) -> Level:
     """A level's branches; ``linear``: no activation after the upsampler, so its residual conv is composed in."""
     up_w, up_b = state[f"{upsampler}.deconv.weight"], state[f"{upsampler}.deconv.bias"]
-    res_w, res_b = state[f"{prefix}residual.weight"], state.get(f"{prefix}residual.bias")
+    res_w, res_b = state[f"{L.residual(prefix)}.weight"], state.get(f"{L.residual(prefix)}.bias")
     return Level(
         Upsampler.from_weights(up_w, up_b),
-        _conv(state, f"{prefix}residual"),
-        state[f"{prefix}image_up.deconv.weight"][0, 0].astype(np.float32),
+        _conv(state, L.residual(prefix)),
+        state[f"{L.image_upsampler(prefix)}.deconv.weight"][0, 0].astype(np.float32),
         compose_residual(up_w, up_b, res_w, res_b) if linear else None,
     )
 
@@ -259,9 +261,7 @@ class Network:
         """
         rows, margin = source.h * (2 if i else 1), self.band_margin
         previous = None
-        for r0 in range(0, rows, band):
-            r1 = min(r0 + band, rows)
-            span = (max(r0 - margin, 0), min(r1 + margin, rows))
+        for r0, r1, *span in bands(rows, band, margin):
             if previous is not None and span[1] - span[0] != previous:
                 release_spares(keep=0)  # the last band's buffers fit no other: not two bands' maps at once
             previous = span[1] - span[0]
@@ -350,9 +350,9 @@ class LapSRNEngine(Network):
 
     def __init__(self, state: dict[str, np.ndarray], levels: int, depth: int) -> None:
         self.levels, self.embed_convs = levels, depth
-        self.input_conv = _conv(state, "input_conv")
-        self.convs = [[_conv(state, f"pyramid.{i}.features.{2 * d}") for d in range(depth)] for i in range(levels)]
-        self.branches = [_level(state, f"pyramid.{i}.features.{2 * depth}", f"pyramid.{i}.") for i in range(levels)]
+        self.input_conv = _conv(state, L.INPUT_CONV)
+        self.convs = [[_conv(state, L.lapsrn_conv(i, d)) for d in range(depth)] for i in range(levels)]
+        self.branches = [_level(state, L.lapsrn_upsampler(i, depth), L.lapsrn_level(i)) for i in range(levels)]
 
     def level(self, i: int) -> Level:
         return self.branches[i]
@@ -374,9 +374,9 @@ class MSLapSRNEngine(Network):
     def __init__(self, state: dict[str, np.ndarray], depth: int, recursions: int, skip: str) -> None:
         self.recursions, self.skip = recursions, skip
         self.embed_convs = depth * recursions
-        self.input_conv = _conv(state, "input_conv")
-        self.block = [_conv(state, f"block.body.{2 * d + 1}") for d in range(depth)]
-        self.shared = _level(state, "upsample", linear=True)
+        self.input_conv = _conv(state, L.INPUT_CONV)
+        self.block = [_conv(state, L.mslapsrn_conv(d)) for d in range(depth)]
+        self.shared = _level(state, L.MSLAPSRN_UPSAMPLER, linear=True)
 
     def level(self, i: int) -> Level:
         return self.shared

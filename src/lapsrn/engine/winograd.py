@@ -35,6 +35,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,33 +68,45 @@ BAND_TILES = 192  # about this many tiles per band: 2 x 36 x 192 x 64 floats = 3
 
 
 _pool: ThreadPoolExecutor | None = None
+_pool_size = 0
 _pool_lock = threading.Lock()
 _threads = os.cpu_count() or 1
+_call_threads: ContextVar[int | None] = ContextVar("lapsrn_threads", default=None)  # ``using_threads``
 _scratch = threading.local()
 
 
 def threads() -> int:
-    """Threads that run the bands."""
-    return _threads
+    """Threads that run the bands: this call's (``using_threads``), else the process's (``set_threads``)."""
+    return _call_threads.get() or _threads
 
 
 def set_threads(n: int) -> None:
-    """Threads that run the bands (default: every core), the calling thread included."""
-    global _threads, _pool
-    with _pool_lock:
-        if n != _threads and _pool is not None:
-            _pool.shutdown()
-            _pool = None
-        _threads = max(1, n)
+    """The process's default thread count for the bands (every core unless set), the calling thread included."""
+    global _threads
+    _threads = max(1, n)
 
 
-def _helpers() -> ThreadPoolExecutor:
-    """The pool of helper threads (``threads() - 1``), made at the first call that needs one."""
-    global _pool
-    with _pool_lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(_threads - 1, thread_name_prefix="lapsrn")
-        return _pool
+@contextmanager
+def using_threads(n: int | None) -> Iterator[None]:
+    """Run the bands of the passes inside on ``n`` threads (None: the process's default); other callers, and
+    other threads, keep theirs. How one ``Upscaler(threads=...)`` limits itself without a process-wide setting."""
+    token = _call_threads.set(max(1, n) if n else None)
+    try:
+        yield
+    finally:
+        _call_threads.reset(token)
+
+
+def _helpers(n: int) -> ThreadPoolExecutor:
+    """The pool of helper threads, with room for at least ``n``; made, or made larger, when a call needs it.
+    A replaced pool finishes what it was given. Call with ``_pool_lock`` held."""
+    global _pool, _pool_size
+    if _pool is None or _pool_size < n:
+        if _pool is not None:
+            _pool.shutdown(wait=False)
+        _pool_size = max(n, _threads - 1)
+        _pool = ThreadPoolExecutor(_pool_size, thread_name_prefix="lapsrn")
+    return _pool
 
 
 def map_threads(work, items: range) -> None:
@@ -104,14 +117,13 @@ def map_threads(work, items: range) -> None:
     runs out of items, helpers that have not started are cancelled: a call never waits on the pool
     (which may be busy with another caller's items, or be running this very call). An exception
     stops every thread from taking more items and is raised here (the caller's own first).
-    Also runs the colour composition's bands (``imaging``): one setting, one pool.
+    Also runs the colour composition's bands (``colour``): one setting, one pool.
     """
-    helpers = min(_threads, len(items)) - 1
+    helpers = min(threads(), len(items)) - 1
     if helpers <= 0:
         for item in items:
             work(item)
         return
-    pool = _helpers()
     todo, lock, failed = iter(items), threading.Lock(), []
 
     def drain() -> None:
@@ -126,7 +138,8 @@ def map_threads(work, items: range) -> None:
             failed.append(True)  # the others stop taking items
             raise
 
-    running = [pool.submit(drain) for _ in range(helpers)]
+    with _pool_lock:  # submitted before another call could replace the pool
+        running = [_helpers(helpers).submit(drain) for _ in range(helpers)]
     try:
         drain()
     finally:  # wait for the helpers that started; the caller's own error, if any, goes on
@@ -188,7 +201,7 @@ def reuse_freed_memory() -> bool:
 
 def keep_freed_memory(keep: bool) -> None:
     """Keep freed blocks for reuse (small passes), or return them now and as they are freed (large ones);
-    nothing unless ``reuse_freed_memory`` was called. ``inference.Upscaler`` decides before each pass."""
+    nothing unless ``reuse_freed_memory`` was called. ``tiling.Tiler`` decides before each pass."""
     global _keeping
     if _libc is None or keep == _keeping:
         return
@@ -349,8 +362,8 @@ _blas = None  # threadpoolctl's view of the loaded BLAS libraries, made at the f
 
 
 @contextmanager
-def single_threaded_blas() -> Iterator[None]:
-    """BLAS single-threaded, while the threads of ``map_threads`` each run their own bands.
+def blas_threads(n: int) -> Iterator[None]:
+    """BLAS on at most ``n`` threads inside, its previous setting after.
 
     One controller, made at the first pass: finding the loaded BLAS libraries takes a millisecond,
     which every image of a folder would pay again. The products are NumPy's, whose BLAS is loaded
@@ -361,8 +374,13 @@ def single_threaded_blas() -> Iterator[None]:
         from threadpoolctl import ThreadpoolController
 
         _blas = ThreadpoolController()
-    with _blas.limit(limits=1, user_api="blas"):
+    with _blas.limit(limits=n, user_api="blas"):
         yield
+
+
+def single_threaded_blas():
+    """BLAS single-threaded, while the threads of ``map_threads`` each run their own bands."""
+    return blas_threads(1)
 
 
 def conv3x3(

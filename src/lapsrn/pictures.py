@@ -1,9 +1,12 @@
-"""Upscaling whole pictures and files: colour, gray, alpha and bit depth kept, memory checked first."""
+"""Upscaling pictures and image files: colour, gray, alpha and bit depth kept, memory checked first.
+
+A ``Picture`` (``io``) in, pictures out, through ``colour.super_resolve``; files are read, checked
+against the budget from their header, upscaled and written atomically. The folder runner (``batch``),
+the Python API (``api``), the app and the video path build on these.
+"""
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -11,14 +14,14 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import protocol as P
-from .imaging import levels_for, quantize, super_resolve, super_resolve_pyramid
-from .io import ImageError, Picture, image_header, memory_limit, read_image, write_image
+from .colour import levels_for, quantize, super_resolve, super_resolve_pyramid
+from .io import ImageError, Picture, image_header, read_image, write_image
+from .memory import BYTES_PER_OUTPUT_PIXEL, memory_limit, picture_bytes
 
 if TYPE_CHECKING:
-    from .inference import Upscaler
+    from .tiling import Tiler
 
 Output = tuple[Picture, Path]  # an upscaled picture and the path it is written to
-BYTES_PER_OUTPUT_PIXEL = 16  # network Y (float32), the output samples and the encoder's copy; float64 only per band
 
 
 def sample_type(bits: int) -> type:
@@ -37,7 +40,7 @@ def check_output_size(h: int, w: int, scale: float, limit: int | None = None) ->
         )
 
 
-def check_budget(upscaler: Upscaler, h: int, w: int, colour: bool, bits: int, scale: float) -> None:
+def check_budget(upscaler: Tiler, h: int, w: int, colour: bool, bits: int, scale: float) -> None:
     """Refuse, from the header and before decoding, an image the memory budget cannot run: ``super_resolve``'s
     own reckoning (the float64 image and its YCbCr, the output samples) passed to the tiler, which raises the
     --max-memory line. Other scales size their tiles as they go and are checked then."""
@@ -46,7 +49,7 @@ def check_budget(upscaler: Upscaler, h: int, w: int, colour: bool, bits: int, sc
         return
     # the header's guesses can be off (a 16-bit gray+alpha PNG opens as RGBA; a TIFF's turn depends on
     # Pillow's version): count the least the image can take, and refuse only if neither orientation fits
-    held = h * w * 8 + h * w * 3 * 8 + h * w * 4**levels
+    held = picture_bytes(h, w, levels)
     try:
         upscaler.tile_size(h, w, levels, held)
     except ValueError as refusal:
@@ -61,14 +64,14 @@ def _alpha(alpha: np.ndarray | None, scale: float, dtype: type) -> np.ndarray | 
     return None if alpha is None else quantize(np.clip(P.imresize(alpha, scale), 0.0, 1.0), dtype)
 
 
-def upscale_picture(upscaler: Upscaler, pic: Picture, scale: float) -> Picture:
+def upscale_picture(upscaler: Tiler, pic: Picture, scale: float) -> Picture:
     """One output picture at any scale > 1; samples already quantised to the source's bit depth."""
     check_output_size(*pic.pixels.shape[:2], scale)
     dtype = sample_type(pic.bits)
     return Picture(super_resolve(upscaler, pic.pixels, scale, dtype), _alpha(pic.alpha, scale, dtype), pic.bits)
 
 
-def pyramid_picture(upscaler: Upscaler, pic: Picture, levels: int) -> list[Picture]:
+def pyramid_picture(upscaler: Tiler, pic: Picture, levels: int) -> list[Picture]:
     """x2 .. x2^levels pictures from one forward pass."""
     check_output_size(*pic.pixels.shape[:2], 2**levels)
     dtype = sample_type(pic.bits)
@@ -86,7 +89,7 @@ def level_factors(scale: float) -> list[float]:
     return [2**l for l in range(1, levels_for(scale)) if 2**l < scale] + [scale]
 
 
-def upscale_outputs(upscaler: Upscaler, src: Path, dst: Path, scale: float, all_levels: bool = False) -> list[Output]:
+def upscale_outputs(upscaler: Tiler, src: Path, dst: Path, scale: float, all_levels: bool = False) -> list[Output]:
     """Read and upscale: each output picture (with the source's ICC profile and EXIF) and its path.
 
     Sizes are checked before decoding. ``write_outputs`` writes them; the command line writes one
@@ -125,7 +128,7 @@ def held_bytes(outputs: list[Output]) -> int:
 
 
 def upscale_file(
-    upscaler: Upscaler,
+    upscaler: Tiler,
     src: Path,
     dst: Path,
     scale: float,
@@ -135,77 +138,3 @@ def upscale_file(
 ) -> list[Path]:
     """Read, upscale, write atomically; returns the paths written."""
     return write_outputs(upscale_outputs(upscaler, src, dst, scale, all_levels), quality, png_compression)
-
-
-def _from_kind(image) -> tuple[Picture, object]:
-    """Picture from a PIL image, NumPy array or torch tensor, plus how to turn results back.
-
-    Samples go through ``io.to_float``, the file reader's conversion, so arrays,
-    tensors and files accept and refuse the same things. torch is used only if the
-    caller already imported it: a tensor cannot exist otherwise, and the API works
-    without torch installed.
-    """
-    from PIL import Image
-
-    from .io import _picture, encode, to_float
-
-    if isinstance(image, (str, os.PathLike)):
-        raise ValueError(
-            f"upscale takes an image, not a path: open it first (PIL.Image.open({str(image)!r})), "
-            "or upscale files with `lapsrn upscale -i`"
-        )
-    if isinstance(image, Image.Image):
-        pic = _picture(image)
-        return pic, lambda out: encode(out, "TIFF" if pic.bits > 8 else "PNG")
-    torch = sys.modules.get("torch")
-    if torch is not None and isinstance(image, torch.Tensor):
-        return _from_tensor(torch, image)
-    arr = np.asarray(image)
-    if arr.ndim not in (2, 3) or (arr.ndim == 3 and arr.shape[-1] not in (3, 4)):
-        raise ValueError(f"expected HxW, HxWx3 or HxWx4, got shape {arr.shape}")
-    px, bits = to_float(arr)
-    alpha = px[..., 3] if arr.ndim == 3 and arr.shape[-1] == 4 else None
-    px = px[..., :3] if alpha is not None else px
-
-    def to_array(out: Picture) -> np.ndarray:
-        res = out.pixels if out.alpha is None else np.dstack([out.pixels, out.alpha])
-        return res.astype(arr.dtype, copy=False)  # 8/16-bit results are already quantised
-
-    return Picture(px, alpha, bits), to_array
-
-
-def _from_tensor(torch, image) -> tuple[Picture, object]:
-    """HxW, CxHxW or 1xCxHxW tensor -> Picture, read by its dtype like a NumPy array (uint8 stays 0..255); a
-    batch of one comes back as a batch of one."""
-    if image.ndim == 4:
-        if image.shape[0] != 1:
-            raise ValueError(f"one image at a time: got a batch of {image.shape[0]} (loop over it)")
-        pic, back = _from_tensor(torch, image[0])
-        return pic, lambda out: back(out)[None]
-    t = image.detach().cpu()
-    if t.is_floating_point() and t.dtype not in (torch.float32, torch.float64):
-        t = t.float()  # half / bfloat16: NumPy has no bfloat16
-    arr = t.numpy()
-    arr = np.moveaxis(arr, 0, -1) if arr.ndim == 3 else arr
-    squeeze = arr.ndim == 3 and arr.shape[-1] == 1
-    pic, back = _from_kind(arr[..., 0] if squeeze else arr)
-
-    def to_tensor(out: Picture):
-        res = back(out)
-        t = torch.from_numpy(np.ascontiguousarray(np.moveaxis(res, -1, 0) if res.ndim == 3 else res))
-        return (t[None] if squeeze else t).to(image.dtype)
-
-    return pic, to_tensor
-
-
-def upscale_image(upscaler: Upscaler, image, scale: float, all_levels: bool = False):
-    """Python API: a PIL image, NumPy array or torch tensor in, the same kind, layout and dtype out.
-
-    Arrays: HxW, HxWx3 or HxWx4; uint8, uint16 or float in [0, 1]. Tensors:
-    HxW or CxHxW (C = 1, 3, 4) of the same dtypes. NaN or infinite samples are refused. With ``all_levels`` a list
-    of every pyramid level up to ``scale`` (a power of two) comes back.
-    """
-    pic, back = _from_kind(image)
-    if all_levels:
-        return [back(p) for p in pyramid_picture(upscaler, pic, levels_for(scale))]
-    return back(upscale_picture(upscaler, pic, scale))

@@ -3,7 +3,7 @@
 The network is the CPU engine (``lapsrn.engine``, no torch) or, on a GPU, the
 PyTorch reference (``torch_network.TorchNetwork``); both take a float32
 luminance plane and return the pyramid's planes, so the tiling here, and the
-colour handling in ``imaging``, are the same for both.
+colour handling in ``colour``, are the same for both.
 """
 
 from __future__ import annotations
@@ -11,52 +11,22 @@ from __future__ import annotations
 import math
 import sys
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import Protocol
 
 import numpy as np
 
-from .upscale import upscale_image
+from .bands import bands, read_rows
+from .memory import CHUNK_OVERHEAD, DEFAULT_MAX_MEMORY, band_bytes, feature_bytes, format_size, output_bytes
 from .weights import ModelSpec
-
-if TYPE_CHECKING:
-    from .video import VideoResult
-
-Image = TypeVar("Image")  # a PIL image, NumPy array or torch tensor: the same kind comes back
-DEFAULT_MAX_MEMORY = 672 << 20  # bytes for the input, output and feature maps: bands or tiles keep within it
 
 
 class PyramidNetwork(Protocol):
     """What an Upscaler runs: an (h, w) float32 LR luminance plane -> [x2, x4, ...] planes (or only the last)."""
 
     def __call__(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]: ...
-
-
-BYTES_PER_FEATURE = 3 * 64 * 4  # three live float32 maps of 64 channels: the most the engine keeps at a level
-CHUNK_OVERHEAD = 64 << 20  # scratch, recycled buffers and LapSRN's last upsampled features (engine.network.BAND_BYTES)
-
-
-def feature_bytes(h: int, w: int, levels: int, banded: bool = True) -> int:
-    """Memory one forward pass needs on an h x w LR input; tiles are sized by it.
-
-    A level holds at most three 64-channel maps at its size. ``banded`` (the engine, two levels or
-    more): the last level runs in bands of rows (``engine.Network``), so only the levels before it
-    exist whole, the largest at a quarter of the last level's size; a third more than that largest
-    level's maps leaves the bands room beside the embedding they read (``band_bytes``). Else every
-    level's maps are counted whole. Both count the pass's output planes twice (``Upscaler.bands``
-    copies a tile's into its row of tiles).
-    """
-    planes = 2 * output_bytes(h, w, levels) + CHUNK_OVERHEAD
-    if banded and levels >= 2:
-        return h * w * 4 ** (levels - 2) * BYTES_PER_FEATURE * 4 // 3 + planes
-    return int(sum(h * w * 4**l for l in range(levels)) * BYTES_PER_FEATURE) + planes
-
-
-def band_bytes(h: int, w: int, levels: int, budget: int) -> int:
-    """What the last level's bands may take of ``budget`` (bytes for an h x w LR input's pass): all but the
-    output planes and the previous level's embedding, which they read (64 channels at a quarter of their size)."""
-    return budget - 2 * output_bytes(h, w, levels) - CHUNK_OVERHEAD - h * w * 4 ** (levels - 2) * 64 * 4
 
 
 def receptive_margin(spec: ModelSpec, levels: int) -> int:
@@ -74,33 +44,10 @@ def receptive_margin(spec: ModelSpec, levels: int) -> int:
     return int(math.ceil(reach)) + 2
 
 
-def _size(n: int) -> str:
-    """Bytes as the --max-memory option reads them: 512K, 300M, 1.5G."""
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if n >= 1 << shift:
-            return f"{n / (1 << shift):.3g}{unit}"
-    return f"{n} bytes"
-
-
-def _tiles(length: int, tile: int) -> list[tuple[int, int]]:
-    """Half-open core intervals covering [0, length), as few as tiles of at most `tile` allow, of equal size."""
-    n = -(-length // tile)
-    step = -(-length // n)
-    return [(a, min(a + step, length)) for a in range(0, length, step)]
-
-
-def output_bytes(h: int, w: int, levels: int, last_only: bool = False) -> int:
-    """Bytes of the float32 output planes ``Upscaler.bands`` returns for an h x w input (all levels or the last)."""
-    first = levels if last_only else 1
-    return sum(h * w * 4**l * 4 for l in range(first, levels + 1))
-
-
 def computed_pixels(h: int, w: int, tile: tuple[int, int], margin: int) -> int:
     """LR pixels the network runs over to cover an h x w image in such tiles, each with its margin of context
-    (clamped at the image's edges, as ``Upscaler.bands`` runs them)."""
-    rows = sum(min(b + margin, h) - max(a - margin, 0) for a, b in _tiles(h, tile[0]))
-    cols = sum(min(b + margin, w) - max(a - margin, 0) for a, b in _tiles(w, tile[1]))
-    return rows * cols
+    (clamped at the image's edges, as ``Tiler.bands`` runs them)."""
+    return read_rows(h, tile[0], margin, equal=True) * read_rows(w, tile[1], margin, equal=True)
 
 
 def _is_torch_module(obj: object) -> bool:
@@ -146,8 +93,8 @@ def resolve_device(device: str) -> str:
 
 
 @dataclass
-class Upscaler:
-    """A network and how to run it: tile size, memory budget.
+class Tiler:
+    """A network and how to run it on a luminance plane: tile size, memory budget, threads.
 
     ``net`` is the CPU engine or a ``TorchNetwork``; a PyTorch reference module
     may be given instead and is converted (its weights copied, the module left
@@ -171,18 +118,42 @@ class Upscaler:
             state = {k: v.detach().cpu().float().numpy() for k, v in module.state_dict().items()}
             self.net = network_for(self.spec, state, self.device, self.half)
         if self.spec is None:
-            raise ValueError("Upscaler needs the model's spec with an engine network")
+            raise ValueError("an Upscaler needs the model's spec with an engine network")
         if self.half and not self.device.startswith("cuda"):
             raise ValueError("half precision runs on CUDA only (--half needs --device cuda)")
-        if self.threads:
-            set_threads(self.threads)
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be at least 1, got {self.threads}")
 
     @classmethod
     def from_weights(
         cls, spec: ModelSpec, state: dict[str, np.ndarray], device: str = "cpu", half: bool = False, **options
-    ) -> Upscaler:
+    ) -> Tiler:
         """The engine (device 'cpu') or the PyTorch reference on a GPU, for these weights."""
         return cls(network_for(spec, state, device, half), spec, device=device, half=half, **options)
+
+    @contextmanager
+    def limits(self) -> Iterator[None]:
+        """This upscaler's ``threads`` for the work inside (engine bands, BLAS, PyTorch), restored after.
+
+        Per call, not per process: another Upscaler, or the rest of the program, keeps its own. BLAS
+        libraries have one setting per process, so it is set for the call's duration only; the engine's
+        count is per thread of the caller (``engine.using_threads``).
+        """
+        if not self.threads:
+            yield
+            return
+        from .engine import blas_threads, using_threads
+
+        torch = sys.modules.get("torch")
+        before = torch.get_num_threads() if torch is not None else None
+        with using_threads(self.threads), blas_threads(self.threads):
+            if torch is not None:
+                torch.set_num_threads(self.threads)
+            try:
+                yield
+            finally:
+                if torch is not None:
+                    torch.set_num_threads(before)
 
     @property
     def max_levels(self) -> int | None:
@@ -209,8 +180,8 @@ class Upscaler:
             per_pixel = feature_bytes(1, 1, levels, self._banded(levels)) - CHUNK_OVERHEAD
             need = reserved + CHUNK_OVERHEAD + per_pixel * (16 + 2 * margin) ** 2
             raise ValueError(
-                f"--max-memory {_size(self.max_memory)} is too small for x{2**levels} of a {w}x{h} image: "
-                f"give a larger one, at least {_size(need)}"
+                f"--max-memory {format_size(self.max_memory)} is too small for x{2**levels} of a {w}x{h} image: "
+                f"give a larger one, at least {format_size(need)}"
             )
         return min(fitting, key=lambda t: computed_pixels(h, w, t, margin))
 
@@ -221,37 +192,6 @@ class Upscaler:
         pixels = max(self.max_memory - reserved - CHUNK_OVERHEAD, 0) / per_pixel
         side = int(math.sqrt(pixels)) - 2 * margin
         return [(int(pixels / w) - 2 * margin, w), (side, side)]
-
-    def upscale(self, image: Image, scale: float = 4) -> Image:
-        """Upscale a PIL image, NumPy array or torch tensor; returns the same kind, layout and dtype.
-
-        >>> import numpy as np, lapsrn
-        >>> lapsrn.load().upscale(np.zeros((8, 6, 3), np.uint8), 2).shape
-        (16, 12, 3)
-        """
-        return upscale_image(self, image, scale)
-
-    def pyramid(self, image: Image, levels: int | None = None) -> list[Image]:
-        """Every pyramid level (x2, x4, ...) of one forward pass, each as the same kind as ``image``.
-
-        >>> import numpy as np, lapsrn
-        >>> [a.shape for a in lapsrn.load().pyramid(np.zeros((8, 6), np.uint8))]
-        [(16, 12), (32, 24), (64, 48)]
-        """
-        n = levels or self.spec.levels
-        return upscale_image(self, image, 2**n, all_levels=True)
-
-    def upscale_video(self, src: str | Path, dst: str | Path, scale: float = 2, **options) -> VideoResult:
-        """Upscale a video file into ``dst`` (mp4, m4v, mov, mkv, webm, avi); needs PyAV (``lapsrn[video]``).
-
-        ``options``: ``codec`` (h264, hevc, vp9, av1), ``crf``, ``preset``, ``progress(done, total)``,
-        ``log(line)``: see ``lapsrn.video.upscale_video``. An interrupted call's finished segments are kept
-        beside ``dst`` and the same call resumes after them, writing the same file.
-        """
-        from .video import VideoOptions, upscale_video
-
-        hooks = {k: options.pop(k) for k in ("progress", "log") if k in options}
-        return upscale_video(self, src, dst, scale, VideoOptions(**options), **hooks)
 
     def _banded(self, levels: int) -> bool:
         """Whether the network runs the last of these levels in bands of rows (the engine does, from x4)."""
@@ -309,18 +249,20 @@ class Upscaler:
                 self.progress(h, h)
             return
         m = receptive_margin(self.spec, levels)
-        for y0, y1 in _tiles(h, tile[0]):
-            outs = [np.empty(((y1 - y0) * 2**l, w * 2**l), np.float32) for l in range(first, levels + 1)]
-            py0 = max(y0 - m, 0)
-            for x0, x1 in _tiles(w, tile[1]):
-                px0 = max(x0 - m, 0)
-                part = self._run(y[py0 : min(y1 + m, h), px0 : min(x1 + m, w)], levels, last_only, reserved)
+        for row in bands(h, tile[0], m, equal=True):
+            outs = [np.empty(((row.stop - row.start) * 2**l, w * 2**l), np.float32) for l in range(first, levels + 1)]
+            for col in bands(w, tile[1], m, equal=True):
+                piece = y[row.read_start : row.read_stop, col.read_start : col.read_stop]
+                part = self._run(piece, levels, last_only, reserved)
                 for l, (out, res) in enumerate(zip(outs, part), start=first):
                     f = 2**l
-                    out[:, x0 * f : x1 * f] = res[(y0 - py0) * f : (y1 - py0) * f, (x0 - px0) * f : (x1 - px0) * f]
-            yield y0, y1, outs
+                    r0, c0 = row.offset * f, col.offset * f
+                    out[:, col.start * f : col.stop * f] = res[
+                        r0 : r0 + out.shape[0], c0 : c0 + (col.stop - col.start) * f
+                    ]
+            yield row.start, row.stop, outs
             if self.progress:
-                self.progress(y1, h)
+                self.progress(row.stop, h)
 
     def pyramid_y(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]:
         """Every level's output (or only the last) for one luminance plane, float32, tiled if needed."""
@@ -348,15 +290,3 @@ def network_for(
     from .torch_network import TorchNetwork
 
     return TorchNetwork.from_weights(spec, state, device, half)
-
-
-def set_threads(n: int) -> None:
-    """CPU threads for the engine's transforms and its BLAS (and PyTorch's, if it is loaded)."""
-    from threadpoolctl import threadpool_limits
-
-    from . import engine
-
-    engine.set_threads(n)
-    threadpool_limits(n, user_api="blas")
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(n)

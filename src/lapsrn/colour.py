@@ -2,7 +2,7 @@
 
 ``super_resolve`` is the single code path shared by ``lapsrn upscale``,
 ``lapsrn evaluate`` and the Python API, so what you upscale is exactly what
-was scored. The network runs in an ``inference.Upscaler``.
+was scored. The network runs in a ``tiling.Tiler`` (an ``Upscaler`` is one).
 """
 
 from __future__ import annotations
@@ -13,10 +13,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import protocol as P
+from .bands import bands
+from .io import to_uint8, to_uint16
+from .memory import BAND_PIXELS
 from .weights import MAX_LEVELS
 
 if TYPE_CHECKING:
-    from .inference import Upscaler
+    from .tiling import Tiler
 
 
 def levels_for(scale: float) -> int:
@@ -29,15 +32,12 @@ def levels_for(scale: float) -> int:
     return n
 
 
-BAND_PIXELS = 1 << 20  # output pixels composed at once, all threads together: float64 temporaries ~50 MB
 BAND_MARGIN = 6  # LR rows of context for the bicubic kernels at a band's edges (at most 4 needed)
 MIN_SPLIT_ROWS = 4 * BAND_MARGIN  # LR rows of a band cut only to give every thread one
 
 
 def quantize(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """[0, 1] floats to the output sample type: uint8 as MATLAB im2uint8, uint16 alike, floats as they are."""
-    from .io import to_uint8, to_uint16
-
     if np.dtype(dtype) == np.uint8:
         return to_uint8(img)
     if np.dtype(dtype) == np.uint16:
@@ -63,22 +63,23 @@ def _compose_rows(gray: bool, ycc: np.ndarray, y: np.ndarray, r0: int, r1: int, 
     rows = max(BAND_PIXELS // (w * scale * scale * n), 8)
     rows = min(rows, max(-(-(r1 - r0) // n), MIN_SPLIT_ROWS))  # a band for each thread, if the rows allow
 
-    def band(b0: int) -> None:
-        b1 = min(b0 + rows, r1)
-        yb = y[(b0 - r0) * scale : (b1 - r0) * scale]
+    cut = bands(h, rows, BAND_MARGIN, start=r0, end=r1)
+
+    def compose(i: int) -> None:
+        b = cut[i]
+        yb = y[(b.start - r0) * scale : (b.stop - r0) * scale]
         if gray:
             px = np.clip((yb - 16 / 255) * (255 / 219), 0.0, 1.0)
         else:
-            a0, a1 = max(b0 - BAND_MARGIN, 0), min(b1 + BAND_MARGIN, h)
             px = np.empty((*yb.shape, 3))
             px[..., 0] = yb
-            px[..., 1:] = P.imresize(ycc[a0:a1, :, 1:], scale)[(b0 - a0) * scale : (b1 - a0) * scale]  # chroma only
+            chroma = P.imresize(ycc[b.read_start : b.read_stop, :, 1:], scale)  # chroma only
+            px[..., 1:] = chroma[b.offset * scale : (b.offset + b.stop - b.start) * scale]
             px = P.ycbcr2rgb(px)
-        out[b0 * scale : b1 * scale] = quantize(px, out.dtype)
+        out[b.start * scale : b.stop * scale] = quantize(px, out.dtype)
 
-    starts = range(r0, r1, rows)
-    for i in range(0, len(starts), n):  # n bands at a time, so their temporaries stay within BAND_PIXELS
-        map_threads(band, starts[i : i + n])
+    for i in range(0, len(cut), n):  # n bands at a time, so their temporaries stay within BAND_PIXELS
+        map_threads(compose, range(i, min(i + n, len(cut))))
 
 
 def _compose(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
@@ -100,23 +101,27 @@ def _compose(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float, dtyp
     return quantize(P.ycbcr2rgb(out), dtype)
 
 
-MIN_SIDE = 8  # LR pixels: a smaller image is padded to it by repeating its last row and column
+MIN_SIDE = 8  # LR pixels: a smaller plane runs through the network padded to it by repeating its edges
 
 
-def _pad_tiny(img: np.ndarray) -> np.ndarray:
-    """An image under MIN_SIDE on a side, padded at its bottom and right by repeating its edge pixels.
+def _network_planes(upscaler: Tiler, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]:
+    """The network's Y planes for a whole luminance plane; one under MIN_SIDE on a side runs padded.
 
     The network pads every conv with zeros, which a picture of a few pixels is mostly made of: a flat
-    1x1 colour came out ~10 levels darker. Repeated edges carry the picture's own values instead; the
-    output's top-left part is then cropped. The bicubic chroma is unchanged by it, since MATLAB's
-    ``imresize`` repeats edge pixels itself, and images of MIN_SIDE and more are never padded.
+    1x1 colour came out ~10 levels darker. Repeating the plane's last row and column carries its own
+    values instead, and each output is cropped back. Only Y is padded: the chroma is the protocol's
+    bicubic of the picture as it is.
     """
-    h, w = img.shape[:2]
-    pad = ((0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w))) + ((0, 0),) * (img.ndim - 2)
-    return np.pad(img, pad, mode="edge")
+    h, w = y.shape
+    if min(h, w) >= MIN_SIDE:
+        return upscaler.pyramid_y(y, levels, last_only)
+    padded = np.pad(y, ((0, max(0, MIN_SIDE - h)), (0, max(0, MIN_SIDE - w))), mode="edge")
+    first = levels if last_only else 1
+    outs = upscaler.pyramid_y(padded, levels, last_only)
+    return [o[: h * 2**l, : w * 2**l] for l, o in enumerate(outs, start=first)]
 
 
-def super_resolve(upscaler: Upscaler, img: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
+def super_resolve(upscaler: Tiler, img: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
     """Upscale float64 HxW (gray) or HxWx3 (RGB) in [0, 1], the authors' way.
 
     RGB: BT.601 Y through the network; Cb/Cr bicubic-upscaled; back to RGB.
@@ -127,31 +132,27 @@ def super_resolve(upscaler: Upscaler, img: np.ndarray, scale: float, dtype=np.fl
     ``dtype``: float64, or uint8/uint16 quantised band by band. At a power of
     two each band of the network's output goes straight into the output, so
     a large upscale holds the input, the output and the feature maps, no more.
-    A picture under MIN_SIDE pixels on a side runs padded (``_pad_tiny``).
+    Runs within the upscaler's thread limits (``Tiler.limits``).
     """
-    if min(img.shape[:2]) < MIN_SIDE:
-        out = super_resolve(upscaler, _pad_tiny(img), scale, dtype)
-        return out[: P.output_size(img.shape[0], scale), : P.output_size(img.shape[1], scale)]
-    ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
-    levels = levels_for(scale)
-    if scale != 2**levels:
-        return _compose(img, ycc, upscaler.pyramid_y(ycc[..., 0], levels, last_only=True)[-1], scale, dtype)
-    h, w = img.shape[:2]
-    out = np.empty((h * 2**levels, w * 2**levels, *img.shape[2:]), dtype)
-    held = img.nbytes + ycc.nbytes + out.nbytes
-    for r0, r1, (y,) in upscaler.bands(ycc[..., 0], levels, last_only=True, reserved=held):
-        _compose_rows(img.ndim == 2, ycc, y, r0, r1, 2**levels, out)
-    return out
+    with upscaler.limits():
+        ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
+        levels = levels_for(scale)
+        h, w = img.shape[:2]
+        if scale != 2**levels or min(h, w) < MIN_SIDE:
+            return _compose(img, ycc, _network_planes(upscaler, ycc[..., 0], levels, last_only=True)[-1], scale, dtype)
+        out = np.empty((h * 2**levels, w * 2**levels, *img.shape[2:]), dtype)
+        held = img.nbytes + ycc.nbytes + out.nbytes
+        for r0, r1, (y,) in upscaler.bands(ycc[..., 0], levels, last_only=True, reserved=held):
+            _compose_rows(img.ndim == 2, ycc, y, r0, r1, 2**levels, out)
+        return out
 
 
-def super_resolve_pyramid(upscaler: Upscaler, img: np.ndarray, levels: int, dtype=np.float64) -> list[np.ndarray]:
-    """x2, x4, ... x2^levels of one image from a single forward pass (a tiny one padded, as ``super_resolve``)."""
-    if min(img.shape[:2]) < MIN_SIDE:
-        outs = super_resolve_pyramid(upscaler, _pad_tiny(img), levels, dtype)
-        return [o[: img.shape[0] * 2**l, : img.shape[1] * 2**l] for l, o in enumerate(outs, start=1)]
-    ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
-    ys = upscaler.pyramid_y(ycc[..., 0], levels)
-    return [_compose(img, ycc, y, 2**l, dtype) for l, y in enumerate(ys, start=1)]
+def super_resolve_pyramid(upscaler: Tiler, img: np.ndarray, levels: int, dtype=np.float64) -> list[np.ndarray]:
+    """x2, x4, ... x2^levels of one image from a single forward pass, as ``super_resolve`` composes them."""
+    with upscaler.limits():
+        ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
+        ys = _network_planes(upscaler, ycc[..., 0], levels)
+        return [_compose(img, ycc, y, 2**l, dtype) for l, y in enumerate(ys, start=1)]
 
 
 def bicubic(img: np.ndarray, scale: float) -> np.ndarray:
