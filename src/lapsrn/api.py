@@ -75,16 +75,14 @@ class Upscaler(Tiler):
         Traceback (most recent call last):
         lapsrn.batch.BatchError: ...: no images found (use --recursive for sub-folders)
         """
-        from .batch import BatchError, BatchOptions, plan_folder, refuse_overwriting_inputs, run
+        from .batch import BatchError, BatchOptions, plan, run
 
         src, dst = Path(src), Path(dst)
         if not src.is_dir():
             raise BatchError(f"{src}: not a folder (for one image, use upscale on the opened image)")
         opts = BatchOptions(scale=scale, **options)
         levels_for(scale)
-        jobs = plan_folder(src, dst, opts)
-        refuse_overwriting_inputs(src, dst, jobs, opts)
-        return run(self, jobs, opts, True, log or (lambda line, problem: None), progress)
+        return run(self, plan(src, dst, opts), opts, True, log or (lambda line, problem: None), progress)
 
     def upscale_video(self, src: str | Path, dst: str | Path, scale: float = 2, **options) -> VideoResult:
         """Upscale a video file into ``dst`` (mp4, m4v, mov, mkv, webm, avi); needs PyAV (``lapsrn[video]``).

@@ -144,6 +144,13 @@ def plan_folder(src: Path, dst: Path, options: BatchOptions) -> list[Job]:
     return [(src / r, dst / output_name(r, options.suffix, options.ext)) for r in rels]
 
 
+def plan(src: Path, dst: Path, options: BatchOptions, into_folder: bool = False) -> list[Job]:
+    """The jobs of an image file (``plan_file``) or a folder (``plan_folder``), none writing over an input."""
+    jobs = plan_file(src, dst, options, into_folder) if src.is_file() else plan_folder(src, dst, options)
+    refuse_overwriting_inputs(src, dst, jobs, options)
+    return jobs
+
+
 def targets(dst: Path, options: BatchOptions) -> list[Path]:
     """Every file one job writes: its output, or with ``all_levels`` one per level."""
     return [level_path(dst, f) for f in level_factors(options.scale)] if options.all_levels else [dst]

@@ -50,7 +50,7 @@ def _upscaler(args: argparse.Namespace, model: str | None):
 
 def _jobs(args: argparse.Namespace, options) -> list[tuple[Path, Path]]:
     """(input, output) pairs for a file, a folder (this process's shard) or a video input, checked."""
-    from .batch import plan_file, plan_folder, refuse_overwriting_inputs
+    from .batch import plan, refuse_overwriting_inputs
     from .video import is_video
 
     src, dst = args.input, args.output
@@ -59,13 +59,11 @@ def _jobs(args: argparse.Namespace, options) -> list[tuple[Path, Path]]:
     video_options = [f"--{k}" for k in ("codec", "crf", "preset") if getattr(args, k) is not None]
     if src.is_file() and is_video(src):
         jobs = _video_job(args)
-    elif video_options:
+        refuse_overwriting_inputs(src, dst, jobs, options)
+        return jobs
+    if video_options:
         raise CLIError(f"{video_options[0]} is for video inputs; {src} is not one (mp4, m4v, mov, mkv, webm, avi)")
-    else:
-        into_folder = args.output_text.endswith(("/", os.sep))
-        jobs = plan_file(src, dst, options, into_folder) if src.is_file() else plan_folder(src, dst, options)
-    refuse_overwriting_inputs(src, dst, jobs, options)
-    return jobs
+    return plan(src, dst, options, into_folder=args.output_text.endswith(("/", os.sep)))
 
 
 def _video_job(args: argparse.Namespace) -> list[tuple[Path, Path]]:
