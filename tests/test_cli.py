@@ -878,22 +878,22 @@ def test_bundled_model_names_any_case_and_default(tmp_path, rng, capsys):
         assert run(capsys, "upscale", "-i", str(photo), "-o", str(tmp_path / "o.png"), "-s", "2", "-m", name)[0] == 0
 
 
-def test_a_large_single_image_shows_progress_by_bands(tmp_path, rng, capsys, monkeypatch):
-    from lapsrn.api import Upscaler
+def test_a_large_single_image_shows_progress_over_the_whole_pass(tmp_path, rng, capsys, monkeypatch):
+    """One image's bar counts LR rows through every level and tile (composed as they come), says 'writing'
+    while a whole output is encoded, and is gone when the 'wrote' line comes; a quick image shows none."""
+    from lapsrn import commands
 
     Image.fromarray(u8(smooth_image(rng, 150, 200))).save(tmp_path / "big.png")
-    args = ["upscale", "-i", str(tmp_path / "big.png"), "-o", str(tmp_path / "out.png"), "-s", "4"]
-    code, err = run(capsys, *args, "--max-memory", "80M")  # too small for one pass: tiles
-    assert code == 0, err
-    assert "bands:" in err and "row" in err and f"wrote {tmp_path / 'out.png'}" in err
-    tiles = []
-    real = Upscaler.bands
-    monkeypatch.setattr(Upscaler, "bands", lambda self, *a, **k: tiles.append(self.tile_size) or real(self, *a, **k))
-    code, err = run(capsys, *args, "--overwrite", "--max-memory", "120M")  # one pass, its last level in bands
-    assert code == 0 and "bands:" in err
-    assert tiles and tiles[0](150, 200, 2, 4 << 20) is None
-    code, err = run(capsys, *args, "--overwrite")  # one pass, every level whole: no bar
-    assert code == 0 and "bands:" not in err
+    args = ["upscale", "-i", str(tmp_path / "big.png"), "-o", str(tmp_path / "out.png"), "-s", "4", "--overwrite"]
+    monkeypatch.setattr(commands, "BAR_DELAY", 0.0)
+    for budget in ("80M", "672M"):  # tiles; one pass whose last level runs in bands
+        code, err = run(capsys, *args, "--max-memory", budget)
+        assert code == 0, err
+        assert "upscaling:" in err and "/150 " in err and "row" in err
+        assert err.rstrip().endswith(f"wrote {tmp_path / 'out.png'}")
+    monkeypatch.setattr(commands, "BAR_DELAY", 60.0)
+    code, err = run(capsys, *args)
+    assert code == 0 and "upscaling" not in err and "writing" not in err
 
 
 def test_models_lists_the_bundled_models_with_their_facts(capsys):

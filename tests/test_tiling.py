@@ -115,7 +115,8 @@ def test_compose_bands_run_on_every_thread(rng, monkeypatch, gray):
     from lapsrn import engine
 
     h, w = 61, 37
-    ycc, y = P.rgb2ycbcr(smooth_image(rng, h, w)), rng.random((4 * h, 4 * w))
+    img, y = smooth_image(rng, h, w), rng.random((4 * h, 4 * w))
+    img = img[..., 0] if gray else img
     previous, real, bands, outs = engine.threads(), engine.map_threads, [], []
     monkeypatch.setattr(engine, "map_threads", lambda work, items: (bands.append(len(items)), real(work, items)))
     try:
@@ -123,7 +124,7 @@ def test_compose_bands_run_on_every_thread(rng, monkeypatch, gray):
             engine.set_threads(threads)
             for dtype in (np.float64, np.uint8):
                 outs.append(np.empty((4 * h, 4 * w) if gray else (4 * h, 4 * w, 3), dtype))
-                imaging._compose_rows(gray, ycc, y, 0, h, 4, outs[-1])
+                imaging._compose_rows(img, y, 0, h, 4, outs[-1])
     finally:
         engine.set_threads(previous)
     assert bands == [1, 1, 2, 2]
@@ -132,7 +133,7 @@ def test_compose_bands_run_on_every_thread(rng, monkeypatch, gray):
     engine.set_threads(2)
     try:
         bands.clear()
-        imaging._compose_rows(gray, ycc, y, 0, h, 4, outs[1])
+        imaging._compose_rows(img, y, 0, h, 4, outs[1])
     finally:
         engine.set_threads(previous)
     assert bands == [1] * 8 and np.array_equal(outs[1], outs[3])  # 61 rows: 8 bands, one at a time
@@ -182,3 +183,21 @@ def test_bands_cover_the_rows_once_and_read_their_margins_within_the_image():
         assert read_rows(length, size, margin, equal) == sum(
             b.read_stop - b.read_start for b in bands(length, size, margin, equal)
         )
+
+
+@pytest.mark.parametrize(("budget", "steps"), [(None, 2), (40 << 20, 6)])
+def test_progress_rises_through_every_level_and_tile(rng, budget, steps):
+    """The rows reported climb steadily from the first level on (a level weighs its pixels), within rows of
+    tiles too, and end at the plane's height: a bar does not wait silently for the last level."""
+    torch.manual_seed(0)
+    net = MSLapSRN(depth=2, recursions=1, levels=2).eval()
+    seen = []
+    up = Upscaler(net, progress=lambda done, rows: seen.append((done, rows)))
+    if budget:
+        up.max_memory = tiling.CHUNK_OVERHEAD + (feature_bytes(300, 200, 2) - tiling.CHUNK_OVERHEAD) // 6
+        assert up.tile_size(300, 200, 2, tiling.output_bytes(300, 200, 2, last_only=True)) is not None
+    up.pyramid_y(rng.random((300, 200)).astype(np.float32), 2, last_only=True)
+    done = [d for d, rows in seen]
+    assert all(rows == 300 for _, rows in seen) and done[-1] == 300
+    assert done == sorted(done) and len(set(done)) >= steps
+    assert 0 < done[0] <= 300 // 4  # the first level is a fifth of an x4 pass (of a tile's): reported on its own

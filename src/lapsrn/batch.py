@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .io import IMAGE_SUFFIXES, ImageError, dropped_by_format, output_format, remove_stale_temps
 from .memory import WRITE_BEHIND_BYTES
-from .pictures import held_bytes, level_factors, level_path, upscale_outputs, write_outputs
+from .pictures import held_bytes, level_factors, level_path, stream_file, streamed, upscale_outputs, write_outputs
 
 if TYPE_CHECKING:
     from .tiling import Tiler
@@ -241,13 +241,17 @@ def run(
                 advance()
                 continue
             try:
-                outputs = upscale_outputs(upscaler, src, dst, options.scale, options.all_levels)
+                stream = streamed(upscaler, src, dst, options.scale, options.all_levels)
+                outputs = [] if stream else upscale_outputs(upscaler, src, dst, options.scale, options.all_levels)
             except (MemoryError, ImageError, ValueError) as e:
                 written_before()  # reports stay in the images' order
                 failure(src, e)
                 advance()
                 continue
             written_before()
+            if stream:  # too large to hold whole: written as it is upscaled
+                settle(src, lambda: stream_file(upscaler, src, dst, options.scale, options.png_compression))
+                continue
             for out, path in outputs:
                 for lost in dropped_by_format(out, path):
                     log(f"warning: {path}: written without {lost}; write .png or .tif to keep it", True)

@@ -8,13 +8,14 @@ was scored. The network runs in a ``tiling.Tiler`` (an ``Upscaler`` is one).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import protocol as P
 from .bands import bands
-from .io import to_uint8, to_uint16
+from .io import to_float, to_uint8, to_uint16
 from .memory import BAND_PIXELS
 from .weights import MAX_LEVELS
 
@@ -45,12 +46,39 @@ def quantize(img: np.ndarray, dtype: np.dtype) -> np.ndarray:
     return img.astype(dtype, copy=False)
 
 
-def _compose_rows(gray: bool, ycc: np.ndarray, y: np.ndarray, r0: int, r1: int, scale: int, out: np.ndarray) -> None:
-    """Output rows of LR rows [r0, r1) into ``out``, from the network's Y for those rows (at the output size).
+def floats(samples: np.ndarray) -> np.ndarray:
+    """Float64 [0, 1] from a picture's samples: floats as they are, 8/16-bit integers scaled (``io.to_float``).
+
+    Pictures read from files keep their 8- or 16-bit samples (a quarter or less of float64's bytes) and
+    are converted a band of rows at a time; the values are the ones a whole-image conversion gives.
+    """
+    return samples if samples.dtype == np.float64 else to_float(samples)[0]
+
+
+def luma(rgb: np.ndarray) -> np.ndarray:
+    """The BT.601 Y plane the network reads, float32, converted BAND_PIXELS at a time (no float64 copy of
+    the picture is ever whole)."""
+    h, w = rgb.shape[:2]
+    y = np.empty((h, w), np.float32)
+    rows = max(1, BAND_PIXELS // w)
+    for r in range(0, h, rows):
+        y[r : r + rows] = P.rgb2ycbcr(P.gray_to_rgb(floats(rgb[r : r + rows])))[..., 0]
+    return y
+
+
+def resize_rows(plane: np.ndarray, r0: int, r1: int, scale: int) -> np.ndarray:
+    """Bicubic (the protocol's) output rows of LR rows [r0, r1), float64: read with BAND_MARGIN rows of context
+    either side, which equals those rows of the whole plane resized (tested)."""
+    (b,) = bands(plane.shape[0], r1 - r0, BAND_MARGIN, start=r0, end=r1)
+    return P.imresize(floats(plane[b.read_start : b.read_stop]), scale)[b.offset * scale : (b.offset + r1 - r0) * scale]
+
+
+def _compose_rows(rgb: np.ndarray, y: np.ndarray, r0: int, r1: int, scale: int, out: np.ndarray) -> None:
+    """The output rows of LR rows [r0, r1) into ``out`` (those rows only), from the network's Y for them.
 
     Gray comes back from studio range; colour takes Cb/Cr bicubic-upscaled
-    and converts BT.601 to RGB. In bands that overlap by BAND_MARGIN LR rows
-    and keep only their own rows, so the result equals composing the whole
+    and converts BT.601 to RGB. In bands whose chroma reads BAND_MARGIN LR rows
+    of context (``resize_rows``), so the result equals composing the whole
     image at once (tested) while float64 temporaries stay a few MB. The bands
     run on the engine's threads (NumPy releases the GIL), BAND_PIXELS between
     them all; a band has at least MIN_SPLIT_ROWS rows unless it is the only one,
@@ -58,31 +86,31 @@ def _compose_rows(gray: bool, ycc: np.ndarray, y: np.ndarray, r0: int, r1: int, 
     """
     from .engine import map_threads, threads
 
-    h, w = ycc.shape[:2]
+    h, w = rgb.shape[:2]
     n = max(1, min(threads(), BAND_PIXELS // (w * scale * scale * 8)))  # bands at once: 8 rows each at least
     rows = max(BAND_PIXELS // (w * scale * scale * n), 8)
     rows = min(rows, max(-(-(r1 - r0) // n), MIN_SPLIT_ROWS))  # a band for each thread, if the rows allow
-
-    cut = bands(h, rows, BAND_MARGIN, start=r0, end=r1)
+    cut = bands(h, rows, start=r0, end=r1)
 
     def compose(i: int) -> None:
         b = cut[i]
         yb = y[(b.start - r0) * scale : (b.stop - r0) * scale]
-        if gray:
+        if rgb.ndim == 2:
             px = np.clip((yb - 16 / 255) * (255 / 219), 0.0, 1.0)
         else:
+            (c,) = bands(h, b.stop - b.start, BAND_MARGIN, start=b.start, end=b.stop)
+            chroma = P.rgb2ycbcr(floats(rgb[c.read_start : c.read_stop]))[..., 1:]
             px = np.empty((*yb.shape, 3))
             px[..., 0] = yb
-            chroma = P.imresize(ycc[b.read_start : b.read_stop, :, 1:], scale)  # chroma only
-            px[..., 1:] = chroma[b.offset * scale : (b.offset + b.stop - b.start) * scale]
+            px[..., 1:] = P.imresize(chroma, scale)[c.offset * scale : (c.offset + c.stop - c.start) * scale]
             px = P.ycbcr2rgb(px)
-        out[b.start * scale : b.stop * scale] = quantize(px, out.dtype)
+        out[(b.start - r0) * scale : (b.stop - r0) * scale] = quantize(px, out.dtype)
 
     for i in range(0, len(cut), n):  # n bands at a time, so their temporaries stay within BAND_PIXELS
         map_threads(compose, range(i, min(i + n, len(cut))))
 
 
-def _compose(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
+def _compose(img: np.ndarray, y: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
     """The output image from the network's last Y plane, at any scale: Y resized to the output size first
     when the scale is not the network's; a non-integer scale composes in one piece."""
     h, w = img.shape[:2]
@@ -91,13 +119,13 @@ def _compose(img: np.ndarray, ycc: np.ndarray, y: np.ndarray, scale: float, dtyp
         y = P.imresize(y, size=size)
     if scale == int(scale):
         out = np.empty((*size, *img.shape[2:]), dtype)
-        _compose_rows(img.ndim == 2, ycc, y, 0, h, int(scale), out)
+        _compose_rows(img, y, 0, h, int(scale), out)
         return out
     if img.ndim == 2:
         return quantize(np.clip((y - 16 / 255) * (255 / 219), 0.0, 1.0), dtype)
     out = np.empty((*size, 3))
     out[..., 0] = y
-    out[..., 1:] = P.imresize(ycc[..., 1:], scale)
+    out[..., 1:] = P.imresize(P.rgb2ycbcr(floats(img))[..., 1:], scale)
     return quantize(P.ycbcr2rgb(out), dtype)
 
 
@@ -121,8 +149,32 @@ def _network_planes(upscaler: Tiler, y: np.ndarray, levels: int, last_only: bool
     return [o[: h * 2**l, : w * 2**l] for l, o in enumerate(outs, start=first)]
 
 
+def output_strips(
+    upscaler: Tiler, rgb: np.ndarray, levels: int, dtype=np.uint8, reserved: int = 0, out: np.ndarray | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """(first output row, rows) of the x2^levels picture, top to bottom, a band of the network's rows at a time.
+
+    What a large upscale writes as it goes (``pictures``): only the input samples, their Y plane and
+    one band of output rows exist at once, so the output need never be whole. ``reserved``: bytes the
+    caller holds beside these (the input, an alpha plane); each band's rows are counted as the tiler
+    sizes its tiles. With ``out`` (the whole output) the rows are composed into it instead.
+    """
+    with upscaler.limits():
+        h, w = rgb.shape[:2]
+        s = 2**levels
+        y = luma(rgb)
+        row_bytes = 0 if out is not None else w * s * s * np.dtype(dtype).itemsize * (3 if rgb.ndim == 3 else 1)
+        held = reserved + y.nbytes + (0 if out is None else out.nbytes)
+        for r0, r1, (yo,) in upscaler.bands(y, levels, last_only=True, reserved=held, row_bytes=row_bytes):
+            rows = np.empty(((r1 - r0) * s, w * s, *rgb.shape[2:]), dtype) if out is None else out[r0 * s : r1 * s]
+            _compose_rows(rgb, yo, r0, r1, s, rows)
+            del yo  # neither this band's Y nor its rows stay alive while the next band runs
+            yield r0 * s, rows
+            del rows
+
+
 def super_resolve(upscaler: Tiler, img: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
-    """Upscale float64 HxW (gray) or HxWx3 (RGB) in [0, 1], the authors' way.
+    """Upscale HxW (gray) or HxWx3 (RGB) samples, float64 in [0, 1] or 8/16-bit integers, the authors' way.
 
     RGB: BT.601 Y through the network; Cb/Cr bicubic-upscaled; back to RGB.
     Gray: treated as RGB with three equal channels (Y = 16/255 + 219/255 g),
@@ -134,27 +186,24 @@ def super_resolve(upscaler: Tiler, img: np.ndarray, scale: float, dtype=np.float
     a large upscale holds the input, the output and the feature maps, no more.
     Runs within the upscaler's thread limits (``Tiler.limits``).
     """
-    with upscaler.limits():
-        ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
-        levels = levels_for(scale)
-        h, w = img.shape[:2]
-        if scale != 2**levels or min(h, w) < MIN_SIDE:
-            return _compose(img, ycc, _network_planes(upscaler, ycc[..., 0], levels, last_only=True)[-1], scale, dtype)
+    levels = levels_for(scale)
+    h, w = img.shape[:2]
+    if scale == 2**levels and min(h, w) >= MIN_SIDE:
         out = np.empty((h * 2**levels, w * 2**levels, *img.shape[2:]), dtype)
-        held = img.nbytes + ycc.nbytes + out.nbytes
-        for r0, r1, (y,) in upscaler.bands(ycc[..., 0], levels, last_only=True, reserved=held):
-            _compose_rows(img.ndim == 2, ycc, y, r0, r1, 2**levels, out)
+        for _ in output_strips(upscaler, img, levels, dtype, img.nbytes, out):
+            pass
         return out
+    with upscaler.limits():
+        return _compose(img, _network_planes(upscaler, luma(img), levels, last_only=True)[-1], scale, dtype)
 
 
 def super_resolve_pyramid(upscaler: Tiler, img: np.ndarray, levels: int, dtype=np.float64) -> list[np.ndarray]:
     """x2, x4, ... x2^levels of one image from a single forward pass, as ``super_resolve`` composes them."""
     with upscaler.limits():
-        ycc = P.rgb2ycbcr(P.gray_to_rgb(img))
-        ys = _network_planes(upscaler, ycc[..., 0], levels)
-        return [_compose(img, ycc, y, 2**l, dtype) for l, y in enumerate(ys, start=1)]
+        ys = _network_planes(upscaler, luma(img), levels)
+        return [_compose(img, y, 2**l, dtype) for l, y in enumerate(ys, start=1)]
 
 
 def bicubic(img: np.ndarray, scale: float) -> np.ndarray:
     """The papers' baseline: MATLAB bicubic upscaling of every channel, clipped to [0, 1]."""
-    return np.clip(P.imresize(img, scale), 0.0, 1.0)
+    return np.clip(P.imresize(floats(img), scale), 0.0, 1.0)

@@ -12,6 +12,8 @@ import json
 import os
 import signal
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 EXIT_ERROR = 1
@@ -182,23 +184,34 @@ def _upscale_video(upscaler, args: argparse.Namespace, options) -> int:
     return 0
 
 
-def _rows_bar():
-    """A progress callback for one large image: a bar of LR rows, shown once the image runs in several bands."""
-    bar = None
+BAR_DELAY = 1.0  # seconds: an image done sooner shows no bar
+
+
+def _rows_bar() -> tuple[Callable[[int, int], None], Callable[[], None]]:
+    """Progress for one image, and what closes it: a bar of LR rows through the network, all its levels and
+    tiles, with the output composed (and a large one written) as the rows come; 'writing' once the network is
+    done and a whole output is encoded. Shown only for an image that takes more than a second."""
+    bar, start = None, time.monotonic()
 
     def update(done: int, total: int) -> None:
         nonlocal bar
         if bar is None:
-            if done == total:  # one pass: nothing to show
+            if done == total or time.monotonic() - start < BAR_DELAY:
                 return
             from tqdm import tqdm
 
-            bar = tqdm(total=total, unit="row", desc="bands", dynamic_ncols=True, file=sys.stderr, leave=False)
+            bar = tqdm(total=total, unit="row", desc="upscaling", dynamic_ncols=True, file=sys.stderr, leave=False)
         bar.update(done - bar.n)
         if done == total:
-            bar.close()
+            bar.set_description("writing")
 
-    return update
+    def close() -> None:
+        nonlocal bar
+        if bar is not None:
+            bar.close()
+            bar = None
+
+    return update, close
 
 
 def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespace, options) -> int:
@@ -213,16 +226,20 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
 
         bar = tqdm(total=len(jobs), unit="img", dynamic_ncols=True, file=sys.stderr)
 
+    close_rows = None
+
     def log(line: str, problem: bool) -> None:
         """Written files unless --quiet, problems always ("lapsrn: ..."); above the bar if there is one."""
         line = f"lapsrn: {line}" if problem else line
+        if close_rows:  # one image: its bar ends where its lines begin
+            close_rows()
         if bar:
             bar.write(line, file=sys.stderr)
         elif problem or not args.quiet:
             print(line, file=sys.stderr)
 
     if not folder and not args.quiet:
-        upscaler.progress = _rows_bar()
+        upscaler.progress, close_rows = _rows_bar()
     try:
         result = run(
             upscaler, jobs, options, folder, log, (lambda done, total: bar.update(done - bar.n)) if bar else None
@@ -230,6 +247,8 @@ def _upscale_all(upscaler, jobs: list[tuple[Path, Path]], args: argparse.Namespa
     finally:
         if bar:
             bar.close()
+        if close_rows:
+            close_rows()
     if folder:
         print(f"lapsrn: {result.summary()}", file=sys.stderr)
     return EXIT_ERROR if result.failed else 0

@@ -198,11 +198,14 @@ def run_evaluation(
 
     from .colour import bicubic, super_resolve
     from .degrade import describe
-    from .io import read_image
+    from .io import image_size, read_image
 
     rows: list[Row] = []
-    total = sum(len(image_files(f)) for f in folders) * len(scales) * len(models)
-    with tqdm(total=total, unit="img", disable=total < 20, leave=False) as bar:
+    # weighed by pixels, so that the ETA holds when large and small images mix; shown after a second
+    sizes = {p: math.prod(image_size(p)) / 1e6 for f in folders for p in image_files(f)}
+    total = sum(sizes.values()) * len(scales) * len(models)
+    bar_format = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} Mpx [{elapsed}<{remaining}]"
+    with tqdm(total=total, desc="evaluating", delay=1.0, leave=False, bar_format=bar_format) as bar:
         for folder in folders:
             files = image_files(folder)
             if not files:
@@ -213,8 +216,8 @@ def run_evaluation(
                 methods += [(name, lambda lr, s, up=up: super_resolve(up, lr, s)) for name, up in models]
                 for name, fn in methods:
                     scores = []
-                    for stem, hr in hrs:
+                    for (stem, hr), path in zip(hrs, files):
                         scores.append(evaluate_image(stem, hr, scale, fn, degrade))
-                        bar.update(name != "bicubic")
+                        bar.update(sizes[path] if name != "bicubic" else 0)
                     rows.append(Row(folder.name, scale, name, scores, describe(degrade or [])))
     return Report(rows)

@@ -127,8 +127,23 @@ def to_float(arr: np.ndarray) -> tuple[np.ndarray, int]:
     raise ImageError(f"unsupported sample type {arr.dtype} (use uint8, uint16 or float)")
 
 
-def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
-    """Decode one still image (EXIF orientation applied) or raise ImageError with a one-line reason."""
+def samples_of(arr: np.ndarray) -> tuple[np.ndarray, int]:
+    """Decoded samples kept as they are (8-bit uint8, 16-bit uint16, floats as float64 [0, 1]) and their depth:
+    what ``to_float`` would give, in a quarter of the memory or less, converted later a band at a time."""
+    if arr.dtype in (np.uint8, np.uint16):
+        return arr, 8 if arr.dtype == np.uint8 else 16
+    if arr.dtype in (np.int32, np.uint32, np.int16):
+        return np.clip(arr, 0, 65535).astype(np.uint16), 16
+    if arr.dtype == np.bool_:
+        return arr.astype(np.uint8) * np.uint8(255), 8
+    return to_float(arr)
+
+
+def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS, samples: bool = False) -> Picture:
+    """Decode one still image (EXIF orientation applied) or raise ImageError with a one-line reason.
+
+    ``samples``: keep the decoded 8/16-bit integers (``samples_of``) rather than float64 [0, 1]; large
+    upscales read this way."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = Path(path)
@@ -146,7 +161,7 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
             except UnidentifiedImageError:
                 if not _is_tiff(path):
                     raise
-                return _read_other_tiff(path, max_pixels)
+                return _read_other_tiff(path, max_pixels, samples)
             with opened as im:
                 _check_size(path, *im.size, max_pixels)
                 if getattr(im, "n_frames", 1) > 1:
@@ -155,10 +170,10 @@ def read_image(path: str | Path, max_pixels: int = MAX_INPUT_PIXELS) -> Picture:
                 icc, exif = im.info.get("icc_profile"), _upright_exif(im)
                 if deep:
                     orientation = im.getexif().get(0x0112, 1)
-                    return replace(_read_deep_colour(path, im.format, orientation), icc=icc, exif=exif)
+                    return replace(_read_deep_colour(path, im.format, orientation, samples), icc=icc, exif=exif)
                 im = ImageOps.exif_transpose(im)
                 im.load()
-                return replace(_picture(im), icc=icc, exif=exif)
+                return replace(_picture(im, samples), icc=icc, exif=exif)
     except ImageError as e:
         msg = str(e)
         raise ImageError(msg if msg.startswith(f"{path}:") else f"{path}: {msg}") from None
@@ -210,7 +225,7 @@ def _is_deep_colour(im) -> bool:
     return any(";16" in str(t[3]) for t in im.tile)  # a tile's args: a named field from Pillow 11, a tuple before
 
 
-def _read_deep_colour(path: Path, fmt: str, orientation: int = 1) -> Picture:
+def _read_deep_colour(path: Path, fmt: str, orientation: int = 1, samples: bool = False) -> Picture:
     """16-bit colour or gray+alpha PNG (pypng), 16/32-bit colour TIFF (tifffile) -> upright Picture."""
     if fmt == "PNG":
         import png
@@ -224,7 +239,7 @@ def _read_deep_colour(path: Path, fmt: str, orientation: int = 1) -> Picture:
         arr = tifffile.imread(str(path))
         if arr.ndim != 3 or arr.shape[-1] not in (3, 4):
             raise ImageError(f"{path}: unsupported TIFF layout {arr.shape}")
-    pixels, bits = to_float(_orient(arr, orientation))
+    pixels, bits = (samples_of if samples else to_float)(_orient(arr, orientation))
     if pixels.shape[-1] in (2, 4):  # gray + alpha, RGB + alpha
         return Picture(
             pixels[..., :-1].squeeze(-1) if pixels.shape[-1] == 2 else pixels[..., :3], pixels[..., -1], bits
@@ -246,7 +261,7 @@ def _orient(arr: np.ndarray, orientation: int) -> np.ndarray:
     return np.ascontiguousarray(ops[orientation](arr)) if orientation in ops else arr
 
 
-def _read_other_tiff(path: Path, max_pixels: int) -> Picture:
+def _read_other_tiff(path: Path, max_pixels: int, samples: bool = False) -> Picture:
     """Float (or other) colour TIFF that Pillow cannot open, through tifffile; size checked from the header."""
     import tifffile
 
@@ -258,18 +273,19 @@ def _read_other_tiff(path: Path, max_pixels: int) -> Picture:
     except tifffile.TiffFileError:
         raise ImageError(f"{path}: not an image file Pillow or tifffile can read") from None
     _check_size(path, w, h, max_pixels)
-    return _read_deep_colour(path, "TIFF")
+    return _read_deep_colour(path, "TIFF", samples=samples)
 
 
-def _picture(im) -> Picture:
-    """Pillow image of any mode -> Picture (gray, RGB, with or without alpha)."""
+def _picture(im, samples: bool = False) -> Picture:
+    """Pillow image of any mode -> Picture (gray, RGB, with or without alpha), float64 or its samples."""
+    convert = samples_of if samples else to_float
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         if mode == "I":  # 32-bit signed: Pillow's mode for 16-bit gray PNG
             arr = np.asarray(im, dtype=np.int32)
         else:
             arr = np.asarray(im)
-        pixels, bits = to_float(arr)
+        pixels, bits = convert(arr)
         return Picture(pixels, None, bits)
     has_alpha = mode in ("RGBA", "LA", "PA", "La", "RGBa") or (mode == "P" and "transparency" in im.info)
     if mode in ("1", "L", "LA", "La"):
@@ -279,10 +295,12 @@ def _picture(im) -> Picture:
     arr = np.asarray(im)
     alpha = None
     if has_alpha:
-        alpha, arr = arr[..., -1] / 255.0, arr[..., :-1]
+        alpha, arr = arr[..., -1], arr[..., :-1]
         if arr.shape[-1] == 1:
             arr = arr[..., 0]
-    return Picture(arr / 255.0, alpha, 8)
+    if samples:
+        return Picture(np.ascontiguousarray(arr), None if alpha is None else np.ascontiguousarray(alpha), 8)
+    return Picture(arr / 255.0, None if alpha is None else alpha / 255.0, 8)
 
 
 def _umask() -> int:
@@ -450,6 +468,15 @@ def write_image(pic: Picture, path: str | Path, quality: int = 95, png_compressi
         raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
 
 
+def tiff_layout(channels: int) -> dict:
+    """tifffile's keywords for one page of interleaved samples: RGB or gray, a last channel of alpha marked as
+    such (left to guess, tifffile takes a gray+alpha image for a stack of pages one row high)."""
+    if channels == 1:
+        return {"photometric": "minisblack"}
+    layout = {"photometric": "rgb" if channels >= 3 else "minisblack", "planarconfig": "contig"}
+    return layout | ({"extrasamples": ("unassalpha",)} if channels in (2, 4) else {})
+
+
 def _write_deep(pic: Picture, path: Path, fmt: str) -> None:
     """16-bit (or float TIFF) colour/alpha output, which Pillow cannot encode."""
     px = pic.pixels if pic.pixels.ndim == 3 else pic.pixels[..., None]
@@ -458,13 +485,13 @@ def _write_deep(pic: Picture, path: Path, fmt: str) -> None:
     if fmt == "TIFF" and pic.bits == 32:
         import tifffile
 
-        tifffile.imwrite(str(path), px.astype(np.float32), photometric="rgb" if px.shape[-1] >= 3 else "minisblack")
+        tifffile.imwrite(str(path), px.astype(np.float32), **tiff_layout(px.shape[-1]))
         return
     u16 = to_uint16(px)
     if fmt == "TIFF":
         import tifffile
 
-        tifffile.imwrite(str(path), u16, photometric="rgb" if u16.shape[-1] >= 3 else "minisblack")
+        tifffile.imwrite(str(path), u16, **tiff_layout(u16.shape[-1]))
         return
     import png
 

@@ -57,12 +57,6 @@ def band_bytes(h: int, w: int, levels: int, budget: int) -> int:
     return budget - 2 * output_bytes(h, w, levels) - CHUNK_OVERHEAD - h * w * 4 ** (levels - 2) * 64 * 4
 
 
-def picture_bytes(h: int, w: int, levels: int) -> int:
-    """What ``colour.super_resolve`` holds beside the network at a power of two, for an h x w picture: the
-    float64 image, its float64 YCbCr and the output samples, counted at their least (one gray 8-bit channel)."""
-    return h * w * 8 + h * w * 3 * 8 + h * w * 4**levels
-
-
 def format_size(n: int) -> str:
     """Bytes as the --max-memory option reads them (512K, 300M, 1.14G): three digits, rounded up to be enough."""
     for unit, shift in (("G", 30), ("M", 20), ("K", 10)):

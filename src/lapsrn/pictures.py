@@ -7,6 +7,7 @@ the Python API (``api``), the app and the video path build on these.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -14,9 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import protocol as P
-from .colour import levels_for, quantize, super_resolve, super_resolve_pyramid
-from .io import ImageError, Picture, image_header, read_image, write_image
-from .memory import BYTES_PER_OUTPUT_PIXEL, memory_limit, picture_bytes
+from .colour import floats, levels_for, output_strips, quantize, resize_rows, super_resolve, super_resolve_pyramid
+from .io import ImageError, Picture, image_header, output_format, read_image, write_image
+from .memory import BAND_PIXELS, BYTES_PER_OUTPUT_PIXEL, format_size, memory_limit
+from .strips import STREAMED_FORMATS, write_strips
+
+STRIP_PIXELS = BAND_PIXELS // 4  # output pixels handed to the strip writer at once: its copies stay a few MB
 
 if TYPE_CHECKING:
     from .tiling import Tiler
@@ -40,28 +44,61 @@ def check_output_size(h: int, w: int, scale: float, limit: int | None = None) ->
         )
 
 
-def check_budget(upscaler: Tiler, h: int, w: int, colour: bool, bits: int, scale: float) -> None:
-    """Refuse, from the header and before decoding, an image the memory budget cannot run: ``super_resolve``'s
-    own reckoning (the float64 image and its YCbCr, the output samples) passed to the tiler, which raises the
-    --max-memory line. Other scales size their tiles as they go and are checked then."""
+def sample_bytes(bits: int) -> int:
+    """Bytes a decoded sample takes as ``io.read_image(samples=True)`` keeps it: 8-bit 1, 16-bit 2, float 8."""
+    return {8: 1, 16: 2}.get(bits, 8)
+
+
+def check_budget(upscaler: Tiler, h: int, w: int, channels: int, bits: int, scale: float, fmt: str = "PNG") -> bool:
+    """Refuse, from the header and before decoding, an image the memory budget cannot run; say whether its
+    output is written in strips as it is made (``stream_file``) rather than held whole.
+
+    Whole: the input samples, their float32 Y plane and the output samples beside the network
+    (``colour.output_strips``), then the output beside the encoder's copy (Pillow holds colour at four
+    bytes a pixel). When that does not fit and the format is written in strips (PNG, TIFF), only a band
+    of output rows exists at a time. Other scales size their tiles as they go and are checked then.
+    The header's guesses can be off (a 16-bit gray+alpha PNG opens as RGBA; a TIFF's turn depends on
+    Pillow's version): the least the image can take is counted, and it is refused only if neither
+    orientation fits.
+    """
     levels = levels_for(scale)
     if scale != 2**levels:
-        return
-    # the header's guesses can be off (a 16-bit gray+alpha PNG opens as RGBA; a TIFF's turn depends on
-    # Pillow's version): count the least the image can take, and refuse only if neither orientation fits
-    held = picture_bytes(h, w, levels)
-    try:
-        upscaler.tile_size(h, w, levels, held)
-    except ValueError as refusal:
+        return False
+    size = sample_bytes(bits)
+    pixels, out_pixels = h * w, h * w * 4**levels
+    whole = pixels * channels * size + pixels * 4 + out_pixels * channels * size
+    encoder = out_pixels * (4 if channels >= 3 and size == 1 else channels * size)
+    saved = pixels * channels * size + out_pixels * channels * size + encoder
+
+    def fits(reserved: int, row_bytes: int = 0) -> None:
         try:
-            upscaler.tile_size(w, h, levels, held)
-        except ValueError:
-            raise refusal from None
+            upscaler.tile_size(h, w, levels, reserved, row_bytes)
+        except ValueError as refusal:
+            try:
+                upscaler.tile_size(w, h, levels, reserved, row_bytes * h // w)
+            except ValueError:
+                raise refusal from None
+
+    try:
+        fits(whole)
+        if saved <= upscaler.max_memory or upscaler.tile:
+            return False
+    except ValueError:
+        pass
+    if fmt not in STREAMED_FORMATS:
+        need = max(upscaler.least_memory(min(h, w), levels, whole), saved)
+        raise ValueError(
+            f"--max-memory {format_size(upscaler.max_memory)} is too small to write x{2**levels} of a {w}x{h} image "
+            f"as {fmt}, which is encoded whole: give at least {format_size(need)}, or write .png or .tif, which are "
+            "written as they are made"
+        )
+    fits(pixels * channels * size + pixels * 4, w * 4**levels * channels * size)
+    return True
 
 
 def _alpha(alpha: np.ndarray | None, scale: float, dtype: type) -> np.ndarray | None:
     """Alpha is upscaled bicubically, clipped, in the same sample type as the colour."""
-    return None if alpha is None else quantize(np.clip(P.imresize(alpha, scale), 0.0, 1.0), dtype)
+    return None if alpha is None else quantize(np.clip(P.imresize(floats(alpha), scale), 0.0, 1.0), dtype)
 
 
 def upscale_picture(upscaler: Tiler, pic: Picture, scale: float) -> Picture:
@@ -93,13 +130,13 @@ def upscale_outputs(upscaler: Tiler, src: Path, dst: Path, scale: float, all_lev
     """Read and upscale: each output picture (with the source's ICC profile and EXIF) and its path.
 
     Sizes are checked before decoding. ``write_outputs`` writes them; the command line writes one
-    image's outputs while the next is upscaled.
+    image's outputs while the next is upscaled. An output too large to hold whole is ``stream_file``'s.
     """
     w, h, colour, bits = image_header(src)
     check_output_size(h, w, scale)
-    if w and not all_levels:
-        check_budget(upscaler, h, w, colour, bits, scale)
-    pic = read_image(src)
+    if w and not all_levels and check_budget(upscaler, h, w, 3 if colour else 1, bits, scale, output_format(dst)):
+        raise ValueError(f"{src}: its x{scale:g} output is written in strips (pictures.stream_file)")
+    pic = read_image(src, samples=True)
 
     def tagged(out: Picture) -> Picture:
         return replace(out, icc=pic.icc, exif=pic.exif)
@@ -113,6 +150,46 @@ def upscale_outputs(upscaler: Tiler, src: Path, dst: Path, scale: float, all_lev
     if len(outs) < len(factors):  # a non-power-of-two scale: its own pass
         outs.append(upscale_picture(upscaler, pic, scale))
     return [(tagged(out), level_path(dst, factor)) for factor, out in zip(factors, outs)]
+
+
+def streamed(upscaler: Tiler, src: Path, dst: Path, scale: float, all_levels: bool = False) -> bool:
+    """Whether this file's output is too large to hold whole within the budget and is written as it is
+    made (``stream_file``); a budget too small for either way is refused here, before decoding."""
+    w, h, colour, bits = image_header(src)
+    if not w or all_levels:
+        return False
+    check_output_size(h, w, scale)
+    return check_budget(upscaler, h, w, 3 if colour else 1, bits, scale, output_format(dst))
+
+
+def stream_file(upscaler: Tiler, src: Path, dst: Path, scale: float, png_compression: int = 1) -> list[Path]:
+    """Upscale a picture at a power of two into a PNG or TIFF written a band of rows at a time (``strips``):
+    the input's samples, their Y plane and one band of output rows are all it holds; same pixels as
+    ``upscale_outputs`` and ``write_outputs``."""
+    pic = read_image(src, samples=True)
+    levels, dtype = levels_for(scale), sample_type(pic.bits)
+    s, (h, w) = 2**levels, pic.pixels.shape[:2]
+    held = pic.pixels.nbytes + (0 if pic.alpha is None else pic.alpha.nbytes)
+    strips = output_strips(upscaler, pic.pixels, levels, dtype, held)
+    channels = (3 if pic.pixels.ndim == 3 else 1) + (pic.alpha is not None)
+
+    def rows() -> Iterator[np.ndarray]:
+        """Each band in blocks of rows, alpha beside the colour, so the writer's copies stay small."""
+        for first, band in strips:
+            step = max(s, STRIP_PIXELS // band.shape[1] // s * s)
+            for r in range(0, band.shape[0], step):
+                block = band[r : r + step]
+                if pic.alpha is None:
+                    yield block.copy()  # a view would keep the whole band alive in the writer
+                    continue
+                lr = (first + r) // s
+                alpha = quantize(np.clip(resize_rows(pic.alpha, lr, lr + block.shape[0] // s, s), 0.0, 1.0), dtype)
+                yield np.concatenate([block.reshape(*block.shape[:2], -1), alpha[..., None]], axis=2)
+            del band, block  # not alive while the next band runs
+
+    shape = (h * s, w * s) + ((channels,) if channels > 1 else ())
+    write_strips(dst, rows(), shape, pic.bits, pic.icc, pic.exif, png_compression)
+    return [dst]
 
 
 def write_outputs(outputs: list[Output], quality: int = 95, png_compression: int = 1) -> list[Path]:
@@ -136,5 +213,8 @@ def upscale_file(
     quality: int = 95,
     png_compression: int = 1,
 ) -> list[Path]:
-    """Read, upscale, write atomically; returns the paths written."""
+    """Read, upscale, write atomically (in strips when the output is too large to hold); returns the paths
+    written."""
+    if streamed(upscaler, src, dst, scale, all_levels):
+        return stream_file(upscaler, src, dst, scale, png_compression)
     return write_outputs(upscale_outputs(upscaler, src, dst, scale, all_levels), quality, png_compression)

@@ -108,7 +108,7 @@ class Tiler:
     device: str = "cpu"
     half: bool = False  # float16 on CUDA
     threads: int | None = field(default=None, repr=False)
-    progress: Callable[[int, int], None] | None = field(default=None, repr=False)  # (LR rows done, rows) per band
+    progress: Callable[[int, int], None] | None = field(default=None, repr=False)  # (LR rows done, rows) of a plane
 
     def __post_init__(self) -> None:
         if _is_torch_module(self.net):
@@ -160,38 +160,54 @@ class Tiler:
         """Levels this network can run; None when it shares weights across levels (MS-LapSRN)."""
         return self.spec.max_levels
 
-    def tile_size(self, h: int, w: int, levels: int, reserved: int = 0) -> tuple[int, int] | None:
+    def tile_size(self, h: int, w: int, levels: int, reserved: int = 0, row_bytes: int = 0) -> tuple[int, int] | None:
         """LR tile (rows, columns) to use, or None to run the whole image at once.
 
-        ``reserved``: bytes of the budget already taken (the output planes), so
-        feature maps and outputs together stay within ``max_memory``. Automatic
-        tiles are full-width bands or squares of the same area (``tile_candidates``),
-        whichever computes fewer pixels in all, margins of context included: a
-        band repeats its top and bottom margins, a square all four sides'
-        (docs/results/speed_candidates.md, "Tiling").
+        ``reserved``: bytes of the budget already taken (the input, the output
+        planes), so feature maps and outputs together stay within ``max_memory``;
+        ``row_bytes``: what the caller keeps for each LR row of a band of tiles
+        while it is consumed (an output strip). Automatic tiles are full-width
+        bands or squares (``tile_candidates``), whichever computes fewer pixels
+        in all, margins of context included: a band repeats its top and bottom
+        margins, a square all four sides' (docs/results/speed_candidates.md, "Tiling").
         """
         if self.tile:
             return (self.tile, self.tile) if self.tile < max(h, w) else None
-        if feature_bytes(h, w, levels, self._banded(levels)) <= max(self.max_memory - reserved, 0):
+        whole = feature_bytes(h, w, levels, self._banded(levels)) + h * row_bytes
+        if whole <= max(self.max_memory - reserved, 0):
             return None
         margin = receptive_margin(self.spec, levels)
-        fitting = [t for t in self.tile_candidates(h, w, levels, reserved) if min(t) >= 16]
+        fitting = [t for t in self.tile_candidates(h, w, levels, reserved, row_bytes) if min(t) >= 16]
         if not fitting:
-            per_pixel = feature_bytes(1, 1, levels, self._banded(levels)) - CHUNK_OVERHEAD
-            need = reserved + CHUNK_OVERHEAD + per_pixel * (16 + 2 * margin) ** 2
             raise ValueError(
                 f"--max-memory {format_size(self.max_memory)} is too small for x{2**levels} of a {w}x{h} image: "
-                f"give a larger one, at least {format_size(need)}"
+                f"give a larger one, at least {format_size(self.least_memory(w, levels, reserved, row_bytes))}"
             )
         return min(fitting, key=lambda t: computed_pixels(h, w, t, margin))
 
-    def tile_candidates(self, h: int, w: int, levels: int, reserved: int = 0) -> list[tuple[int, int]]:
-        """The two tile shapes whose feature maps, margins included, fit the budget: a full-width band, a square."""
+    def least_memory(self, w: int, levels: int, reserved: int = 0, row_bytes: int = 0) -> int:
+        """The smallest budget ``tile_size`` accepts for an image w wide: 16 x 16 tiles."""
+        per_pixel = feature_bytes(1, 1, levels, self._banded(levels)) - CHUNK_OVERHEAD
+        row = output_bytes(1, w, levels) + row_bytes
+        return reserved + CHUNK_OVERHEAD + per_pixel * (16 + 2 * receptive_margin(self.spec, levels)) ** 2 + 16 * row
+
+    def tile_candidates(
+        self, h: int, w: int, levels: int, reserved: int = 0, row_bytes: int = 0
+    ) -> list[tuple[int, int]]:
+        """The two tile shapes whose feature maps, margins included, fit the budget: a full-width band, a square.
+
+        A band of squares also holds its row of outputs at full width (``bands`` stitches them) and
+        ``row_bytes`` a row; a full-width band's own outputs are its tile's, already in the per-pixel count.
+        """
         margin = receptive_margin(self.spec, levels)
         per_pixel = feature_bytes(1, 1, levels, self._banded(levels)) - CHUNK_OVERHEAD
-        pixels = max(self.max_memory - reserved - CHUNK_OVERHEAD, 0) / per_pixel
-        side = int(math.sqrt(pixels)) - 2 * margin
-        return [(int(pixels / w) - 2 * margin, w), (side, side)]
+        budget = max(self.max_memory - reserved - CHUNK_OVERHEAD, 0)
+        band = int((budget - 2 * margin * w * per_pixel) / (w * per_pixel + row_bytes))
+        # a square of side s: (s + 2m)^2 per_pixel + s (row) <= budget, solved for s
+        row = output_bytes(1, w, levels) + row_bytes
+        b, c = 4 * margin * per_pixel + row, 4 * margin**2 * per_pixel - budget
+        side = int((-b + math.sqrt(max(b * b - 4 * per_pixel * c, 0))) / (2 * per_pixel)) if c < 0 else 0
+        return [(band, w), (side, side)]
 
     def _banded(self, levels: int) -> bool:
         """Whether the network runs the last of these levels in bands of rows (the engine does, from x4)."""
@@ -200,38 +216,44 @@ class Tiler:
         return levels >= 2 and isinstance(self.net, Network)
 
     def _run(
-        self, y: np.ndarray, levels: int, last_only: bool, reserved: int, progress: bool = False
+        self,
+        y: np.ndarray,
+        levels: int,
+        last_only: bool,
+        reserved: int,
+        progress: Callable[[float], None] | None = None,
     ) -> list[np.ndarray]:
         """Whole-plane forward pass, the last level's bands within the budget; a non-finite result is an error.
 
-        ``progress``: report the last level's bands to ``self.progress`` (the image runs in one piece).
+        ``progress(fraction)``: how much of this pass is done, after each level and band (the engine's report).
         """
+        from .engine import Network
         from .engine.winograd import REUSE_BYTES, keep_freed_memory
 
         y = np.ascontiguousarray(y, dtype=np.float32)
         keep_freed_memory(y.size * 4 ** (levels - 1) * 64 * 4 <= REUSE_BYTES)  # the largest map's bytes
-        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as one error
+        options = {}
+        if isinstance(self.net, Network):
+            options["progress"] = (lambda done, total: progress(done / total)) if progress else None
             if self._banded(levels) and not self.tile:  # a tile the user sized runs whole, as asked
-                budget = band_bytes(*y.shape, levels, self.max_memory - reserved)
-                h, report = y.shape[0], self.progress if progress else None
-                bar = (lambda done, rows: report(done * h // rows, h)) if report else None  # in LR rows
-                outs = self.net(y, levels, last_only, band_bytes=budget, progress=bar)
-            else:
-                outs = self.net(y, levels, last_only)
+                options["band_bytes"] = band_bytes(*y.shape, levels, self.max_memory - reserved)
+        with np.errstate(over="ignore", invalid="ignore"):  # overflow is reported below, as one error
+            outs = self.net(y, levels, last_only, **options)
         for out in outs:
             if not np.isfinite(out).all():
                 raise ValueError("the network's output is not finite (NaN or infinity): the weights are unusable")
         return outs
 
     def bands(
-        self, y: np.ndarray, levels: int, last_only: bool = False, reserved: int | None = None
+        self, y: np.ndarray, levels: int, last_only: bool = False, reserved: int | None = None, row_bytes: int = 0
     ) -> Iterator[tuple[int, int, list[np.ndarray]]]:
         """(r0, r1, outputs) for consecutive bands of LR rows [r0, r1): every level's output rows, or the last's.
 
         One band is the whole image when it fits the memory budget; else a band is
         a row of tiles, each run with its margin of context and cropped, so the
         stitched result equals the whole-image one. ``reserved``: bytes of the
-        budget the caller already holds (default: whole output planes).
+        budget the caller already holds (default: whole output planes);
+        ``row_bytes``: what it keeps for each LR row of a band (``tile_size``).
         """
         if self.max_levels is not None and levels > self.max_levels:
             raise ValueError(
@@ -242,18 +264,28 @@ class Tiler:
         first = levels if last_only else 1
         if reserved is None:
             reserved = output_bytes(h, w, levels, last_only)
-        tile = self.tile_size(h, w, levels, reserved)
+        tile = self.tile_size(h, w, levels, reserved, row_bytes)
+        report = self.progress
         if tile is None:
-            yield 0, h, self._run(y, levels, last_only, reserved, progress=True)
-            if self.progress:
-                self.progress(h, h)
+            whole = (lambda f: report(int(f * h), h)) if report else None
+            yield 0, h, self._run(y, levels, last_only, reserved + h * row_bytes, whole)
+            if report:
+                report(h, h)
             return
         m = receptive_margin(self.spec, levels)
+        # what a band of tiles holds beside each tile's pass: the caller's rows and, for squares, the row of outputs
+        per_row = row_bytes + (output_bytes(1, w, levels, last_only) if tile[1] < w else 0)
         for row in bands(h, tile[0], m, equal=True):
             outs = [np.empty(((row.stop - row.start) * 2**l, w * 2**l), np.float32) for l in range(first, levels + 1)]
-            for col in bands(w, tile[1], m, equal=True):
+            cols = bands(w, tile[1], m, equal=True)
+            for k, col in enumerate(cols):
                 piece = y[row.read_start : row.read_stop, col.read_start : col.read_stop]
-                part = self._run(piece, levels, last_only, reserved)
+                done = (
+                    (lambda f, k=k: report(row.start + int((row.stop - row.start) * (k + f) / len(cols)), h))
+                    if report
+                    else None
+                )
+                part = self._run(piece, levels, last_only, reserved + (row.stop - row.start) * per_row, done)
                 for l, (out, res) in enumerate(zip(outs, part), start=first):
                     f = 2**l
                     r0, c0 = row.offset * f, col.offset * f
@@ -261,8 +293,9 @@ class Tiler:
                         r0 : r0 + out.shape[0], c0 : c0 + (col.stop - col.start) * f
                     ]
             yield row.start, row.stop, outs
-            if self.progress:
-                self.progress(row.stop, h)
+            del outs  # not alive beside the next row's
+            if report:
+                report(row.stop, h)
 
     def pyramid_y(self, y: np.ndarray, levels: int, last_only: bool = False) -> list[np.ndarray]:
         """Every level's output (or only the last) for one luminance plane, float32, tiled if needed."""

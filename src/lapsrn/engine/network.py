@@ -35,6 +35,7 @@ from .winograd import (
 )
 
 SLOPE = 0.2  # LeakyReLU negative slope of both papers
+PROGRESS_UNIT = 1 << 10  # a level's weight in progress reports, times its 4^i
 BAND_BYTES = 32 << 20  # one band of LapSRN's last upsampled features, made only for its residual conv
 BAND_BYTES_PER_PIXEL = 3 * 64 * 4 + 64 + 48  # a band's maps per pixel: 3 of 64 float32 channels, the rows it
 # reads from the previous level (a quarter as many), the residual's phases and two planes
@@ -167,8 +168,8 @@ class Network:
         """x2, x4, ... x2^levels of an (h, w) LR luminance plane in [0, 1] (or only the last), float32.
 
         ``band_bytes``: run the last level in bands of rows whose feature maps take about this much
-        (``band_rows``); None: whole. The levels before it always run whole. ``progress(rows done,
-        rows)`` of the last level, after each band.
+        (``band_rows``); None: whole. The levels before it always run whole. ``progress(done, total)``:
+        the pass's work, after each level and each band of the last.
         """
         if self.levels is not None and not 1 <= levels <= self.levels:
             raise ValueError(f"this LapSRN has {self.levels} levels, asked for {levels}")
@@ -202,7 +203,12 @@ class Network:
         band: int | None,
         progress: Callable[[int, int], None] | None = None,
     ) -> list[np.ndarray]:
-        """The pyramid; with ``band``, the last level in bands of that many rows (``_banded_level``)."""
+        """The pyramid; with ``band``, the last level in bands of that many rows (``_banded_level``).
+
+        ``progress(done, total)``: the pass's work after each level and each band, a level weighing its
+        pixels (four times the one before)."""
+        weights = [4**i * PROGRESS_UNIT for i in range(levels)]
+        total = sum(weights)
         source = FeatureMap.from_array(image)  # what the next level's features are made from, until they are
         features = None
         if not (band and levels == 1):
@@ -213,8 +219,10 @@ class Network:
             level, last = self.level(i), i == levels - 1
             release_spares(keep=64 << 20)  # the previous level's buffers, of other shapes, unless they are few
             image = image_upsample(image, level.image_kernel)
+            done = sum(weights[:i])
             if last and band:
-                self._banded_level(i, source, level, image, band, progress)
+                level_progress = (lambda r, rows: progress(done + weights[-1] * r // rows, total)) if progress else None
+                self._banded_level(i, source, level, image, band, level_progress)
                 source.recycle()
             else:
                 embedded = self.embed(i, features)  # recycles the features' buffers it no longer needs
@@ -226,6 +234,8 @@ class Network:
                     source = embedded  # the banded last level makes its features from it, band by band
             if last or not last_only:
                 outputs.append(image)
+            if progress:
+                progress(done + weights[i], total)
         return outputs
 
     def _branches(self, embedded: FeatureMap, level: Level, image: np.ndarray, features: bool) -> FeatureMap | None:

@@ -1,0 +1,153 @@
+"""Large outputs written a band of rows at a time: the strip writer's files equal ``write_image``'s, the file
+path that streams gives the pixels of the one that holds the output whole, and the budget picks between them."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import lapsrn
+from lapsrn import memory, pictures, tiling
+from lapsrn.io import ImageError, Picture, read_image, write_image
+from lapsrn.strips import write_strips
+
+from .conftest import smooth_image
+
+
+def _picture(rng, channels: int, bits: int, alpha: bool) -> Picture:
+    img = smooth_image(rng, 37, 29, 3)
+    px = img if channels == 3 else img[..., 0]
+    dtype = {8: np.uint8, 16: np.uint16}.get(bits, np.float64)
+    scale = {8: 255, 16: 65535}.get(bits)
+    cast = (lambda a: np.floor(a * scale + 0.5).astype(dtype)) if scale else (lambda a: a)
+    return Picture(cast(px), cast(rng.random(px.shape[:2])) if alpha else None, bits)
+
+
+@pytest.mark.parametrize("ext", [".png", ".tif"])
+@pytest.mark.parametrize(
+    ("channels", "bits", "alpha"),
+    [
+        (3, 8, False),
+        (1, 8, False),
+        (3, 8, True),
+        (1, 8, True),
+        (3, 16, False),
+        (1, 16, False),
+        (3, 16, True),
+        (3, 32, False),
+    ],
+)
+def test_strips_equal_the_whole_image_writer(tmp_path, rng, ext, channels, bits, alpha):
+    """Every layout the command writes, read back by the same reader (Pillow, pypng or tifffile)."""
+    pic = _picture(rng, channels, bits, alpha)
+    write_image(pic, tmp_path / f"whole{ext}")
+    px = pic.pixels if pic.alpha is None else np.dstack([pic.pixels, pic.alpha])
+    strips = [px[r : r + 5] for r in range(0, px.shape[0], 5)]
+    write_strips(tmp_path / f"strips{ext}", iter(strips), px.shape, bits)
+    whole, streamed = (
+        read_image(tmp_path / f"whole{ext}", samples=True),
+        read_image(tmp_path / f"strips{ext}", samples=True),
+    )
+    assert streamed.bits == whole.bits and streamed.pixels.dtype == whole.pixels.dtype
+    assert np.array_equal(streamed.pixels, whole.pixels)
+    assert (streamed.alpha is None) == (whole.alpha is None)
+    assert streamed.alpha is None or np.array_equal(streamed.alpha, whole.alpha)
+
+
+def test_png_strips_keep_the_profile_and_exif(tmp_path, rng):
+    exif = Image.Exif()
+    exif[0x010F] = "lapsrn test"
+    icc = b"\x00\x00\x02\x0cfake profile bytes" * 20
+    px = (smooth_image(rng, 20, 30) * 255).astype(np.uint8)
+    write_strips(tmp_path / "a.png", iter([px[:7], px[7:]]), px.shape, 8, icc, exif.tobytes())
+    with Image.open(tmp_path / "a.png") as im:
+        assert im.info["icc_profile"] == icc and im.getexif()[0x010F] == "lapsrn test"
+        assert np.array_equal(np.asarray(im), px)
+
+
+def test_a_failing_strip_leaves_nothing(tmp_path, rng):
+    """Atomic like every output: an error mid-way leaves neither the file nor a temp beside it."""
+    px = (smooth_image(rng, 20, 30) * 255).astype(np.uint8)
+
+    def strips():
+        yield px[:10]
+        raise ValueError("the network failed")
+
+    (tmp_path / "a.png").write_bytes(b"before")
+    with pytest.raises(ValueError, match="network failed"):
+        write_strips(tmp_path / "a.png", strips(), px.shape, 8)
+    assert (tmp_path / "a.png").read_bytes() == b"before" and len(list(tmp_path.iterdir())) == 1
+    with pytest.raises(ImageError, match="only PNG and TIFF"):
+        write_strips(tmp_path / "a.jpg", iter([px]), px.shape, 8)
+
+
+def test_the_budget_picks_whole_or_strips_from_the_header():
+    """A 12-megapixel photo at the default budget: x2 held whole, x4 to PNG or TIFF in strips, x4 to JPEG (encoded
+    whole by Pillow) refused before decoding with what it needs and what fits instead."""
+    up = lapsrn.load()
+    assert pictures.check_budget(up, 3000, 4000, 3, 8, 2, "PNG") is False
+    assert pictures.check_budget(up, 3000, 4000, 3, 8, 2, "JPEG") is False
+    assert pictures.check_budget(up, 3000, 4000, 3, 8, 4, "PNG") is True
+    assert pictures.check_budget(up, 3000, 4000, 1, 16, 4, "TIFF") is True
+    with pytest.raises(
+        ValueError, match=r"as JPEG, which is encoded whole: give at least 1\.\d+G, or write .png or .tif"
+    ):
+        pictures.check_budget(up, 3000, 4000, 3, 8, 4, "JPEG")
+    up.max_memory = 100 << 20
+    with pytest.raises(ValueError, match="too small for x4 of a 4000x3000 image"):
+        pictures.check_budget(up, 3000, 4000, 3, 8, 4, "PNG")
+
+
+@pytest.fixture
+def tiny_overhead(monkeypatch):
+    """The engine's fixed allowance taken out, so that budgets of a few MB play out on small images as the
+    default does on a photo."""
+    monkeypatch.setattr(memory, "CHUNK_OVERHEAD", 0)
+    monkeypatch.setattr(tiling, "CHUNK_OVERHEAD", 0)
+
+
+@pytest.mark.parametrize(("kind", "ext"), [("rgb", ".png"), ("rgba", ".png"), ("gray16", ".tif")])
+def test_a_streamed_file_equals_the_one_held_whole(tmp_path, rng, tiny_overhead, kind, ext):
+    """Streaming changes where rows go, not what they are: the pixels of the output held whole but for the
+    tiles' float rounding, alpha and 16 bits kept (the writer itself is exact, above)."""
+    img = smooth_image(rng, 90, 70)
+    if kind == "rgb":
+        Image.fromarray((img * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    elif kind == "rgba":
+        Image.fromarray((np.dstack([img, rng.random((90, 70))]) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    else:
+        Image.fromarray((img[..., 0] * 65535).astype(np.uint16)).save(tmp_path / "in.png")
+    up = lapsrn.load()
+    channels, size = (1, 2) if kind == "gray16" else (3, 1)
+    up.max_memory = up.least_memory(70, 2, 90 * 70 * (channels * size + 4), 70 * 16 * channels * size) + (64 << 10)
+    assert pictures.streamed(up, tmp_path / "in.png", tmp_path / f"s{ext}", 4)
+    pictures.stream_file(up, tmp_path / "in.png", tmp_path / f"s{ext}", 4)
+    up.max_memory = 1 << 30  # the output held whole
+    pictures.write_outputs(pictures.upscale_outputs(up, tmp_path / "in.png", tmp_path / f"w{ext}", 4))
+    a, b = read_image(tmp_path / f"s{ext}", samples=True), read_image(tmp_path / f"w{ext}", samples=True)
+    assert a.pixels.shape == ((360, 280, 3) if kind != "gray16" else (360, 280)) and a.bits == b.bits
+    diff = np.abs(a.pixels.astype(np.int64) - b.pixels)
+    assert diff.max() <= (1 if a.bits == 8 else 257) and (diff > 0).mean() < 0.01  # tiles' float rounding only
+    assert (a.alpha is None) == (kind != "rgba") and (a.alpha is None or np.array_equal(a.alpha, b.alpha))
+
+
+def test_the_command_streams_a_large_output_within_its_budget(tmp_path, rng, tiny_overhead, capsys, monkeypatch):
+    """`lapsrn upscale` takes the strip path by itself when the output cannot be held, and the file is the
+    whole-image one but for the tiles' float rounding (at most one level)."""
+    from lapsrn.cli import main
+
+    Image.fromarray((smooth_image(rng, 90, 70) * 255).astype(np.uint8)).save(tmp_path / "in.png")
+    streamed, real = [], pictures.stream_file
+    monkeypatch.setattr(pictures, "stream_file", lambda *a, **k: streamed.append(a[2]) or real(*a, **k))
+    import lapsrn.batch
+
+    monkeypatch.setattr(lapsrn.batch, "stream_file", pictures.stream_file)
+    args = ["upscale", "-i", str(tmp_path / "in.png"), "-s", "4", "--quiet"]
+    budget = (lapsrn.load().least_memory(70, 2, 90 * 70 * 7, 70 * 16 * 3) >> 10) + 64  # strips fit, whole does not
+    assert main([*args, "-o", str(tmp_path / "s.png"), "--max-memory", f"{budget}K"]) == 0
+    assert main([*args, "-o", str(tmp_path / "w.png")]) == 0
+    assert streamed == [tmp_path / "s.png"]
+    a, b = (np.asarray(Image.open(tmp_path / n), np.int16) for n in ("s.png", "w.png"))
+    assert a.shape == (360, 280, 3) and np.abs(a - b).max() <= 1
+    capsys.readouterr()
