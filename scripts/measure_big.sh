@@ -34,8 +34,9 @@ measure() {  # input, output, scale: one line of what ran and its peak and wall 
     "$(python -c "print(f'{$rss:,}')")" "$wall"
   rm -f "$work/$2"
 }
+version=$(git describe --always --dirty)  # before tee opens the results file, which dirties the tree
 {
-  echo "# $(lscpu | sed -n 's/^Model name:\s*//p'), $(nproc) cores; lapsrn $(git describe --always --dirty); default --max-memory 672M = 688,128 kB"
+  echo "# $(lscpu | sed -n 's/^Model name:\s*//p'), $(nproc) cores; lapsrn $version; default --max-memory 672M = 688,128 kB"
   measure tiny.jpg tiny.png 4
   measure photo.jpg x2.png 2
   measure photo.jpg x4.png 4
