@@ -191,33 +191,27 @@ def test_two_process_ddp_matches_one_process(tiny_data, tmp_path):
         check=False,
     )
     assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
-            "--nproc-per-node",
-            "2",
-            "-m",
-            "lapsrn",
-            "train",
-            *args,
-            "--out",
-            str(tmp_path / "two"),
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert two.returncode == 0, two.stderr[-2000:]
+    for attempt in ("two", "two-again"):
+        two = subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+            + ["-m", "lapsrn", "train", *args, "--out", str(tmp_path / attempt)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        # once in a full CI run (never in 17 runs of this test alone) a gloo worker died of SIGABRT (exitcode -6);
+        # such a crash is run once more, with both runs' messages kept should it happen again
+        if not (two.returncode and "exitcode: -6" in two.stderr):
+            break
+        first = two.stderr
+    assert two.returncode == 0, (first if attempt != "two" else "")[:2000] + two.stderr[:2000] + two.stderr[-2000:]
     loss_one = [float(r["loss"]) for r in csv.DictReader((tmp_path / "one" / "log.csv").open())]
-    loss_two = [float(r["loss"]) for r in csv.DictReader((tmp_path / "two" / "log.csv").open())]
+    loss_two = [float(r["loss"]) for r in csv.DictReader((tmp_path / attempt / "log.csv").open())]
     assert len(loss_one) == 3
     np.testing.assert_allclose(loss_two, loss_one, rtol=1e-4)
-    a, b = weights_of(tmp_path / "one"), weights_of(tmp_path / "two")
+    a, b = weights_of(tmp_path / "one"), weights_of(tmp_path / attempt)
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5)
 

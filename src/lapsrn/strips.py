@@ -4,8 +4,9 @@ Pillow encodes only whole images (and holds RGB at four bytes a pixel), so an x4
 photo, 576 MB of samples, would need twice that to be written. Here rows are encoded as they are
 composed: TIFF through ``tifffile``, which writes rows from an iterator; PNG with the standard
 library's ``zlib``, because the one streaming PNG library (``pypng``) writes rows unfiltered, which
-made photos' files 2.2 times the size of Pillow's (measured); a PNG is a header, the zlib stream of
-the filtered rows and an end, all in the PNG specification, so the writer is short.
+made two upscaled photos' files 1.5 and 1.9 times the size of Pillow's (ours: 1.07 and 1.03); a PNG
+is a header, the zlib stream of the filtered rows and an end, all in the PNG specification, so the
+writer is short.
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ def _chunk(tag: bytes, data: bytes) -> bytes:
 
 def _sub_filtered(rows: np.ndarray) -> bytes:
     """Rows (n, width, channels) with PNG's Sub filter: each byte less the byte one pixel to its left,
-    a one-byte filter type before each row. Photos compress about as well as with Pillow's choice per row."""
+    a one-byte filter type before each row. On two upscaled photos, files 3 to 8 % larger than Pillow's, which
+    picks among five filters per row, and written in half its time."""
     n = rows.shape[0]
     data = (rows.astype(">u2") if rows.dtype == np.uint16 else rows).reshape(n, -1).view(np.uint8)
     pixel = data.shape[1] // rows.shape[1]
