@@ -55,7 +55,7 @@ def test_strips_equal_the_whole_image_writer(tmp_path, rng, ext, channels, bits,
     assert streamed.alpha is None or np.array_equal(streamed.alpha, whole.alpha)
 
 
-def test_png_strips_keep_the_profile_and_exif(tmp_path, rng):
+def test_strips_keep_the_profile_and_png_the_exif(tmp_path, rng):
     exif = Image.Exif()
     exif[0x010F] = "lapsrn test"
     icc = b"\x00\x00\x02\x0cfake profile bytes" * 20
@@ -64,6 +64,9 @@ def test_png_strips_keep_the_profile_and_exif(tmp_path, rng):
     with Image.open(tmp_path / "a.png") as im:
         assert im.info["icc_profile"] == icc and im.getexif()[0x010F] == "lapsrn test"
         assert np.array_equal(np.asarray(im), px)
+    write_strips(tmp_path / "a.tif", iter([px[:7], px[7:]]), px.shape, 8, icc)
+    with Image.open(tmp_path / "a.tif") as im:
+        assert im.info["icc_profile"] == icc and np.array_equal(np.asarray(im), px)
 
 
 def test_a_failing_strip_leaves_nothing(tmp_path, rng):

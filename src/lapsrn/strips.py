@@ -114,7 +114,8 @@ def write_strips(
                     shape=(height, width, channels),
                     dtype=dtype,
                     **tiff_layout(channels),
-                    iccprofile=icc,
+                    # the InterColorProfile tag (34675) itself: tifffile's iccprofile= is newer than its floor
+                    extratags=[(34675, 7, len(icc), icc, True)] if icc else (),
                 )
     except OSError as e:
         raise ImageError(f"{path}: cannot write ({e.strerror or e})") from None
