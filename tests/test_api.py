@@ -140,11 +140,17 @@ def test_conversion_does_not_import_torch(monkeypatch):
 
 
 def test_threads_hold_for_the_upscalers_calls_only(rng, monkeypatch):
-    """Upscaler(threads=1) runs its bands on one thread and BLAS on one, and leaves the engine's and BLAS's
-    process-wide settings as they were: another Upscaler, and the program, keep theirs."""
-    from threadpoolctl import threadpool_info
+    """Upscaler(threads=1) runs its bands on one thread and NumPy's BLAS (which does the products) on one, and
+    leaves the engine's and BLAS's process-wide settings as they were: another Upscaler, and the program, keep
+    theirs. A BLAS loaded later by another library (SciPy's own, with NumPy 1.x) is not NumPy's and is left alone."""
+    from threadpoolctl import threadpool_info as all_pools
 
     from lapsrn import colour, engine
+
+    def threadpool_info():
+        return [p for p in all_pools() if "numpy" in p["filepath"]]
+
+    assert threadpool_info(), "NumPy's BLAS was not found"
 
     torch.manual_seed(0)
     one = Upscaler(MSLapSRN(depth=1, recursions=1).eval(), threads=1)
