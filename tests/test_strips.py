@@ -154,3 +154,46 @@ def test_the_command_streams_a_large_output_within_its_budget(tmp_path, rng, tin
     a, b = (np.asarray(Image.open(tmp_path / n), np.int16) for n in ("s.png", "w.png"))
     assert a.shape == (360, 280, 3) and np.abs(a - b).max() <= 1
     capsys.readouterr()
+
+
+def test_a_tiff_past_4_gib_is_written_as_bigtiff(tmp_path, rng, monkeypatch):
+    """tifffile cannot size a TIFF from rows it has not seen: past 4 GiB of samples the writer asks for BigTIFF
+    (here the threshold lowered, so a small file takes that path and reads back)."""
+    import tifffile
+
+    from lapsrn import strips
+
+    monkeypatch.setattr(strips, "BIGTIFF_BYTES", 0)
+    px = (smooth_image(rng, 20, 30) * 65535).astype(np.uint16)
+    write_strips(tmp_path / "a.tif", iter([px[:9], px[9:]]), px.shape, 16)
+    with tifffile.TiffFile(tmp_path / "a.tif") as tif:
+        assert tif.is_bigtiff and np.array_equal(tif.asarray(), px)
+
+
+def test_alpha_in_bands_equals_the_whole_plane(rng, monkeypatch):
+    """The whole-image path's alpha, now resized a band of rows at a time, is the whole plane's bicubic."""
+    from lapsrn import protocol as P
+    from lapsrn.colour import quantize
+
+    alpha = (rng.random((61, 37)) * 255).astype(np.uint8)
+    monkeypatch.setattr(pictures, "BAND_PIXELS", 37 * 16 * 5)  # bands of 5 LR rows
+    whole = quantize(np.clip(P.imresize(alpha / 255.0, 4), 0.0, 1.0), np.uint8)
+    assert np.array_equal(pictures._alpha(alpha, 4, np.uint8), whole)
+    assert np.array_equal(
+        pictures._alpha(alpha, 3, np.uint8), quantize(np.clip(P.imresize(alpha / 255.0, 3), 0, 1), np.uint8)
+    )
+
+
+def test_a_folder_decides_with_the_whole_budget(tmp_path, rng, tiny_overhead, capsys):
+    """While one image's outputs are written behind, the next runs on what they leave; an image that needs the
+    whole budget waits for that write and is not refused (before: a JPEG output was, naming a budget never given)."""
+    from lapsrn.cli import main
+
+    (tmp_path / "in").mkdir()
+    Image.fromarray((smooth_image(rng, 64, 64) * 255).astype(np.uint8)).save(tmp_path / "in" / "a.png")
+    Image.fromarray((smooth_image(rng, 60, 50) * 255).astype(np.uint8)).save(tmp_path / "in" / "b.png")
+    whole_b = 60 * 50 * (3 + 4) + 120 * 100 * 3  # its samples, Y plane and output
+    budget = (lapsrn.load().least_memory(50, 1, whole_b) + 128 * 128 * 3 // 2) // 1024 + 1  # K: over by half a's output
+    args = ["upscale", "-i", str(tmp_path / "in"), "-o", str(tmp_path / "out"), "-s", "2", "--ext", "jpg"]
+    assert main([*args, "--max-memory", f"{budget}K"]) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.jpg", "b.jpg"]

@@ -241,7 +241,15 @@ def run(
                 advance()
                 continue
             try:
-                stream = streamed(upscaler, src, dst, options.scale, options.all_levels)
+                try:
+                    stream = streamed(upscaler, src, dst, options.scale, options.all_levels)
+                except ValueError:
+                    if not pending:
+                        raise
+                    stream = True  # not beside the outputs being written: decided again once they are
+                if stream and pending:  # the whole budget, for an image too large to hold whole beside them
+                    written_before()
+                    stream = streamed(upscaler, src, dst, options.scale, options.all_levels)
                 outputs = [] if stream else upscale_outputs(upscaler, src, dst, options.scale, options.all_levels)
             except (MemoryError, ImageError, ValueError) as e:
                 written_before()  # reports stay in the images' order

@@ -201,6 +201,9 @@ def _rows_bar() -> tuple[Callable[[int, int], None], Callable[[], None]]:
             from tqdm import tqdm
 
             bar = tqdm(total=total, unit="row", desc="upscaling", dynamic_ncols=True, file=sys.stderr, leave=False)
+        if done < bar.n:  # a second pass (--all-levels at a scale not a power of two)
+            bar.reset(total)
+            bar.set_description("upscaling")
         bar.update(done - bar.n)
         if done == total:
             bar.set_description("writing")

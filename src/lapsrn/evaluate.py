@@ -203,7 +203,7 @@ def run_evaluation(
     rows: list[Row] = []
     # weighed by pixels, so that the ETA holds when large and small images mix; shown after a second
     sizes = {p: math.prod(image_size(p)) / 1e6 for f in folders for p in image_files(f)}
-    total = sum(sizes.values()) * len(scales) * len(models)
+    total = sum(sizes[p] for f in folders for p in image_files(f)) * len(scales) * len(models)
     bar_format = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} Mpx [{elapsed}<{remaining}]"
     with tqdm(total=total, desc="evaluating", delay=1.0, leave=False, bar_format=bar_format) as bar:
         for folder in folders:

@@ -97,8 +97,19 @@ def check_budget(upscaler: Tiler, h: int, w: int, channels: int, bits: int, scal
 
 
 def _alpha(alpha: np.ndarray | None, scale: float, dtype: type) -> np.ndarray | None:
-    """Alpha is upscaled bicubically, clipped, in the same sample type as the colour."""
-    return None if alpha is None else quantize(np.clip(P.imresize(floats(alpha), scale), 0.0, 1.0), dtype)
+    """Alpha is upscaled bicubically, clipped, in the same sample type as the colour; at an integer scale in
+    bands of rows (``colour.resize_rows``), so no float64 plane of the output's size is made."""
+    if alpha is None:
+        return None
+    if scale != int(scale):
+        return quantize(np.clip(P.imresize(floats(alpha), scale), 0.0, 1.0), dtype)
+    s, (h, w) = int(scale), alpha.shape
+    out = np.empty((h * s, w * s), dtype)
+    rows = max(1, BAND_PIXELS // (w * s * s))
+    for r in range(0, h, rows):
+        r1 = min(r + rows, h)
+        out[r * s : r1 * s] = quantize(np.clip(resize_rows(alpha, r, r1, s), 0.0, 1.0), dtype)
+    return out
 
 
 def upscale_picture(upscaler: Tiler, pic: Picture, scale: float) -> Picture:

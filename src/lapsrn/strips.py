@@ -21,6 +21,8 @@ import numpy as np
 from .io import ImageError, atomic_path, output_format, tiff_layout, to_uint8, to_uint16
 
 STREAMED_FORMATS = ("PNG", "TIFF")
+BIGTIFF_BYTES = (1 << 32) - (1 << 25)  # samples beyond which a TIFF needs 64-bit offsets (tifffile cannot tell
+# from rows it has not seen yet)
 IDAT_BYTES = 1 << 20  # compressed bytes a PNG data chunk collects before it is written
 
 
@@ -114,6 +116,7 @@ def write_strips(
                     shape=(height, width, channels),
                     dtype=dtype,
                     **tiff_layout(channels),
+                    bigtiff=height * width * channels * np.dtype(dtype).itemsize > BIGTIFF_BYTES,
                     # the InterColorProfile tag (34675) itself: tifffile's iccprofile= is newer than its floor
                     extratags=[(34675, 7, len(icc), icc, True)] if icc else (),
                 )
