@@ -176,7 +176,9 @@ def test_alpha_in_bands_equals_the_whole_plane(rng, monkeypatch):
     from lapsrn.colour import quantize
 
     alpha = (rng.random((61, 37)) * 255).astype(np.uint8)
-    monkeypatch.setattr(pictures, "BAND_PIXELS", 37 * 16 * 5)  # bands of 5 LR rows
+    from lapsrn import colour
+
+    monkeypatch.setattr(colour, "BAND_PIXELS", 37 * 16 * 5)  # bands of 5 LR rows
     whole = quantize(np.clip(P.imresize(alpha / 255.0, 4), 0.0, 1.0), np.uint8)
     assert np.array_equal(pictures._alpha(alpha, 4, np.uint8), whole)
     assert np.array_equal(

@@ -62,13 +62,11 @@ class Results:
 
 def bicubic_file(src: Path, dst: Path, scale: float) -> None:
     """The papers' baseline as a file: MATLAB bicubic of every channel (and alpha), written like the models'.
-    In bands of rows with a margin for the kernel (``colour.BAND_MARGIN``), which equals resizing the whole
+    In bands of rows with a margin for the kernel (``colour.bicubic_bands``), which equals resizing the whole
     image, so memory stays a few bands' worth beside the input and the 8- or 16-bit output."""
     from dataclasses import replace
 
-    from . import protocol as P
-    from .bands import bands
-    from .colour import BAND_MARGIN, BAND_PIXELS, quantize
+    from .colour import bicubic_bands
     from .io import read_image, write_image
     from .pictures import check_output_size, sample_type
 
@@ -76,17 +74,8 @@ def bicubic_file(src: Path, dst: Path, scale: float) -> None:
     h, w = pic.pixels.shape[:2]
     check_output_size(h, w, scale)
     dtype, s = sample_type(pic.bits), int(scale)
-
-    def resize(img: np.ndarray) -> np.ndarray:
-        out = np.empty((h * s, w * s, *img.shape[2:]), dtype)
-        rows = max(1, BAND_PIXELS // (w * s * s))
-        for b in bands(h, rows, BAND_MARGIN):
-            band = P.imresize(img[b.read_start : b.read_stop], scale)[b.offset * s : (b.offset + b.stop - b.start) * s]
-            out[b.start * s : b.stop * s] = quantize(np.clip(band, 0.0, 1.0), dtype)
-        return out
-
-    alpha = None if pic.alpha is None else resize(pic.alpha)
-    write_image(replace(pic, pixels=resize(pic.pixels), alpha=alpha), dst)
+    alpha = None if pic.alpha is None else bicubic_bands(pic.alpha, s, dtype)
+    write_image(replace(pic, pixels=bicubic_bands(pic.pixels, s, dtype), alpha=alpha), dst)
 
 
 def preview(path: Path, size: tuple[int, int], dst: Path, nearest: bool = False) -> Path:

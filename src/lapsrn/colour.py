@@ -73,6 +73,18 @@ def resize_rows(plane: np.ndarray, r0: int, r1: int, scale: int) -> np.ndarray:
     return P.imresize(floats(plane[b.read_start : b.read_stop]), scale)[b.offset * scale : (b.offset + r1 - r0) * scale]
 
 
+def bicubic_bands(plane: np.ndarray, scale: int, dtype: type) -> np.ndarray:
+    """A whole plane (HxW or HxWxC) resized bicubically at an integer scale, clipped and quantised, a band of
+    rows at a time (``resize_rows``): no float64 array of the output's size is made."""
+    h, w = plane.shape[:2]
+    out = np.empty((h * scale, w * scale, *plane.shape[2:]), dtype)
+    rows = max(1, BAND_PIXELS // (w * scale * scale))
+    for r in range(0, h, rows):
+        r1 = min(r + rows, h)
+        out[r * scale : r1 * scale] = quantize(np.clip(resize_rows(plane, r, r1, scale), 0.0, 1.0), dtype)
+    return out
+
+
 def _compose_rows(rgb: np.ndarray, y: np.ndarray, r0: int, r1: int, scale: int, out: np.ndarray) -> None:
     """The output rows of LR rows [r0, r1) into ``out`` (those rows only), from the network's Y for them.
 

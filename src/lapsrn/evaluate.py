@@ -202,12 +202,12 @@ def run_evaluation(
 
     rows: list[Row] = []
     # weighed by pixels, so that the ETA holds when large and small images mix; shown after a second
-    sizes = {p: math.prod(image_size(p)) / 1e6 for f in folders for p in image_files(f)}
-    total = sum(sizes[p] for f in folders for p in image_files(f)) * len(scales) * len(models)
+    listed = [(folder, image_files(folder)) for folder in folders]
+    sizes = {p: math.prod(image_size(p)) / 1e6 for _, files in listed for p in files}
+    total = sum(sizes[p] for _, files in listed for p in files) * len(scales) * len(models)
     bar_format = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} Mpx [{elapsed}<{remaining}]"
     with tqdm(total=total, desc="evaluating", delay=1.0, leave=False, bar_format=bar_format) as bar:
-        for folder in folders:
-            files = image_files(folder)
+        for folder, files in listed:
             if not files:
                 raise ValueError(f"{folder}: no images")
             hrs = [(p.stem, read_image(p).pixels) for p in files]

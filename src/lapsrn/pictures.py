@@ -15,7 +15,16 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from . import protocol as P
-from .colour import floats, levels_for, output_strips, quantize, resize_rows, super_resolve, super_resolve_pyramid
+from .colour import (
+    bicubic_bands,
+    floats,
+    levels_for,
+    output_strips,
+    quantize,
+    resize_rows,
+    super_resolve,
+    super_resolve_pyramid,
+)
 from .io import ImageError, Picture, image_header, output_format, read_image, write_image
 from .memory import BAND_PIXELS, BYTES_PER_OUTPUT_PIXEL, format_size, memory_limit
 from .strips import STREAMED_FORMATS, write_strips
@@ -98,18 +107,12 @@ def check_budget(upscaler: Tiler, h: int, w: int, channels: int, bits: int, scal
 
 def _alpha(alpha: np.ndarray | None, scale: float, dtype: type) -> np.ndarray | None:
     """Alpha is upscaled bicubically, clipped, in the same sample type as the colour; at an integer scale in
-    bands of rows (``colour.resize_rows``), so no float64 plane of the output's size is made."""
+    bands of rows (``colour.bicubic_bands``), so no float64 plane of the output's size is made."""
     if alpha is None:
         return None
     if scale != int(scale):
         return quantize(np.clip(P.imresize(floats(alpha), scale), 0.0, 1.0), dtype)
-    s, (h, w) = int(scale), alpha.shape
-    out = np.empty((h * s, w * s), dtype)
-    rows = max(1, BAND_PIXELS // (w * s * s))
-    for r in range(0, h, rows):
-        r1 = min(r + rows, h)
-        out[r * s : r1 * s] = quantize(np.clip(resize_rows(alpha, r, r1, s), 0.0, 1.0), dtype)
-    return out
+    return bicubic_bands(alpha, int(scale), dtype)
 
 
 def upscale_picture(upscaler: Tiler, pic: Picture, scale: float) -> Picture:
