@@ -6,8 +6,9 @@ Network rows (LR luminance in, x2 and x4 planes out), median of 3 runs after a w
 process with the same threads: the PyTorch reference (models.py), ONNX Runtime on the exported
 graph, the engine as shipped, and the engine with one of its choices undone. Then the stages
 around the network for the same image: chroma upscaling and PNG encoding, each shipped choice
-against the one it replaced; the 3x3 conv's input transform with its arrays declared apart or
-not, in bands of an odd number of tiles or of 192; start-up (the kernels loaded as machine code, through Numba, and
+against the one it replaced; one 3x3 conv by F(6x6, 3x3) (shipped) and by F(4x4, 3x3) (the engine
+before, ``winograd_f4.py``); the 3x3 conv's input transform with its arrays declared apart or
+not, in bands of an odd number of tiles or of 96; start-up (the kernels loaded as machine code, through Numba, and
 ``import cv2``, in fresh processes), colour
 composition on every thread or one, and building the composed residual's weights; tiling layouts
 under the same memory budget; and a per-operation profile of the shipped engine. The engine's
@@ -129,25 +130,68 @@ def network_rows(weights: Path, y: np.ndarray, threads: int) -> list[tuple[str, 
 def transform_rows() -> list[tuple[str, float]]:
     """The 3x3 conv's input transform on one thread, a 256x256 map of 64 channels in bands, called through
     Numba: as compiled (arrays declared apart), and without that declaration; bands of an odd number of
-    tiles (as shipped: 187 here), and of 192, a multiple of 16."""
+    tiles (as shipped: 95 here), and of 96, a multiple of 16."""
     from numba import njit
 
     from lapsrn.engine import kernels
+    from lapsrn.engine.winograd import padded
 
-    xp = np.random.default_rng(0).standard_normal((258, 258, 64), dtype=np.float32)
-    u, slope, tiles = np.empty((6, 6, 64), np.float32), np.float32(0.2), 64 * 64
+    xp = np.random.default_rng(0).standard_normal((padded(256), padded(256), 64), dtype=np.float32)
+    u, slope, tw = np.empty((8, 8, 64), np.float32), np.float32(0.2), -(-256 // 6)
+    tiles = tw * tw
     checked = njit(nogil=True, fastmath=True, error_model="numpy")(kernels.input_transform.py_func)
 
     def run(kernel, band: int) -> float:
-        v = np.empty((36, band, 64), np.float32)
-        return timed(lambda: [kernel(xp, v, u, t, min(band, tiles - t), 64, slope) for t in range(0, tiles, band)], 9)
+        v = np.empty((64, band, 64), np.float32)
+        return timed(lambda: [kernel(xp, v, u, t, min(band, tiles - t), tw, slope) for t in range(0, tiles, band)], 9)
 
     return [
-        ("arrays declared apart (noalias), bands of 187 tiles (shipped)", run(kernels.input_transform, 187)),
-        ("arrays declared apart, bands of 192 tiles", run(kernels.input_transform, 192)),
-        ("run-time overlap checks (no noalias), bands of 187 tiles", run(checked, 187)),
-        ("run-time overlap checks, bands of 192 tiles", run(checked, 192)),
+        ("arrays declared apart (noalias), bands of 95 tiles (shipped)", run(kernels.input_transform, 95)),
+        ("arrays declared apart, bands of 96 tiles", run(kernels.input_transform, 96)),
+        ("run-time overlap checks (no noalias), bands of 95 tiles", run(checked, 95)),
+        ("run-time overlap checks, bands of 96 tiles", run(checked, 96)),
     ]
+
+
+def tile_rows() -> list[tuple[str, float]]:
+    """One 64 -> 64 3x3 conv (LeakyReLU after) of a 264x264 map on one thread, in bands, called through Numba:
+    the shipped F(6x6, 3x3) against F(4x4, 3x3) (``winograd_f4.py``, the engine before), and their products alone."""
+    import winograd_f4 as f4
+
+    from lapsrn.engine import kernels
+    from lapsrn.engine import winograd as W
+
+    rng = np.random.default_rng(0)
+    size, c, slope = 264, 64, np.float32(0.2)
+    w = rng.standard_normal((c, c, 3, 3)) * 0.06
+    xp = rng.standard_normal((W.padded(size), W.padded(size), c), dtype=np.float32)
+    out, bias, skip = np.empty_like(xp), np.zeros(c, np.float32), np.zeros((1, 1, 1), np.float32)
+    variants = (
+        ("F(6x6, 3x3) (shipped), bands of 95 tiles", 6, 95, kernels, W.Conv.from_weights(w, None).u),
+        ("F(4x4, 3x3), bands of 187 tiles", 4, 187, f4, f4.weights(w)),
+    )
+    rows = []
+    for name, tile, band, k, u in variants:
+        window, tw = tile + 2, size // tile
+        tiles, positions = tw * tw, (tile + 2) ** 2
+        v_flat, m_flat = np.empty(positions * band * c, np.float32), np.empty(positions * band * c, np.float32)
+        work = np.empty((window, window, c), np.float32), np.empty((tile, window, c), np.float32)
+        o = np.empty((tile, c), np.float32)
+
+        def conv(products_only: bool) -> None:
+            for first in range(0, tiles, band):
+                n = min(band, tiles - first)
+                v, m = (a[: positions * n * c].reshape(positions, n, c) for a in (v_flat, m_flat))
+                if not products_only:
+                    k.input_transform(xp, v, work[0], first, n, tw, np.float32(1))
+                np.matmul(v, u, out=m)
+                if not products_only:
+                    k.output_transform(m, bias, out, skip, False, work[1], o, first, n, tw, size, size, slope)
+
+        with W.single_threaded_blas():
+            rows.append((f"{name}: the conv", timed(lambda: conv(False), 9)))
+            rows.append((f"{name}: its products alone (BLAS)", timed(lambda: conv(True), 9)))
+    return rows
 
 
 def composition_rows(y: np.ndarray) -> list[tuple[str, float]]:
@@ -314,7 +358,7 @@ def profile(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
     net = engine.build(spec.arch, state, spec.depth, spec.levels)
     totals: dict[str, float] = defaultdict(float)
     names = {
-        "conv3x3": "3x3 convs (F(4x4, 3x3)) outside the last level's bands",
+        "conv3x3": "3x3 convs (F(6x6, 3x3)) outside the last level's bands",
         "upsample2x": "feature upsampler of the other levels (F(4x4, 2x2))",
         "add_upsample_residual": "last level: upsampler + residual conv in bands",
         "image_upsample": "image branch (4x4 transposed conv, direct)",
@@ -361,6 +405,7 @@ def main() -> None:
     net = network_rows(args.weights, y, args.threads)
     composition = composition_rows(y)
     transform = transform_rows()
+    tiles = tile_rows()
     lines = [
         "# CPU speed candidates",
         "",
@@ -370,6 +415,10 @@ def main() -> None:
         "## The network",
         "",
         *table(net, net[0][1]),
+        "",
+        "## Winograd's tile: one 3x3 conv on one thread, a 264x264 map of 64 channels",
+        "",
+        *table(tiles, tiles[0][1], ms=True),
         "",
         "## The 3x3 conv's input transform: one thread, a 256x256 map of 64 channels",
         "",

@@ -131,7 +131,8 @@ def test_a_streamed_file_equals_the_one_held_whole(tmp_path, rng, tiny_overhead,
     a, b = read_image(tmp_path / f"s{ext}", samples=True), read_image(tmp_path / f"w{ext}", samples=True)
     assert a.pixels.shape == ((360, 280, 3) if kind != "gray16" else (360, 280)) and a.bits == b.bits
     diff = np.abs(a.pixels.astype(np.int64) - b.pixels)
-    assert diff.max() <= (1 if a.bits == 8 else 257) and (diff > 0).mean() < 0.01  # tiles' float rounding only
+    # the tiles' float rounding only: one level at most, which at 16 bits (1.5e-5 of the range) flips more pixels
+    assert diff.max() <= 1 and (diff > 0).mean() < (0.01 if a.bits == 8 else 0.05)
     assert (a.alpha is None) == (kind != "rgba") and (a.alpha is None or np.array_equal(a.alpha, b.alpha))
 
 

@@ -13,13 +13,17 @@ from lapsrn.models import MSLapSRN
 
 from .conftest import smooth_image
 
+# Tiles put the Winograd tiles (6x6 outputs) elsewhere, so the float32 rounding differs: about 1e-5 here.
+# A seam from too little context is over 1e-3 (test_margin_is_needed).
+SAME = 3e-5
+
 
 def test_tiled_equals_whole_image_official_lapsrn(lapsrn_x4, rng):
     y = rng.random((100, 120))
     whole = Upscaler(lapsrn_x4).pyramid_y(y, 2)
     tiled = Upscaler(lapsrn_x4, tile=32).pyramid_y(y, 2)
     for a, b in zip(whole, tiled):
-        assert np.abs(a - b).max() < 1e-5
+        assert np.abs(a - b).max() < SAME
 
 
 def test_tiled_equals_whole_image_mslapsrn_three_levels(rng):
@@ -28,7 +32,7 @@ def test_tiled_equals_whole_image_mslapsrn_three_levels(rng):
     y = rng.random((90, 70))
     whole = Upscaler(net).pyramid_y(y, 3)
     tiled = Upscaler(net, tile=25).pyramid_y(y, 3)
-    assert max(np.abs(a - b).max() for a, b in zip(whole, tiled)) < 1e-5
+    assert max(np.abs(a - b).max() for a, b in zip(whole, tiled)) < SAME
 
 
 def test_margin_is_needed(lapsrn_x4, rng, monkeypatch):
@@ -53,7 +57,7 @@ def test_tiling_turns_on_under_memory_budget(rng, monkeypatch):
     tiled = super_resolve(up, img, 4)
     assert len(calls) > 1 and all(h * w < 200 * 160 for h, w in calls)
     whole = super_resolve(Upscaler(net), img, 4)
-    assert np.abs(tiled - whole).max() < 1e-5
+    assert np.abs(tiled - whole).max() < SAME
 
 
 def test_last_level_runs_in_bands_within_the_budget(rng, monkeypatch):
@@ -71,7 +75,7 @@ def test_last_level_runs_in_bands_within_the_budget(rng, monkeypatch):
     banded = up.pyramid_y(y, 2, last_only=True)[0]
     assert len(bands) >= 3 and bands[0][0] == 0 and bands[-1][1] == 400  # the last level's 400 rows
     monkeypatch.setattr(Network, "_band_features", real)
-    assert np.abs(banded - Upscaler(net).pyramid_y(y, 2, last_only=True)[0]).max() < 1e-5
+    assert np.abs(banded - Upscaler(net).pyramid_y(y, 2, last_only=True)[0]).max() < SAME
 
 
 def test_a_tile_the_user_sized_runs_whole(rng, monkeypatch):

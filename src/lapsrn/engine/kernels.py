@@ -56,26 +56,41 @@ f2, f3, f4, f5, f8 = np.float32(2), np.float32(3), np.float32(4), np.float32(5),
 
 
 @njit(inline="always")
-def bt6(d0, d1, d2, d3, d4, d5):
-    """B^T d of F(4x4, 3x3), hand-expanded (the nonzero entries of B^T are 1, 2, 4, 5)."""
+def bt8(d0, d1, d2, d3, d4, d5, d6, d7):
+    """B^T d of F(6x6, 3x3) at the points 0, 1, -1, 2, -2, 1/2, -1/2 (``BT``), hand-expanded.
+
+    Rows 1 and 2 (points 1, -1), 3 and 4 (2, -2), 5 and 6 (1/2, -1/2) are an even part plus and minus an
+    odd part, so each pair costs one sum of each.
+    """
+    even1, odd1 = d2 + d6 - np.float32(4.25) * d4, d1 + d5 - np.float32(4.25) * d3
+    even2, odd2 = (
+        np.float32(0.25) * d2 - np.float32(1.25) * d4 + d6,
+        np.float32(0.5) * d1 - np.float32(2.5) * d3 + f2 * d5,
+    )
+    even3, odd3 = f4 * d2 - f5 * d4 + d6, f2 * d1 - np.float32(2.5) * d3 + np.float32(0.5) * d5
     return (
-        f4 * d0 - f5 * d2 + d4,
-        -f4 * (d1 + d2) + d3 + d4,
-        f4 * (d1 - d2) - d3 + d4,
-        -f2 * (d1 - d3) - d2 + d4,
-        f2 * (d1 - d3) - d2 + d4,
-        f4 * d1 - f5 * d3 + d5,
+        d6 - d0 + np.float32(5.25) * (d2 - d4),
+        even1 + odd1,
+        even1 - odd1,
+        even2 + odd2,
+        even2 - odd2,
+        even3 + odd3,
+        even3 - odd3,
+        d7 - d1 + np.float32(5.25) * (d3 - d5),
     )
 
 
 @njit(inline="always")
-def at6(m0, m1, m2, m3, m4, m5):
-    """A^T m of F(4x4, 3x3), hand-expanded (the nonzero entries of A^T are 1, 2, 4, 8)."""
+def at8(m0, m1, m2, m3, m4, m5, m6, m7):
+    """A^T m of F(6x6, 3x3) (``AT``): row k sums the pairs of opposite points times p^k, even and odd powers apart."""
+    s1, d1, s2, d2, s3, d3 = m1 + m2, m1 - m2, m3 + m4, m3 - m4, m5 + m6, m5 - m6
     return (
-        m0 + m1 + m2 + m3 + m4,
-        (m1 - m2) + f2 * (m3 - m4),
-        (m1 + m2) + f4 * (m3 + m4),
-        (m1 - m2) + f8 * (m3 - m4) + m5,
+        m0 + s1 + s2 + s3,
+        d1 + f2 * d2 + np.float32(0.5) * d3,
+        s1 + f4 * s2 + np.float32(0.25) * s3,
+        d1 + f8 * d2 + np.float32(0.125) * d3,
+        s1 + np.float32(16) * s2 + np.float32(0.0625) * s3,
+        d1 + np.float32(32) * d2 + np.float32(0.03125) * d3 + m7,
     )
 
 
@@ -87,57 +102,68 @@ def leaky(x, slope):
 
 @kernel
 def input_transform(xp, v, u, first, n, tw, slope):
-    """v[6i + j, t, c] = (B^T d B)[i, j], d the 6x6 window of LeakyReLU_slope(xp) at tile first + t.
+    """v[8i + j, t, c] = (B^T d B)[i, j], d the 8x8 window of LeakyReLU_slope(xp) at tile first + t.
 
-    u: (6, 6, C), a work array.
+    Tiles of 6x6 outputs, tw to a row; u: (8, 8, C), a work array.
     """
     c_in = xp.shape[2]
     for t in range(n):
-        r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
-        for b in range(6):  # columns of the window: B^T along the rows
+        r, q = 6 * ((first + t) // tw), 6 * ((first + t) % tw)
+        for b in range(8):  # columns of the window: B^T along the rows
             for c in range(c_in):
-                u[0, b, c], u[1, b, c], u[2, b, c], u[3, b, c], u[4, b, c], u[5, b, c] = bt6(
+                u[0, b, c], u[1, b, c], u[2, b, c], u[3, b, c], u[4, b, c], u[5, b, c], u[6, b, c], u[7, b, c] = bt8(
                     leaky(xp[r, q + b, c], slope),
                     leaky(xp[r + 1, q + b, c], slope),
                     leaky(xp[r + 2, q + b, c], slope),
                     leaky(xp[r + 3, q + b, c], slope),
                     leaky(xp[r + 4, q + b, c], slope),
                     leaky(xp[r + 5, q + b, c], slope),
+                    leaky(xp[r + 6, q + b, c], slope),
+                    leaky(xp[r + 7, q + b, c], slope),
                 )
-        for i in range(6):  # then along the columns
+        for i in range(8):  # then along the columns
             for c in range(c_in):
                 (
-                    v[6 * i, t, c],
-                    v[6 * i + 1, t, c],
-                    v[6 * i + 2, t, c],
-                    v[6 * i + 3, t, c],
-                    v[6 * i + 4, t, c],
-                    v[6 * i + 5, t, c],
-                ) = bt6(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c])
+                    v[8 * i, t, c],
+                    v[8 * i + 1, t, c],
+                    v[8 * i + 2, t, c],
+                    v[8 * i + 3, t, c],
+                    v[8 * i + 4, t, c],
+                    v[8 * i + 5, t, c],
+                    v[8 * i + 6, t, c],
+                    v[8 * i + 7, t, c],
+                ) = bt8(u[i, 0, c], u[i, 1, c], u[i, 2, c], u[i, 3, c], u[i, 4, c], u[i, 5, c], u[i, 6, c], u[i, 7, c])
 
 
 @kernel
 def output_transform(m, bias, out, skip, use_skip, s, o, first, n, tw, h, w, slope):
-    """LeakyReLU_slope((A^T m A) + bias (+ skip)) into tile first + t's 4x4 pixels of out (within h x w).
+    """LeakyReLU_slope((A^T m A) + bias (+ skip)) into tile first + t's 6x6 pixels of out (within h x w).
 
-    s: (4, 6, C) and o: (4, C), work arrays.
+    s: (6, 8, C) and o: (6, C), work arrays.
     """
     c_out = out.shape[2]
     for t in range(n):
-        r, q = 4 * ((first + t) // tw), 4 * ((first + t) % tw)
-        for j in range(6):  # A^T along the rows
+        r, q = 6 * ((first + t) // tw), 6 * ((first + t) % tw)
+        for j in range(8):  # A^T along the rows
             for k in range(c_out):
-                s[0, j, k], s[1, j, k], s[2, j, k], s[3, j, k] = at6(
-                    m[j, t, k], m[6 + j, t, k], m[12 + j, t, k], m[18 + j, t, k], m[24 + j, t, k], m[30 + j, t, k]
+                s[0, j, k], s[1, j, k], s[2, j, k], s[3, j, k], s[4, j, k], s[5, j, k] = at8(
+                    m[j, t, k],
+                    m[8 + j, t, k],
+                    m[16 + j, t, k],
+                    m[24 + j, t, k],
+                    m[32 + j, t, k],
+                    m[40 + j, t, k],
+                    m[48 + j, t, k],
+                    m[56 + j, t, k],
                 )
-        for i in range(4):  # then along the columns, one output row at a time
+        for i in range(6):  # then along the columns, one output row at a time
             if r + i >= h:
                 break
             for k in range(c_out):
-                o[0, k], o[1, k], o[2, k], o[3, k] = at6(
-                    s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k], s[i, 5, k]
+                o[0, k], o[1, k], o[2, k], o[3, k], o[4, k], o[5, k] = at8(
+                    s[i, 0, k], s[i, 1, k], s[i, 2, k], s[i, 3, k], s[i, 4, k], s[i, 5, k], s[i, 6, k], s[i, 7, k]
                 )
-            for j in range(4):
+            for j in range(6):
                 if q + j < w:
                     for k in range(c_out):
                         x = o[j, k] + bias[k]
@@ -237,9 +263,9 @@ def image_upsample(x, k, out):
 
 # C entry points, compiled by ``native.build`` to machine code once per machine. Arrays come as data
 # pointers (float32, C-contiguous) with the sizes that cannot be derived: a feature map's padded
-# width w_p = 4 * tiles per row + 2, its tiles per row tw = ceil(w / 4), a band's v and m are
-# (positions, n, channels): 36 or 25 positions, the upsampler's m with 4C channels; the work arrays
-# as the kernels above take them.
+# height and width, the tiles to a row tw (ceil(w / 6) for the 3x3 convs, ceil(w / 4) for the
+# upsampler), a band's v and m are (positions, n, channels): 64 or 25 positions, the upsampler's m
+# with 4C channels; the work arrays as the kernels above take them.
 
 
 def _c_signature(kinds: str) -> types.FunctionType:
@@ -254,34 +280,34 @@ ENTRY = {"fastmath": True, "error_model": "numpy"}
 def entry_points() -> dict:
     """name -> C entry point, compiled now: importing this module compiles nothing."""
 
-    @cfunc(_c_signature("piiippiif"), **ENTRY)
-    def input_transform_c(xp, xh, xw, c, v, u, first, n, slope):
+    @cfunc(_c_signature("piiippiiif"), **ENTRY)
+    def input_transform_c(xp, xh, xw, c, v, u, first, n, tw, slope):
         x = carray(xp, (xh, xw, c))
-        input_transform(x, carray(v, (36, n, c)), carray(u, (6, 6, c)), first, n, (xw - 2) // 4, slope)
+        input_transform(x, carray(v, (64, n, c)), carray(u, (8, 8, c)), first, n, tw, slope)
 
     @cfunc(_c_signature("pppiiipippiiiif"), **ENTRY)
     def output_transform_c(m, bias, out, oh, ow, c, skip, use_skip, s, o, first, n, h, w, slope):
         skip_shape = (oh, ow, c) if use_skip else (1, 1, 1)
         output_transform(
-            carray(m, (36, n, c)),
+            carray(m, (64, n, c)),
             carray(bias, c),
             carray(out, (oh, ow, c)),
             carray(skip, skip_shape),
             use_skip != 0,
-            carray(s, (4, 6, c)),
-            carray(o, (4, c)),
+            carray(s, (6, 8, c)),
+            carray(o, (6, c)),
             first,
             n,
-            (w + 3) // 4,
+            (w + 5) // 6,
             h,
             w,
             slope,
         )
 
-    @cfunc(_c_signature("piiippii"), **ENTRY)
-    def upsample_input_transform_c(xp, xh, xw, c, v, u, first, n):
+    @cfunc(_c_signature("piiippiii"), **ENTRY)
+    def upsample_input_transform_c(xp, xh, xw, c, v, u, first, n, tw):
         x = carray(xp, (xh, xw, c))
-        upsample_input_transform(x, carray(v, (25, n, c)), carray(u, (5, 5, c)), first, n, (xw - 2) // 4)
+        upsample_input_transform(x, carray(v, (25, n, c)), carray(u, (5, 5, c)), first, n, tw)
 
     @cfunc(_c_signature("pppiiippiiiif"), **ENTRY)
     def upsample_output_transform_c(m, bias, out, oh, ow, c, s, o, first, n, h, w, slope):

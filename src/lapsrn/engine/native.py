@@ -37,9 +37,9 @@ import numpy as np
 # Each entry point's arguments: "p" a float32 array's data pointer, "i" an int64, "f" a float32, as
 # ``kernels.py`` declares them (checked when they are compiled).
 SIGNATURES = {
-    "input_transform": "piiippiif",
+    "input_transform": "piiippiiif",
     "output_transform": "pppiiipippiiiif",
-    "upsample_input_transform": "piiippii",
+    "upsample_input_transform": "piiippiii",
     "upsample_output_transform": "pppiiippiiiif",
     "image_upsample": "piipp",
 }
@@ -75,16 +75,31 @@ def cache_folder() -> Path | None:
         return None
 
 
+def target_cpu() -> tuple[str, str]:
+    """The CPU the kernels are compiled for and its LLVM features: this one, with every feature it has, unless
+    Numba's own NUMBA_CPU_NAME / NUMBA_CPU_FEATURES name another, read as Numba reads them (no features beyond
+    the name's for "generic"). Both Numba's code and ours then target it: kernels for an older CPU than the
+    one building them (a container image's), or AVX2 code measured on an AVX-512 machine."""
+    import llvmlite.binding as llvm
+
+    name = os.environ.get("NUMBA_CPU_NAME") or llvm.get_host_cpu_name()
+    features = os.environ.get("NUMBA_CPU_FEATURES")
+    if features is None:
+        features = "" if name.lower() == "generic" else llvm.get_host_cpu_features().flatten()
+    return name, features
+
+
 def _target_machine():
-    """This CPU's LLVM target, with every feature it has, set up as Numba sets up its own JIT."""
+    """The LLVM target for ``target_cpu``, set up as Numba sets up its own JIT."""
     import llvmlite.binding as llvm
 
     llvm.initialize_native_target()
     llvm.initialize_native_asmprinter()
     triple = llvm.get_process_triple()
+    cpu, features = target_cpu()
     return llvm.Target.from_triple(triple).create_target_machine(
-        cpu=llvm.get_host_cpu_name(),
-        features=llvm.get_host_cpu_features().flatten(),
+        cpu=cpu,
+        features=features,
         opt=3,
         reloc="static" if triple.startswith(("x86", "i386", "i686")) else "default",  # what MCJIT needs there
         codemodel="jitdefault",
@@ -95,7 +110,6 @@ def _target_machine():
 def _cache_file(machine) -> Path | None:
     """The object file for these kernels on this CPU, made by this llvmlite (None: no cache folder)."""
     import llvmlite
-    import llvmlite.binding as llvm
 
     folder = cache_folder()
     if folder is None:
@@ -104,7 +118,7 @@ def _cache_file(machine) -> Path | None:
     key = hashlib.sha256()
     for source in (here / "kernels.py", here / "native.py", _numba_version_file()):
         key.update(source.read_bytes() if source else b"")
-    cpu = f"{llvm.get_host_cpu_name()} {llvm.get_host_cpu_features().flatten()}"
+    cpu = " ".join(target_cpu())
     key.update(f"{machine.triple} {machine.target_data} {cpu} llvmlite {llvmlite.__version__}".encode())
     return folder / f"kernels-{key.hexdigest()[:32]}.o"
 
@@ -290,12 +304,15 @@ def _work(size: int) -> int:
 # which the threads running bands make at once; a band's v and m are fresh (positions, n, channels) views.
 
 
-def input_transform(xp: np.ndarray, slope: np.float32) -> Callable[[np.ndarray, int, int], None]:
-    """v <- B^T d B of the LeakyReLU_slope of each 6x6 window of the zero-bordered map xp (``kernels``)."""
+def input_transform(xp: np.ndarray, tw: int, slope: np.float32) -> Callable[[np.ndarray, int, int], None]:
+    """v <- B^T d B of the LeakyReLU_slope of each 8x8 window of the zero-bordered map xp (``kernels``),
+    tiles of 6x6 outputs, ``tw`` to a row."""
     fn, (xh, xw, c), x = functions()["input_transform"], xp.shape, _pointer(xp, 3)
+    if 6 * tw + 2 > xw:
+        raise ValueError(f"{tw} tiles of 6 to a row read past a map {xw} wide")
 
     def run(v: np.ndarray, first: int, n: int) -> None:
-        fn(x, xh, xw, c, v.ctypes.data, _work(36 * c), first, n, slope)
+        fn(x, xh, xw, c, v.ctypes.data, _work(64 * c), first, n, tw, slope)
 
     run.arrays = xp  # alive as long as the call that reads it
     return run
@@ -311,19 +328,22 @@ def output_transform(
     k = _pointer(skip, 3) if skip is not None else o
 
     def run(m: np.ndarray, first: int, n: int) -> None:
-        work = _work(28 * c)  # s: (4, 6, C) floats, then o: (4, C) at byte 4 * 24C
-        fn(m.ctypes.data, b, o, oh, ow, c, k, skip is not None, work, work + 4 * 24 * c, first, n, h, w, slope)
+        work = _work(54 * c)  # s: (6, 8, C) floats, then o: (6, C) at byte 4 * 48C
+        fn(m.ctypes.data, b, o, oh, ow, c, k, skip is not None, work, work + 4 * 48 * c, first, n, h, w, slope)
 
     run.arrays = (bias, out, skip)
     return run
 
 
-def upsample_input_transform(xp: np.ndarray) -> Callable[[np.ndarray, int, int], None]:
-    """v <- B^T d B of each 5x5 window of the zero-bordered map xp, for the feature upsampler's F(4x4, 2x2)."""
+def upsample_input_transform(xp: np.ndarray, tw: int) -> Callable[[np.ndarray, int, int], None]:
+    """v <- B^T d B of each 5x5 window of the zero-bordered map xp, for the feature upsampler's F(4x4, 2x2),
+    ``tw`` tiles of 4x4 to a row."""
     fn, (xh, xw, c), x = functions()["upsample_input_transform"], xp.shape, _pointer(xp, 3)
+    if 4 * tw + 1 > xw:
+        raise ValueError(f"{tw} tiles of 4 to a row read past a map {xw} wide")
 
     def run(v: np.ndarray, first: int, n: int) -> None:
-        fn(x, xh, xw, c, v.ctypes.data, _work(25 * c), first, n)
+        fn(x, xh, xw, c, v.ctypes.data, _work(25 * c), first, n, tw)
 
     run.arrays = xp
     return run

@@ -1,13 +1,13 @@
 """The convolutions by Winograd's minimal filtering: NumPy's BLAS and compiled transforms.
 
 Both networks spend almost all their time in 64 -> 64 3x3 convolutions.
-Winograd's algorithm (Lavin & Gray, CVPR 2016) computes each 4x4 block of
-outputs from a 6x6 block of inputs with 36 multiplications per channel pair
-instead of 144 (F(4x4, 3x3)):
+Winograd's algorithm (Lavin & Gray, CVPR 2016) computes each 6x6 block of
+outputs from an 8x8 block of inputs with 64 multiplications per channel pair
+instead of 324 (F(6x6, 3x3), at the points 0, +-1, +-2, +-1/2):
 
     out_tile = A^T [ (G w G^T) * (B^T d B) ] A
 
-The 36 elementwise products, summed over input channels, are 36 matrix
+The 64 elementwise products, summed over input channels, are 64 matrix
 products (tiles x Cin) @ (Cin x Cout), which NumPy's BLAS runs; the small input
 and output transforms are loops compiled by Numba (``kernels.py``), loaded as
 machine code (``native.py``). Both run over bands of tiles, each band start to
@@ -17,6 +17,12 @@ compete for the cores. The output transform also adds the
 bias, an optional skip (MS-LapSRN's local residual) and the LeakyReLU; the
 input transform can apply a LeakyReLU first (MS-LapSRN's pre-activation), so
 one layer reads and writes its feature maps once.
+
+F(6x6, 3x3) does 21 % fewer multiplications per output than F(4x4, 3x3) (1.78 against
+2.25 per pixel and channel pair) and moves 21 % less transformed data, for a rounding
+error about twice as large, still within float32's tolerance of the reference; the
+products are the larger part of the time on every CPU, and the largest where FMA units
+are narrow (``scripts/speed_candidates.py`` measures both).
 
 The feature upsampler (the released 3x3 stride-2 transposed conv, cropped) is
 one 2x2 convolution with a group of output channels per output phase, run by
@@ -60,11 +66,12 @@ def toom_cook(points: list[float], m: int, r: int) -> tuple[np.ndarray, np.ndarr
     return at, g, bt
 
 
-# F(4x4, 3x3) for the 3x3 convs, F(4x4, 2x2) for the feature upsampler: B^T and A^T are
-# hand-expanded in kernels.py (bt6, at6, bt5, at5), G is used as a matrix on the weights.
-AT, G, BT = toom_cook([0, 1, -1, 2, -2], 4, 3)
+# F(6x6, 3x3) for the 3x3 convs, F(4x4, 2x2) for the feature upsampler: B^T and A^T are
+# hand-expanded in kernels.py (bt8, at8, bt5, at5), G is used as a matrix on the weights.
+AT, G, BT = toom_cook([0, 1, -1, 2, -2, 0.5, -0.5], 6, 3)
 AT2, G2, BT2 = toom_cook([0, 1, -1, 2], 4, 2)
-BAND_TILES = 192  # about this many tiles per band: 2 x 36 x 192 x 64 floats = 3.5 MB of scratch per thread
+CONV_TILE, UPSAMPLE_TILE = 6, 4  # outputs per side of a tile
+BAND_TILES = 96  # about this many tiles per band: 2 x 64 x 96 x 64 floats = 3.1 MB of scratch per thread
 
 
 _pool: ThreadPoolExecutor | None = None
@@ -216,11 +223,18 @@ def keep_freed_memory(keep: bool) -> None:
 FRESH_BYTES = 4 << 20  # a fresh map at least this large has its border zeroed on every thread (FeatureMap.empty)
 
 
+def padded(n: int) -> int:
+    """A feature map's rows (or columns) for n inside: a zero one before, and after enough for whole tiles of
+    the 3x3 convs (6) and of the upsampler (4), plus the one their windows read beyond."""
+    return max(CONV_TILE * -(-n // CONV_TILE), UPSAMPLE_TILE * -(-n // UPSAMPLE_TILE)) + 2
+
+
 @dataclass
 class FeatureMap:
-    """An h x w x c map inside a zero border: one pixel at top/left, enough at bottom/right for whole 4x4 tiles."""
+    """An h x w x c map inside a zero border: one pixel at top/left, enough at bottom/right for whole tiles
+    of the 3x3 convs (6x6) and of the upsampler (4x4)."""
 
-    data: np.ndarray  # (4 * ceil(h / 4) + 2, 4 * ceil(w / 4) + 2, c) float32
+    data: np.ndarray  # (padded(h), padded(w), c) float32
     h: int
     w: int
 
@@ -234,7 +248,7 @@ class FeatureMap:
         until the band threads write them); a smaller fresh one has its side columns, which reach
         every row, zeroed in blocks of rows on every thread.
         """
-        shape = (4 * -(-h // 4) + 2, 4 * -(-w // 4) + 2, c)
+        shape = (padded(h), padded(w), c)
         spare = getattr(_spares, "by_shape", {}).get(shape)
         if spare:
             data = spare.pop()
@@ -276,9 +290,9 @@ class FeatureMap:
 
 @dataclass(frozen=True)
 class Conv:
-    """A 3x3 convolution ready for F(4x4, 3x3): G w G^T as 36 matrices (Cin x Cout), and the bias."""
+    """A 3x3 convolution ready for F(6x6, 3x3): G w G^T as 64 matrices (Cin x Cout), and the bias."""
 
-    u: np.ndarray  # (36, Cin, Cout) float32
+    u: np.ndarray  # (64, Cin, Cout) float32
     bias: np.ndarray  # (Cout,) float32
 
     @classmethod
@@ -287,7 +301,7 @@ class Conv:
         c_out, c_in = w.shape[:2]
         if b is not None and np.shape(b) != (c_out,):  # the compiled transforms read one bias per output
             raise ValueError(f"a conv with {c_out} outputs needs {c_out} biases, got shape {np.shape(b)}")
-        u = np.einsum("ia,kcab,jb->ijck", G, w.astype(np.float64), G).reshape(36, c_in, c_out)
+        u = np.einsum("ia,kcab,jb->ijck", G, w.astype(np.float64), G).reshape(64, c_in, c_out)
         bias = np.zeros(c_out, np.float32) if b is None else b.astype(np.float32)
         return cls(np.ascontiguousarray(u, np.float32), np.ascontiguousarray(bias))
 
@@ -325,22 +339,20 @@ class Upsampler:
 TAPS = ((2, 0), (None, 1))  # output phase a -> transposed-conv tap applied to input row m - 1, row m
 
 
-def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> None:
-    """For each band of about BAND_TILES tiles: transform_in(v, first, n), v @ u into m, transform_out(m, first, n).
+def _run_bands(tiles: int, u: np.ndarray, transform_in, transform_out) -> None:
+    """For each band of about BAND_TILES of the ``tiles``: transform_in(v, first, n), v @ u into m, then
+    transform_out(m, first, n).
 
     u: (positions, Cin, Cout). Each band runs on one thread (``map_threads``) with its own scratch, so the
     batched matmul writes in place and the band's data stays in that core's cache; bands write
     disjoint tiles of the output. Call inside ``single_threaded_blas()``.
 
-    A band has an odd number of tiles. Its v and m hold the 36 positions n x C floats apart, and each
-    tile's transform reads or writes all 36 at once: with n a multiple of 16 and 64 channels, they lie
+    A band has an odd number of tiles. Its v and m hold the 64 positions n x C floats apart, and each
+    tile's transform reads or writes all 64 at once: with n a multiple of 16 and 64 channels, they lie
     a multiple of 4 kB apart and all fall in the same few sets of the core's L1 cache, evicting each
     other. With n odd they spread over every set (``scripts/speed_candidates.py``).
     """
     positions, c_in, c_out = u.shape
-    if x.data.shape[2] != c_in:  # the compiled transforms would read past the map
-        raise ValueError(f"a map of {x.data.shape[2]} channels into a conv of {c_in} inputs")
-    tiles = -(-x.h // 4) * -(-x.w // 4)
     bands = -(-tiles // BAND_TILES)
     bands = -(-bands // _threads) * _threads  # about as many bands for each thread, so none waits for a last one
     band = -(-tiles // bands) | 1  # odd: see above
@@ -356,6 +368,14 @@ def _run_bands(x: FeatureMap, u: np.ndarray, transform_in, transform_out) -> Non
         transform_out(m, first, n)
 
     map_threads(work, range(0, tiles, band))
+
+
+def _tiles(x: FeatureMap, tile: int, c_in: int) -> tuple[int, int]:
+    """The tiles of ``tile`` x ``tile`` outputs covering x, and how many make a row; checks its channels."""
+    if x.data.shape[2] != c_in:  # the compiled transforms would read past the map
+        raise ValueError(f"a map of {x.data.shape[2]} channels into a conv of {c_in} inputs")
+    tw = -(-x.w // tile)
+    return -(-x.h // tile) * tw, tw
 
 
 _blas = None  # threadpoolctl's view of the loaded BLAS libraries, made at the first pass
@@ -403,10 +423,11 @@ def conv3x3(
         raise ValueError(f"an output map of shape {out.data.shape} for this conv of a {x.data.shape} map")
     if any(np.may_share_memory(out.data, m.data) for m in (x, skip) if m is not None):  # bands race; see kernels
         raise ValueError("a conv's output map must not share memory with its input or skip")
+    tiles, tw = _tiles(x, CONV_TILE, conv.u.shape[1])
     _run_bands(
-        x,
+        tiles,
         conv.u,
-        native.input_transform(x.data, np.float32(pre)),
+        native.input_transform(x.data, tw, np.float32(pre)),
         native.output_transform(conv.bias, out.data, None if skip is None else skip.data, x.h, x.w, np.float32(post)),
     )
     return out
@@ -417,10 +438,11 @@ def upsample2x(x: FeatureMap, up: Upsampler, post: float = 1.0) -> FeatureMap:
     from . import native
 
     out = FeatureMap.empty(2 * x.h, 2 * x.w, up.bias.shape[0])
+    tiles, tw = _tiles(x, UPSAMPLE_TILE, up.u.shape[1])
     _run_bands(
-        x,
+        tiles,
         up.u,
-        native.upsample_input_transform(x.data),
+        native.upsample_input_transform(x.data, tw),
         native.upsample_output_transform(up.bias, out.data, x.h, x.w, np.float32(post)),
     )
     return out
