@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Peak memory of a phone photo's upscale with default flags: a 4000x3000 JPEG (a BSDS100 photo resized with
-# MATLAB bicubic, quality 90) to PNG at x2 (held whole) and x4 (written in strips), each under /usr/bin/time -v,
+# MATLAB bicubic, quality 90) to PNG at x2 (held whole), x4 and x3 (the network at x4, its Y resized down band by
+# band; both written in strips), each under /usr/bin/time -v,
 # beside the same command on a 64x48 JPEG: the process's own overhead (Python, NumPy, Pillow, the engine's
 # kernels), which the --max-memory budget (672M by default) does not count.
 # Writes docs/results/big_upscale.txt. Usage: bash scripts/measure_big.sh (nothing else running: it times too)
@@ -40,5 +41,6 @@ version=$(git describe --always --dirty)  # before tee opens the results file, w
   measure tiny.jpg tiny.png 4
   measure photo.jpg x2.png 2
   measure photo.jpg x4.png 4
+  measure photo.jpg x3.png 3
   lapsrn upscale -i "$work/photo.jpg" -o "$work/x4.jpg" -s 4 --quiet 2>&1 | sed 's/^/x4 to JPEG: /' || true
 } | tee docs/results/big_upscale.txt

@@ -9,6 +9,7 @@ from PIL import Image
 
 import lapsrn
 from lapsrn import memory, pictures, tiling
+from lapsrn import protocol as P
 from lapsrn.io import ImageError, Picture, read_image, write_image
 from lapsrn.strips import write_strips
 
@@ -102,6 +103,54 @@ def test_the_budget_picks_whole_or_strips_from_the_header():
         pictures.check_budget(up, 3000, 4000, 3, 8, 4, "PNG")
 
 
+def test_a_scale_between_powers_of_two_is_checked_from_the_header_too():
+    """x3 runs the network at x4 and resizes down band by band: held whole when that fits, else in strips,
+    refused as JPEG with what it needs; a fractional scale is left to the tiler."""
+    up = lapsrn.load()
+    assert pictures.check_budget(up, 1000, 1000, 3, 8, 3, "PNG") is False
+    assert pictures.check_budget(up, 3000, 4000, 3, 8, 3, "PNG") is True
+    with pytest.raises(ValueError, match=r"x3 of a 4000x3000 image as JPEG, which is encoded whole: give at least"):
+        pictures.check_budget(up, 3000, 4000, 3, 8, 3, "JPEG")
+    assert pictures.check_budget(up, 3000, 4000, 3, 8, 2.5, "PNG") is False
+
+
+@pytest.mark.parametrize(("h", "w", "big", "scale"), [(37, 23, 4, 3), (16, 9, 8, 5), (21, 30, 8, 6), (9, 11, 8, 7)])
+def test_y_resized_down_in_bands_equals_the_whole_plane_to_the_bit(rng, monkeypatch, h, w, big, scale):
+    """The network's Y at the next power of two, resized to ``scale`` band by band as it comes (bands of
+    uneven height, made a few output rows at a time), is the protocol's resize of the whole plane."""
+    from lapsrn import colour
+
+    monkeypatch.setattr(colour, "BAND_PIXELS", 3 * w * big * scale)  # three LR rows at a time
+    y = rng.random((h * big, w * big)).astype(np.float32)
+    cuts = [0, *sorted(rng.choice(np.arange(1, h), size=min(4, h - 1), replace=False)), h]
+    ys = ((r0, r1, y[r0 * big : r1 * big]) for r0, r1 in zip(cuts, cuts[1:]))
+    got = list(colour._resized_bands(ys, h, w, big, scale))
+    assert [b[0] for b in got] == sorted(b[0] for b in got) and got[-1][1] == h
+    whole = P.imresize(y, size=(h * scale, w * scale))
+    assert np.array_equal(np.concatenate([b[2] for b in got]), whole)
+
+
+def test_x3_composed_in_bands_equals_the_whole_resize(rng, tiny_overhead, monkeypatch):
+    """super_resolve at x3 (the network at x4, its Y resized down as it comes) equals resizing the whole x4
+    plane and composing it, the path it replaced: to the bit from one pass, and under a budget that makes
+    bands, but for the tiles' float rounding (one level at most)."""
+    from lapsrn import colour
+
+    img = (smooth_image(rng, 120, 100) * 255).astype(np.uint8)
+    up = lapsrn.load()
+    whole = colour._compose(img, colour._network_planes(up, colour.luma(img), 2, last_only=True)[-1], 3, np.uint8)
+    assert np.array_equal(colour.super_resolve(up, img, 3, np.uint8), whole)
+    up.max_memory = up.least_memory(100, 2, img.nbytes * (3 + 4 + 27) // 3) + (64 << 10)  # input, Y, output
+    bands, real = [], colour._resized_bands
+
+    def counted(ys, *args):
+        return real((bands.append(b) or b for b in ys), *args)
+
+    monkeypatch.setattr(colour, "_resized_bands", counted)
+    diff = np.abs(colour.super_resolve(up, img, 3, np.uint8).astype(int) - whole)
+    assert len(bands) > 1 and diff.max() <= 1 and (diff > 0).mean() < 0.01
+
+
 @pytest.fixture
 def tiny_overhead(monkeypatch):
     """The engine's fixed allowance taken out, so that budgets of a few MB play out on small images as the
@@ -110,8 +159,10 @@ def tiny_overhead(monkeypatch):
     monkeypatch.setattr(tiling, "CHUNK_OVERHEAD", 0)
 
 
-@pytest.mark.parametrize(("kind", "ext"), [("rgb", ".png"), ("rgba", ".png"), ("gray16", ".tif")])
-def test_a_streamed_file_equals_the_one_held_whole(tmp_path, rng, tiny_overhead, kind, ext):
+@pytest.mark.parametrize(
+    ("kind", "ext", "scale"), [("rgb", ".png", 4), ("rgba", ".png", 4), ("gray16", ".tif", 4), ("rgba", ".png", 3)]
+)
+def test_a_streamed_file_equals_the_one_held_whole(tmp_path, rng, tiny_overhead, kind, ext, scale):
     """Streaming changes where rows go, not what they are: the pixels of the output held whole but for the
     tiles' float rounding, alpha and 16 bits kept (the writer itself is exact, above)."""
     img = smooth_image(rng, 90, 70)
@@ -123,13 +174,15 @@ def test_a_streamed_file_equals_the_one_held_whole(tmp_path, rng, tiny_overhead,
         Image.fromarray((img[..., 0] * 65535).astype(np.uint16)).save(tmp_path / "in.png")
     up = lapsrn.load()
     channels, size = (1, 2) if kind == "gray16" else (3, 1)
-    up.max_memory = up.least_memory(70, 2, 90 * 70 * (channels * size + 4), 70 * 16 * channels * size) + (64 << 10)
-    assert pictures.streamed(up, tmp_path / "in.png", tmp_path / f"s{ext}", 4)
-    pictures.stream_file(up, tmp_path / "in.png", tmp_path / f"s{ext}", 4)
+    row = 70 * scale * scale * channels * size
+    up.max_memory = up.least_memory(70, 2, 90 * 70 * (channels * size + 4), row) + (64 << 10)
+    assert pictures.streamed(up, tmp_path / "in.png", tmp_path / f"s{ext}", scale)
+    pictures.stream_file(up, tmp_path / "in.png", tmp_path / f"s{ext}", scale)
     up.max_memory = 1 << 30  # the output held whole
-    pictures.write_outputs(pictures.upscale_outputs(up, tmp_path / "in.png", tmp_path / f"w{ext}", 4))
+    pictures.write_outputs(pictures.upscale_outputs(up, tmp_path / "in.png", tmp_path / f"w{ext}", scale))
     a, b = read_image(tmp_path / f"s{ext}", samples=True), read_image(tmp_path / f"w{ext}", samples=True)
-    assert a.pixels.shape == ((360, 280, 3) if kind != "gray16" else (360, 280)) and a.bits == b.bits
+    assert a.pixels.shape[:2] == (90 * scale, 70 * scale) and a.bits == b.bits
+    assert a.pixels.shape[2:] == (() if kind == "gray16" else (3,))
     diff = np.abs(a.pixels.astype(np.int64) - b.pixels)
     # the tiles' float rounding only: one level at most, which at 16 bits (1.5e-5 of the range) flips more pixels
     assert diff.max() <= 1 and (diff > 0).mean() < (0.01 if a.bits == 8 else 0.05)

@@ -162,27 +162,63 @@ def _network_planes(upscaler: Tiler, y: np.ndarray, levels: int, last_only: bool
 
 
 def output_strips(
-    upscaler: Tiler, rgb: np.ndarray, levels: int, dtype=np.uint8, reserved: int = 0, out: np.ndarray | None = None
+    upscaler: Tiler, rgb: np.ndarray, scale: int, dtype=np.uint8, reserved: int = 0, out: np.ndarray | None = None
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """(first output row, rows) of the x2^levels picture, top to bottom, a band of the network's rows at a time.
+    """(first output row, rows) of the picture at an integer ``scale``, top to bottom, a band of the network's
+    rows at a time.
 
     What a large upscale writes as it goes (``pictures``): only the input samples, their Y plane and
-    one band of output rows exist at once, so the output need never be whole. ``reserved``: bytes the
-    caller holds beside these (the input, an alpha plane); each band's rows are counted as the tiler
-    sizes its tiles. With ``out`` (the whole output) the rows are composed into it instead.
+    one band of output rows exist at once, so the output need never be whole. A scale that is not a
+    power of two runs the network to the next one and resizes its Y down band by band (``_resized_bands``).
+    ``reserved``: bytes the caller holds beside these (the input, an alpha plane); each band's rows are
+    counted as the tiler sizes its tiles. With ``out`` (the whole output) the rows are composed into it instead.
     """
     with upscaler.limits():
         h, w = rgb.shape[:2]
-        s = 2**levels
+        levels = levels_for(scale)
         y = luma(rgb)
-        row_bytes = 0 if out is not None else w * s * s * np.dtype(dtype).itemsize * (3 if rgb.ndim == 3 else 1)
+        row_bytes = 0 if out is not None else w * scale * scale * np.dtype(dtype).itemsize * (3 if rgb.ndim == 3 else 1)
         held = reserved + y.nbytes + (0 if out is None else out.nbytes)
-        for r0, r1, (yo,) in upscaler.bands(y, levels, last_only=True, reserved=held, row_bytes=row_bytes):
-            rows = np.empty(((r1 - r0) * s, w * s, *rgb.shape[2:]), dtype) if out is None else out[r0 * s : r1 * s]
-            _compose_rows(rgb, yo, r0, r1, s, rows)
+        ys = upscaler.bands(y, levels, last_only=True, reserved=held, row_bytes=row_bytes)
+        ys = ((r0, r1, yo) for r0, r1, (yo,) in ys)
+        if scale != 2**levels:
+            ys = _resized_bands(ys, h, w, 2**levels, scale)
+        for r0, r1, yo in ys:
+            rows = (
+                np.empty(((r1 - r0) * scale, w * scale, *rgb.shape[2:]), dtype)
+                if out is None
+                else out[r0 * scale : r1 * scale]
+            )
+            _compose_rows(rgb, yo, r0, r1, scale, rows)
             del yo  # neither this band's Y nor its rows stay alive while the next band runs
-            yield r0 * s, rows
+            yield r0 * scale, rows
             del rows
+
+
+def _resized_bands(
+    ys: Iterator[tuple[int, int, np.ndarray]], h: int, w: int, big: int, scale: int
+) -> Iterator[tuple[int, int, np.ndarray]]:
+    """Bands (LR rows r0, r1, their Y at x``big``), top to bottom, turned into bands of Y at x``scale``: the
+    protocol's bicubic resize down, equal to ``protocol.imresize`` of the whole plane to the bit (each output
+    row sums the same taps in the same order, then each column). Keeps only the rows of Y that the rows still
+    to make read; makes at most BAND_PIXELS output pixels at a time, so its float64 temporaries stay small."""
+    rows, row_weights = P.contributions(h * big, h * scale, h * scale / (h * big))  # imresize(size=)'s scale
+    cols, col_weights = P.contributions(w * big, w * scale, w * scale / (w * big))
+    reach = np.maximum.accumulate(rows.max(axis=1).reshape(h, scale).max(axis=1))  # an LR row's last Y row read
+    first = np.minimum.accumulate(rows.min(axis=1)[::-1])[::-1]  # the first Y row read by this output row or later
+    step = max(1, BAND_PIXELS // (w * big * scale))  # LR rows made at once
+    held, start, done = np.empty((0, w * big), np.float32), 0, 0
+    for _, r1, y in ys:
+        held = np.concatenate([held, y]) if len(held) else y
+        del y
+        ready = h if r1 == h else int(np.searchsorted(reach, r1 * big))  # LR rows whose Y rows have all come
+        for a in range(done, ready, step):
+            o0, o1 = a * scale, min(a + step, ready) * scale
+            part = P.resize_rows_by(held, rows[o0:o1] - start, row_weights[o0:o1])
+            yield a, o1 // scale, P.resize_rows_by(np.ascontiguousarray(part.T), cols, col_weights).T
+        done = ready
+        if done < h:
+            held, start = held[first[done * scale] - start :], first[done * scale]
 
 
 def super_resolve(upscaler: Tiler, img: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
@@ -193,16 +229,16 @@ def super_resolve(upscaler: Tiler, img: np.ndarray, scale: float, dtype=np.float
     so gray and colour images take the same path. A scale that is not a power
     of two runs to the next level and is resized down bicubically, as the
     official MS-LapSRN code does for x3. Output is clipped to [0, 1] and of
-    ``dtype``: float64, or uint8/uint16 quantised band by band. At a power of
-    two each band of the network's output goes straight into the output, so
+    ``dtype``: float64, or uint8/uint16 quantised band by band. At an integer
+    scale each band of the network's output goes straight into the output, so
     a large upscale holds the input, the output and the feature maps, no more.
     Runs within the upscaler's thread limits (``Tiler.limits``).
     """
     levels = levels_for(scale)
     h, w = img.shape[:2]
-    if scale == 2**levels and min(h, w) >= MIN_SIDE:
-        out = np.empty((h * 2**levels, w * 2**levels, *img.shape[2:]), dtype)
-        for _ in output_strips(upscaler, img, levels, dtype, img.nbytes, out):
+    if scale == int(scale) and min(h, w) >= MIN_SIDE:
+        out = np.empty((h * int(scale), w * int(scale), *img.shape[2:]), dtype)
+        for _ in output_strips(upscaler, img, int(scale), dtype, img.nbytes, out):
             pass
         return out
     with upscaler.limits():

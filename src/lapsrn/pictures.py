@@ -65,16 +65,18 @@ def check_budget(upscaler: Tiler, h: int, w: int, channels: int, bits: int, scal
     Whole: the input samples, their float32 Y plane and the output samples beside the network
     (``colour.output_strips``), then the output beside the encoder's copy (Pillow holds colour at four
     bytes a pixel). When that does not fit and the format is written in strips (PNG, TIFF), only a band
-    of output rows exists at a time. Other scales size their tiles as they go and are checked then.
+    of output rows exists at a time. An integer scale that is not a power of two runs the network to the
+    next one (its bands counted at that level) and resizes its Y down band by band; other scales size
+    their tiles as they go and are checked then.
     The header's guesses can be off (a 16-bit gray+alpha PNG opens as RGBA; a TIFF's turn depends on
     Pillow's version): the least the image can take is counted, and it is refused only if neither
     orientation fits.
     """
     levels = levels_for(scale)
-    if scale != 2**levels:
+    if scale != int(scale):
         return False
     size = sample_bytes(bits)
-    pixels, out_pixels = h * w, h * w * 4**levels
+    pixels, out_pixels = h * w, h * w * int(scale) ** 2
     whole = pixels * channels * size + pixels * 4 + out_pixels * channels * size
     encoder = out_pixels * (4 if channels >= 3 and size == 1 else channels * size)
     saved = pixels * channels * size + out_pixels * channels * size + encoder
@@ -97,11 +99,11 @@ def check_budget(upscaler: Tiler, h: int, w: int, channels: int, bits: int, scal
     if fmt not in STREAMED_FORMATS:
         need = max(upscaler.least_memory(min(h, w), levels, whole), saved)
         raise ValueError(
-            f"--max-memory {format_size(upscaler.max_memory)} is too small to write x{2**levels} of a {w}x{h} image "
+            f"--max-memory {format_size(upscaler.max_memory)} is too small to write x{scale:g} of a {w}x{h} image "
             f"as {fmt}, which is encoded whole: give at least {format_size(need)}, or write .png or .tif, which are "
             "written as they are made"
         )
-    fits(pixels * channels * size + pixels * 4, w * 4**levels * channels * size)
+    fits(pixels * channels * size + pixels * 4, w * int(scale) ** 2 * channels * size)
     return True
 
 
@@ -177,14 +179,13 @@ def streamed(upscaler: Tiler, src: Path, dst: Path, scale: float, all_levels: bo
 
 
 def stream_file(upscaler: Tiler, src: Path, dst: Path, scale: float, png_compression: int = 1) -> list[Path]:
-    """Upscale a picture at a power of two into a PNG or TIFF written a band of rows at a time (``strips``):
+    """Upscale a picture at an integer scale into a PNG or TIFF written a band of rows at a time (``strips``):
     the input's samples, their Y plane and one band of output rows are all it holds; same pixels as
     ``upscale_outputs`` and ``write_outputs``."""
     pic = read_image(src, samples=True)
-    levels, dtype = levels_for(scale), sample_type(pic.bits)
-    s, (h, w) = 2**levels, pic.pixels.shape[:2]
+    dtype, s, (h, w) = sample_type(pic.bits), int(scale), pic.pixels.shape[:2]
     held = pic.pixels.nbytes + (0 if pic.alpha is None else pic.alpha.nbytes)
-    strips = output_strips(upscaler, pic.pixels, levels, dtype, held)
+    strips = output_strips(upscaler, pic.pixels, s, dtype, held)
     channels = (3 if pic.pixels.ndim == 3 else 1) + (pic.alpha is not None)
 
     def rows() -> Iterator[np.ndarray]:

@@ -129,14 +129,15 @@ def imresize(img: np.ndarray, scale: float | None = None, size: tuple[int, int] 
         out_h, out_w = size
         sh, sw = out_h / h, out_w / w
     rest = img.shape[2:]
-    out = _resize_rows(img.reshape(h, -1), *contributions(h, out_h, sh))  # rows: (out_h, w * C)
+    out = resize_rows_by(img.reshape(h, -1), *contributions(h, out_h, sh))  # rows: (out_h, w * C)
     out = np.swapaxes(out.reshape(out_h, w, *rest), 0, 1).reshape(w, -1)  # (w, out_h * C)
-    out = _resize_rows(out, *contributions(w, out_w, sw))  # columns: (out_w, out_h * C)
+    out = resize_rows_by(out, *contributions(w, out_w, sw))  # columns: (out_w, out_h * C)
     return np.swapaxes(out.reshape(out_w, out_h, *rest), 0, 1)
 
 
-def _resize_rows(x: np.ndarray, src: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """Resize along axis 0 of a 2-D array: each output row a weighted sum of input rows, taps in order."""
+def resize_rows_by(x: np.ndarray, src: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """Resize along axis 0 of a 2-D array: each output row a weighted sum of input rows, taps in order
+    (``contributions``); the whole plane's taps on a band of its rows give those rows of the whole resize."""
     out = np.zeros((src.shape[0], x.shape[1]))
     for k in range(src.shape[1]):
         out += weights[:, k, None] * x[src[:, k]]
