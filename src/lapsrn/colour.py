@@ -180,10 +180,9 @@ def output_strips(
         row_bytes = 0 if out is not None else w * scale * scale * np.dtype(dtype).itemsize * (3 if rgb.ndim == 3 else 1)
         held = reserved + y.nbytes + (0 if out is None else out.nbytes)
         ys = upscaler.bands(y, levels, last_only=True, reserved=held, row_bytes=row_bytes)
-        ys = ((r0, r1, yo) for r0, r1, (yo,) in ys)
         if scale != 2**levels:
             ys = _resized_bands(ys, h, w, 2**levels, scale)
-        for r0, r1, yo in ys:
+        for r0, r1, (yo,) in ys:
             rows = (
                 np.empty(((r1 - r0) * scale, w * scale, *rgb.shape[2:]), dtype)
                 if out is None
@@ -196,29 +195,46 @@ def output_strips(
 
 
 def _resized_bands(
-    ys: Iterator[tuple[int, int, np.ndarray]], h: int, w: int, big: int, scale: int
-) -> Iterator[tuple[int, int, np.ndarray]]:
-    """Bands (LR rows r0, r1, their Y at x``big``), top to bottom, turned into bands of Y at x``scale``: the
+    ys: Iterator[tuple[int, int, list[np.ndarray]]], h: int, w: int, big: int, scale: int
+) -> Iterator[tuple[int, int, list[np.ndarray]]]:
+    """Bands (LR rows r0, r1, [their Y at x``big``]), top to bottom, turned into bands of Y at x``scale``: the
     protocol's bicubic resize down, equal to ``protocol.imresize`` of the whole plane to the bit (each output
-    row sums the same taps in the same order, then each column). Keeps only the rows of Y that the rows still
-    to make read; makes at most BAND_PIXELS output pixels at a time, so its float64 temporaries stay small."""
+    row sums the same taps in the same order, then each column).
+
+    Made at most BAND_PIXELS output pixels at a time, so the float64 temporaries stay small; between bands
+    only the few rows of Y that the rows still to make read are kept (a copy: not the band they came from).
+    """
     rows, row_weights = P.contributions(h * big, h * scale, h * scale / (h * big))  # imresize(size=)'s scale
     cols, col_weights = P.contributions(w * big, w * scale, w * scale / (w * big))
     reach = np.maximum.accumulate(rows.max(axis=1).reshape(h, scale).max(axis=1))  # an LR row's last Y row read
     first = np.minimum.accumulate(rows.min(axis=1)[::-1])[::-1]  # the first Y row read by this output row or later
     step = max(1, BAND_PIXELS // (w * big * scale))  # LR rows made at once
-    held, start, done = np.empty((0, w * big), np.float32), 0, 0
-    for _, r1, y in ys:
-        held = np.concatenate([held, y]) if len(held) else y
-        del y
+    kept, done = np.empty((0, w * big), np.float32), 0  # kept: Y rows [start, r0 * big) of the bands before
+    for r0, r1, (y,) in ys:
         ready = h if r1 == h else int(np.searchsorted(reach, r1 * big))  # LR rows whose Y rows have all come
         for a in range(done, ready, step):
             o0, o1 = a * scale, min(a + step, ready) * scale
-            part = P.resize_rows_by(held, rows[o0:o1] - start, row_weights[o0:o1])
-            yield a, o1 // scale, P.resize_rows_by(np.ascontiguousarray(part.T), cols, col_weights).T
+            lo, hi = int(rows[o0:o1].min()), int(rows[o0:o1].max()) + 1
+            part = P.resize_rows_by(_y_rows(kept, y, r0 * big, lo, hi), rows[o0:o1] - lo, row_weights[o0:o1])
+            out = P.resize_rows_by(np.ascontiguousarray(part.T), cols, col_weights).T
+            del part
+            yield a, o1 // scale, [out]
+            del out
         done = ready
         if done < h:
-            held, start = held[first[done * scale] - start :], first[done * scale]
+            kept = _y_rows(kept, y, r0 * big, int(first[done * scale]), r1 * big).copy()
+        del y
+
+
+def _y_rows(kept: np.ndarray, y: np.ndarray, y_start: int, lo: int, hi: int) -> np.ndarray:
+    """Y rows [lo, hi) from ``kept`` (the rows just before ``y_start``) and ``y`` (rows from it on): a view
+    of one of them, or a copy of those rows where they straddle the two."""
+    k = len(kept) - y_start  # kept's row i is Y row i - k
+    if lo >= y_start:
+        return y[lo - y_start : hi - y_start]
+    if hi <= y_start:
+        return kept[lo + k : hi + k]
+    return np.concatenate([kept[lo + k :], y[: hi - y_start]])
 
 
 def super_resolve(upscaler: Tiler, img: np.ndarray, scale: float, dtype=np.float64) -> np.ndarray:
