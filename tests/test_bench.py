@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from lapsrn.bench import blas_library, cpu_model, flops_per_pixel
+from lapsrn.engine.native import target_cpu
 from lapsrn.weights import read
 
 from .conftest import SHARED, shared_path
@@ -64,7 +65,8 @@ def test_small_bench_writes_the_table(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     text = out.read_text()
     assert "## Set5, x4" in text and "## 48x48 LR, x4" in text and "matmul peak measured here" in text
-    assert f"Machine: {cpu_model()}, 1 threads" in text and f"BLAS {blas_library()}." in text
+    assert f"Machine: {cpu_model()}, 1 threads" in text and f"BLAS {blas_library()}, the engine's kernels" in text
+    assert f"kernels compiled for {target_cpu()[0]}." in text
     assert blas_library() != "unknown"  # NumPy's BLAS, and which kernels it runs here, is found
     set5 = text.split("## 48x48")[0]
     rows = {m.group(1).strip(): m.group(2).split("|") for m in re.finditer(r"^\| ([^|]+) \|(.*)\|$", set5, re.M)}
