@@ -285,11 +285,10 @@ def colour_rows(y: np.ndarray) -> list[tuple[str, float]]:
     """Composing the x4 colour output from the network's Y and the LR's Cb/Cr: on every thread, on one."""
     from lapsrn import colour as imaging
     from lapsrn import engine
-    from lapsrn import protocol as P
 
     rng = np.random.default_rng(0)
     h, w = y.shape
-    ycc, big_y = P.rgb2ycbcr(rng.random((h, w, 3))), rng.random((4 * h, 4 * w))
+    rgb, big_y = (rng.random((h, w, 3)) * 255).astype(np.uint8), rng.random((4 * h, 4 * w))
     out = np.empty((4 * h, 4 * w, 3), np.uint8)
     previous = engine.threads()
     rows = []
@@ -299,7 +298,7 @@ def colour_rows(y: np.ndarray) -> list[tuple[str, float]]:
             (1, "the same on 1 thread"),
         ):
             engine.set_threads(threads)
-            rows.append((name, timed(lambda: imaging._compose_rows(False, ycc, big_y, 0, h, 4, out))))
+            rows.append((name, timed(lambda: imaging._compose_rows(rgb, big_y, 0, h, 4, out))))
     finally:
         engine.set_threads(previous)
     return rows
@@ -328,12 +327,12 @@ def tiling_rows(weights: Path, y: np.ndarray) -> list[tuple[str, float]]:
     """Tiles under one memory budget that forces about three of them: a full-width band against a square
     (``Upscaler.tile_candidates``), the one ``tile_size`` picks marked, with the reservation ``bands`` makes."""
     import lapsrn
-    from lapsrn import inference
+    from lapsrn import memory
 
     up = lapsrn.load(weights, device="cpu")
-    reserved = inference.output_bytes(*y.shape, 2, last_only=True)  # what bands() reserves by default
-    features = inference.feature_bytes(*y.shape, 2) - inference.CHUNK_OVERHEAD
-    up.max_memory = reserved + inference.CHUNK_OVERHEAD + features // 3
+    reserved = memory.output_bytes(*y.shape, 2, last_only=True)  # what bands() reserves by default
+    features = memory.feature_bytes(*y.shape, 2) - memory.CHUNK_OVERHEAD
+    up.max_memory = reserved + memory.CHUNK_OVERHEAD + features // 3
     picked = up.tile_size(*y.shape, 2, reserved)
     band, square = up.tile_candidates(*y.shape, 2, reserved)
     real = up.tile_size
