@@ -209,7 +209,7 @@ def _resized_bands(
     reach = np.maximum.accumulate(rows.max(axis=1).reshape(h, scale).max(axis=1))  # an LR row's last Y row read
     first = np.minimum.accumulate(rows.min(axis=1)[::-1])[::-1]  # the first Y row read by this output row or later
     step = max(1, BAND_PIXELS // (w * big * scale))  # LR rows made at once
-    kept, done = np.empty((0, w * big), np.float32), 0  # kept: Y rows [start, r0 * big) of the bands before
+    kept, done = np.empty((0, w * big), np.float32), 0  # kept: the Y rows just before this band's, still read
     for r0, r1, (y,) in ys:
         ready = h if r1 == h else int(np.searchsorted(reach, r1 * big))  # LR rows whose Y rows have all come
         for a in range(done, ready, step):

@@ -19,8 +19,8 @@ input transform can apply a LeakyReLU first (MS-LapSRN's pre-activation), so
 one layer reads and writes its feature maps once.
 
 F(6x6, 3x3) does 21 % fewer multiplications per output than F(4x4, 3x3) (1.78 against
-2.25 per pixel and channel pair) and moves 21 % less transformed data, for a rounding
-error about twice as large, still within float32's tolerance of the reference; the
+2.25 per pixel and channel pair) and moves 21 % less transformed data, for a larger
+rounding error, still within float32's tolerance of the reference (tests/test_engine.py); the
 products are the larger part of the time on every CPU, and the largest where FMA units
 are narrow (``scripts/speed_candidates.py`` measures both).
 
